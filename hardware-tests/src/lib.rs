@@ -1,0 +1,1 @@
+//! The QEMU virtual lab (in progress).

@@ -1,0 +1,1 @@
+//! The host image builder (in progress).

@@ -1,0 +1,11 @@
+//! The provisioner: boot services, BMC drivers, the node store, the lifecycle
+//! state machine, the site repository and the REST API, plus the operator CLI
+//! that talks to it. `main.rs` is wiring only.
+
+pub mod api;
+pub mod cli;
+pub mod daemon;
+pub mod lifecycle;
+pub mod metrics;
+pub mod site;
+pub mod store;
