@@ -1,1 +1,14 @@
-//! The QEMU virtual lab (in progress).
+//! The virtual lab: the example lab site (`sites/lab/`) today; the QEMU
+//! harness (network namespace, bridge, taps, VMs, virtual BMCs) and the
+//! end-to-end scenarios come with the boot-services work.
+//!
+//! Invariant: the lab only ever touches network namespaces, bridges and taps it
+//! created itself, and removes them (and kills the processes it started, by
+//! PID) on every exit path.
+
+use std::path::PathBuf;
+
+/// The lab's site directory, checked in next to this crate.
+pub fn lab_site_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sites/lab")
+}

@@ -1,1 +1,543 @@
-//! (in progress)
+//! `provisioner serve`: wires the site, the store, the lifecycle and the API
+//! together, and runs the background loops (site watcher, wait-state timers).
+//!
+//! Invariants:
+//! - The active site is always one that validated: an invalid change is
+//!   refused, reported (log, `/api/v1/site`, metrics) and the last good site stays.
+//! - Every lifecycle change goes through [`App::fire`]: read, pure transition,
+//!   compare-and-swap write, then actions. A lost race is retried on fresh data.
+//! - Wait-state deadlines live in the database, so a restart (even after
+//!   `kill -9`) resumes every timer: an overdue node times out on the first sweep.
+//! - BMC and boot actions are not performed yet: the executor that drives BMCs
+//!   comes with the BMC and lifecycle-executor work. They are logged, and the
+//!   wait-state timer still guarantees the node cannot wait forever.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tracing::{error, info, warn};
+
+use crate::lifecycle::{self, Action, Event, TransitionError, WaitKind};
+use crate::metrics::{Metrics, OutcomeLabels};
+use crate::site::{self, Site};
+use crate::store::{
+    EnrollSpec, NodeConfig, NodeRecord, StatusChange, Store, StoreError, SyncReport,
+};
+
+/// The API token file inside the state directory (mode 0600).
+pub const TOKEN_FILE: &str = "api-token";
+/// The daemon writes its API base URL here so the CLI finds the local daemon.
+pub const URL_FILE: &str = "api-url";
+/// How often the site directory is checked for changes.
+const SITE_POLL: Duration = Duration::from_secs(2);
+/// How often overdue wait states are looked for.
+const SWEEP: Duration = Duration::from_secs(1);
+
+/// Options of `provisioner serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub site: PathBuf,
+    pub state: PathBuf,
+    /// Overrides `api.listen` from site.yaml (tests use port 0).
+    pub listen: Option<SocketAddr>,
+}
+
+/// How long each wait state may last before the node fails.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub inspect: Duration,
+    pub deploy: Duration,
+    pub clean: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            inspect: Duration::from_secs(20 * 60),
+            deploy: Duration::from_secs(60 * 60),
+            clean: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+impl Timeouts {
+    fn of(&self, kind: WaitKind) -> Duration {
+        match kind {
+            WaitKind::Inspect => self.inspect,
+            WaitKind::Deploy => self.deploy,
+            WaitKind::Clean => self.clean,
+        }
+    }
+}
+
+/// Why a daemon operation failed; mapped to HTTP in `api`.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("the site change was refused; the last good site stays active")]
+    SiteInvalid(#[source] site::SiteErrors),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// The last site change that was refused.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct RefusedReload {
+    pub at: DateTime<Utc>,
+    /// `file:line:column: message`, one per problem.
+    pub errors: Vec<String>,
+}
+
+/// What `GET /api/v1/site` reports.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct SiteStatus {
+    pub dir: PathBuf,
+    /// When the active site was loaded.
+    pub loaded_at: DateTime<Utc>,
+    /// One-line summary of the active site.
+    pub summary: String,
+    /// Site nodes no longer in nodes.yaml, kept until deleted.
+    pub missing_nodes: Vec<String>,
+    /// The last refused change, if it came after the active site was loaded.
+    pub refused: Option<RefusedReload>,
+}
+
+/// Shared daemon state, handed to every API handler and background loop.
+#[derive(Debug)]
+pub struct App {
+    pub store: Store,
+    pub metrics: Metrics,
+    token: String,
+    site_dir: PathBuf,
+    site: RwLock<Arc<Site>>,
+    status: Mutex<SiteStatus>,
+    fingerprint: Mutex<Vec<(PathBuf, u64, SystemTime)>>,
+    reload_lock: tokio::sync::Mutex<()>,
+    pub timeouts: Timeouts,
+}
+
+/// The node as the store should hold it, from the site's declaration.
+pub fn enroll_spec(node: &site::NodeSpec) -> EnrollSpec {
+    let bmc = node.bmc.as_ref();
+    EnrollSpec {
+        name: node.name.clone(),
+        config: NodeConfig {
+            bmc_url: bmc.map(|b| b.url.to_string()),
+            bmc_username: bmc.and_then(|b| b.username.clone()),
+            bmc_credential: bmc.map(|b| b.credential.reference()),
+            boot_mac: node.boot_mac.map(|mac| mac.to_string()),
+            serial: node.serial.clone(),
+            profile_override: node.profile.clone(),
+            role_override: node.role.map(|role| role.to_string()),
+        },
+    }
+}
+
+impl App {
+    /// Builds the daemon state from a valid site and an open store.
+    pub fn new(site: Site, store: Store, token: String, timeouts: Timeouts) -> App {
+        let status = SiteStatus {
+            dir: site.dir.clone(),
+            loaded_at: Utc::now(),
+            summary: site.summary(),
+            missing_nodes: vec![],
+            refused: None,
+        };
+        App {
+            store,
+            metrics: Metrics::default(),
+            token,
+            fingerprint: Mutex::new(site_fingerprint(&site.dir)),
+            site_dir: site.dir.clone(),
+            site: RwLock::new(Arc::new(site)),
+            status: Mutex::new(status),
+            reload_lock: tokio::sync::Mutex::new(()),
+            timeouts,
+        }
+    }
+
+    /// Checks a bearer token in constant time.
+    pub fn token_matches(&self, presented: &str) -> bool {
+        let (a, b) = (presented.as_bytes(), self.token.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
+    /// The active site.
+    pub fn site(&self) -> Arc<Site> {
+        Arc::clone(
+            &self
+                .site
+                .read()
+                .unwrap_or_else(|poison| poison.into_inner()),
+        )
+    }
+
+    pub fn site_status(&self) -> SiteStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    /// Enrolls and updates the active site's nodes in the store.
+    pub async fn sync_nodes(&self) -> Result<SyncReport, StoreError> {
+        let site = self.site();
+        let specs: Vec<EnrollSpec> = site.nodes.iter().map(enroll_spec).collect();
+        let report = self.store.sync_site(&specs, Utc::now()).await?;
+        for name in &report.missing {
+            warn!(node = %name, "node is no longer in nodes.yaml; kept until `provisioner node delete {name}`");
+        }
+        if !report.added.is_empty() || !report.updated.is_empty() {
+            info!(
+                added = report.added.len(),
+                updated = report.updated.len(),
+                "site nodes synced"
+            );
+        }
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .missing_nodes = report.missing.clone();
+        Ok(report)
+    }
+
+    /// Loads the site directory again; applies it only if it validates.
+    pub async fn reload(&self) -> Result<SyncReport, DaemonError> {
+        let _serial = self.reload_lock.lock().await;
+        let fingerprint = site_fingerprint(&self.site_dir);
+        let dir = self.site_dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || site::load(&dir))
+            .await
+            .map_err(|e| DaemonError::BadRequest(format!("site loader crashed: {e}")))?;
+        *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
+        match loaded {
+            Ok(site) => {
+                let summary = site.summary();
+                *self.site.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(site);
+                {
+                    let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                    status.loaded_at = Utc::now();
+                    status.summary = summary.clone();
+                    status.refused = None;
+                }
+                let report = self.sync_nodes().await?;
+                self.metrics
+                    .site_reloads
+                    .get_or_create(&outcome("applied"))
+                    .inc();
+                info!(%summary, "site reloaded");
+                Ok(report)
+            }
+            Err(errors) => {
+                self.metrics
+                    .site_reloads
+                    .get_or_create(&outcome("refused"))
+                    .inc();
+                let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                error!(errors = %lines.join("; "), "site change refused; the last good site stays active");
+                self.status
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .refused = Some(RefusedReload {
+                    at: Utc::now(),
+                    errors: lines,
+                });
+                Err(DaemonError::SiteInvalid(errors))
+            }
+        }
+    }
+
+    /// Applies one lifecycle event to a node: pure transition, compare-and-swap
+    /// write with history, then the actions. Retries when another writer won.
+    pub async fn fire(
+        &self,
+        name: &str,
+        event: Event,
+        reason: Option<String>,
+    ) -> Result<NodeRecord, DaemonError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let node = self.store.node(name).await?;
+            let transition = lifecycle::transition(node.status(), event)?;
+            let now = Utc::now();
+            let mut deadline = node.deadline;
+            for action in &transition.actions {
+                match action {
+                    Action::StartTimer { kind } => {
+                        deadline = Some(
+                            now + chrono::Duration::from_std(self.timeouts.of(*kind))
+                                .unwrap_or(chrono::TimeDelta::MAX),
+                        );
+                    }
+                    Action::CancelTimer => deadline = None,
+                    _ => {}
+                }
+            }
+            let next = transition.next;
+            let last_error = if next.failed_from.is_some() && node.failed_from.is_none() {
+                reason
+                    .clone()
+                    .or_else(|| Some(format!("{event} in state {}", node.state)))
+            } else if next.state != node.state {
+                None
+            } else {
+                node.last_error.clone()
+            };
+            let maintenance_reason = match event {
+                Event::MaintenanceOn => reason.clone(),
+                Event::MaintenanceOff => None,
+                _ => node.maintenance_reason.clone(),
+            };
+            let change = StatusChange {
+                status: next,
+                maintenance_reason,
+                last_error,
+                deadline,
+                event: event.as_str().to_owned(),
+                reason: reason.clone(),
+            };
+            match self
+                .store
+                .commit_status(name, node.generation, &change, now)
+                .await
+            {
+                Ok(updated) => {
+                    info!(node = %name, %event, from = %node.state, to = %updated.state, "transition");
+                    self.execute(&updated, &transition.actions);
+                    return Ok(updated);
+                }
+                Err(StoreError::Conflict { .. }) if attempts < 10 => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    /// Performs the actions of a persisted transition. Timers are already done
+    /// (the deadline was written with the status); BMC and profile actions
+    /// wait for their executor.
+    fn execute(&self, node: &NodeRecord, actions: &[Action]) {
+        for action in actions {
+            match action {
+                Action::StartTimer { .. } | Action::CancelTimer => {}
+                Action::SetBootDevice { .. }
+                | Action::PowerOnOrReset
+                | Action::PowerOff
+                | Action::MatchProfile => {
+                    info!(node = %node.name, %action, "action not performed: this build has no BMC executor yet");
+                }
+            }
+        }
+    }
+
+    /// Fails every node whose wait-state deadline has passed.
+    pub async fn sweep_timeouts(&self) -> Result<usize, StoreError> {
+        let overdue = self.store.overdue(Utc::now()).await?;
+        let mut failed = 0;
+        for name in overdue {
+            let node = self.store.node(&name).await?;
+            let Some(kind) = node.state.wait_kind() else {
+                continue;
+            };
+            let waited = humantime(self.timeouts.of(kind));
+            let reason = match kind {
+                WaitKind::Inspect => format!(
+                    "inspection timed out after {waited}: no inventory arrived; check that the node \
+                     network-boots from its boot MAC and reaches the provisioner"
+                ),
+                WaitKind::Deploy => format!(
+                    "deployment timed out after {waited}: the agent never reported completion; check \
+                     the node's console"
+                ),
+                WaitKind::Clean => format!(
+                    "cleaning timed out after {waited}: the agent never reported completion; check \
+                     the node's console"
+                ),
+            };
+            match self.fire(&name, Event::Timeout, Some(reason)).await {
+                Ok(_) => {
+                    failed += 1;
+                    self.metrics.timeouts.inc();
+                }
+                // Another writer moved the node first (an agent report, maintenance).
+                Err(DaemonError::Transition(_)) => {}
+                Err(DaemonError::Store(err)) => return Err(err),
+                Err(err) => warn!(node = %name, %err, "timeout not applied"),
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Reloads the site when its files changed on disk.
+    async fn poll_site(&self) {
+        let now = site_fingerprint(&self.site_dir);
+        let changed = *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) != now;
+        if changed {
+            info!(dir = %self.site_dir.display(), "site files changed; reloading");
+            // A refused change is logged and kept in the status by `reload`.
+            let _ = self.reload().await;
+        }
+    }
+
+    /// Refreshes the node gauges (called at scrape time).
+    pub async fn refresh_metrics(&self) -> Result<(), StoreError> {
+        let counts = self.store.count_by_state().await?;
+        self.metrics.set_nodes(&counts);
+        Ok(())
+    }
+}
+
+fn outcome(outcome: &str) -> OutcomeLabels {
+    OutcomeLabels {
+        outcome: outcome.to_owned(),
+    }
+}
+
+fn humantime(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 3600, (secs % 3600) / 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
+/// Size and modification time of every site file, to notice changes cheaply.
+fn site_fingerprint(dir: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
+    let mut files = vec![dir.join("site.yaml"), dir.join("nodes.yaml")];
+    if let Ok(entries) = std::fs::read_dir(dir.join("profiles")) {
+        files.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+    }
+    let mut out: Vec<_> = files
+        .into_iter()
+        .filter_map(|path| {
+            let meta = std::fs::metadata(&path).ok()?;
+            Some((path, meta.len(), meta.modified().ok()?))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Reads the API token from `STATE/api-token`, creating it (mode 0600) on first start.
+pub fn ensure_token(state: &Path) -> anyhow::Result<String> {
+    let path = state.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(token) => {
+            let mode = std::fs::metadata(&path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "API token file was readable by others; setting mode 0600");
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            let token = token.trim().to_owned();
+            anyhow::ensure!(
+                token.len() >= 32,
+                "{} holds a token shorter than 32 characters; delete the file and restart to get a new one",
+                path.display()
+            );
+            Ok(token)
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let bytes: [u8; 32] = rand::random();
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("cannot create the API token file {}", path.display()))?;
+            writeln!(file, "{token}")?;
+            file.sync_all()?;
+            info!(path = %path.display(), "created a new API token");
+            Ok(token)
+        }
+        Err(err) => {
+            Err(err).with_context(|| format!("cannot read the API token file {}", path.display()))
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let site_dir = options.site.clone();
+    let site = tokio::task::spawn_blocking(move || site::load(&site_dir)).await?.map_err(|errors| {
+        anyhow::anyhow!(
+            "the site at {} is invalid; fix these and start again (`provisioner site validate {}`):\n{errors}",
+            options.site.display(),
+            options.site.display()
+        )
+    })?;
+    let listen = options.listen.unwrap_or(site.config.api.listen);
+    let store = Store::open(&options.state).await?;
+    let token = ensure_token(&options.state)?;
+    let app = Arc::new(App::new(site, store, token, Timeouts::default()));
+    let report = app.sync_nodes().await?;
+    info!(
+        nodes = report.added.len() + report.updated.len() + report.unchanged,
+        added = report.added.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        summary = %app.site_status().summary,
+        "site loaded"
+    );
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {listen} (api.listen in site.yaml); is another daemon running?"
+            )
+        })?;
+    let local = listener.local_addr()?;
+    std::fs::write(options.state.join(URL_FILE), format!("http://{local}\n"))
+        .with_context(|| format!("cannot write {}", options.state.join(URL_FILE).display()))?;
+    info!(%local, "API listening");
+
+    let background = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let mut site_tick = tokio::time::interval(SITE_POLL);
+            let mut sweep_tick = tokio::time::interval(SWEEP);
+            loop {
+                tokio::select! {
+                    _ = site_tick.tick() => app.poll_site().await,
+                    _ = sweep_tick.tick() => {
+                        if let Err(err) = app.sweep_timeouts().await {
+                            error!(%err, "timeout sweep failed");
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    axum::serve(listener, crate::api::router(Arc::clone(&app)))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("API server failed")?;
+    background.abort();
+    app.store.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = int.recv() => info!("SIGINT: shutting down"),
+    }
+}

@@ -1,1 +1,713 @@
-//! (in progress)
+//! The node lifecycle: a pure state machine `(status, event) -> (next status, actions)`.
+//!
+//! Invariants:
+//! - No I/O, no clock, no tokio: the daemon reads the node, calls [`transition`],
+//!   persists the result with a compare-and-swap on the generation, then an
+//!   executor performs the returned [`Action`]s.
+//! - `failed_from` is `Some` exactly when the state is [`State::Failed`].
+//! - While `maintenance` is on, every event except the maintenance events is
+//!   refused: maintenance freezes the node, automation and manual provisioning alike.
+//! - Every wait state ([`State::is_waiting`]) is entered with a `StartTimer`
+//!   action, so no node can wait forever.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a node is in its life. `failed` keeps the state it failed from in
+/// [`NodeStatus::failed_from`].
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Known (from `nodes.yaml`, the API or discovery), never inspected.
+    Enrolled,
+    /// Booting the inspection ramdisk; waiting for its inventory.
+    Inspecting,
+    /// Inspected and matched; ready to be deployed.
+    Available,
+    /// Writing the host image; waiting for the agent to report completion.
+    Deploying,
+    /// Running its installed host image.
+    Active,
+    /// Wiping disks and resetting configuration before becoming available again.
+    Cleaning,
+    /// A step failed; `failed_from` and the last error say which and why.
+    Failed,
+}
+
+impl State {
+    /// Every state, in lifecycle order.
+    pub const ALL: [State; 7] = [
+        State::Enrolled,
+        State::Inspecting,
+        State::Available,
+        State::Deploying,
+        State::Active,
+        State::Cleaning,
+        State::Failed,
+    ];
+
+    /// The lower-case name used in the API, the database and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Enrolled => "enrolled",
+            State::Inspecting => "inspecting",
+            State::Available => "available",
+            State::Deploying => "deploying",
+            State::Active => "active",
+            State::Cleaning => "cleaning",
+            State::Failed => "failed",
+        }
+    }
+
+    /// States that wait for something outside the provisioner (a booting
+    /// node, an agent) and therefore always run under a timeout.
+    pub fn is_waiting(self) -> bool {
+        self.wait_kind().is_some()
+    }
+
+    /// The timer that guards this state, if it is a wait state.
+    pub fn wait_kind(self) -> Option<WaitKind> {
+        match self {
+            State::Inspecting => Some(WaitKind::Inspect),
+            State::Deploying => Some(WaitKind::Deploy),
+            State::Cleaning => Some(WaitKind::Clean),
+            State::Enrolled | State::Available | State::Active | State::Failed => None,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for State {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        State::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                kind: "state",
+                name: s.to_owned(),
+            })
+    }
+}
+
+/// A name that is not a known state or event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{name}`")]
+pub struct UnknownName {
+    pub kind: &'static str,
+    pub name: String,
+}
+
+/// Something that happened to a node.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// Operator (or discovery): inspect the node's hardware.
+    Inspect,
+    /// Operator: write the host image and start the node's roles.
+    Deploy,
+    /// Operator: take an active node out of service and clean it.
+    Undeploy,
+    /// Operator: clean an available or failed node.
+    Clean,
+    /// Operator: stop the current wait and mark the node failed.
+    Abort,
+    /// Agent: the inventory arrived.
+    InventoryReceived,
+    /// Agent: the image is written and verified.
+    DeployComplete,
+    /// Agent: cleaning finished.
+    CleanComplete,
+    /// The wait state's timer expired.
+    Timeout,
+    /// An action failed (BMC refused, agent reported an error, ...).
+    Error,
+    /// Operator: freeze the node.
+    MaintenanceOn,
+    /// Operator: unfreeze the node.
+    MaintenanceOff,
+}
+
+impl Event {
+    /// Every event.
+    pub const ALL: [Event; 12] = [
+        Event::Inspect,
+        Event::Deploy,
+        Event::Undeploy,
+        Event::Clean,
+        Event::Abort,
+        Event::InventoryReceived,
+        Event::DeployComplete,
+        Event::CleanComplete,
+        Event::Timeout,
+        Event::Error,
+        Event::MaintenanceOn,
+        Event::MaintenanceOff,
+    ];
+
+    /// The snake_case name used in the API, the history and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Inspect => "inspect",
+            Event::Deploy => "deploy",
+            Event::Undeploy => "undeploy",
+            Event::Clean => "clean",
+            Event::Abort => "abort",
+            Event::InventoryReceived => "inventory_received",
+            Event::DeployComplete => "deploy_complete",
+            Event::CleanComplete => "clean_complete",
+            Event::Timeout => "timeout",
+            Event::Error => "error",
+            Event::MaintenanceOn => "maintenance_on",
+            Event::MaintenanceOff => "maintenance_off",
+        }
+    }
+
+    /// Events an operator may send through the API (`POST .../events`).
+    /// Agent reports and timers come from inside the daemon only.
+    pub fn is_manual(self) -> bool {
+        matches!(
+            self,
+            Event::Inspect | Event::Deploy | Event::Undeploy | Event::Clean | Event::Abort
+        )
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Event {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Event::ALL
+            .into_iter()
+            .find(|event| event.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                kind: "event",
+                name: s.to_owned(),
+            })
+    }
+}
+
+/// The timers guarding wait states; their durations are site settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitKind {
+    Inspect,
+    Deploy,
+    Clean,
+}
+
+/// Which device the node boots from next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootDevice {
+    Network,
+    Disk,
+}
+
+/// What the executor must do after a transition was persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum Action {
+    /// Set the BMC boot override (one-time unless `persistent`).
+    SetBootDevice {
+        device: BootDevice,
+        persistent: bool,
+    },
+    /// Power the node on, or reset it when it is already on.
+    PowerOnOrReset,
+    /// Power the node off.
+    PowerOff,
+    /// Arm the wait state's timer (a deadline persisted with the node).
+    StartTimer { kind: WaitKind },
+    /// Disarm the timer of the state being left.
+    CancelTimer,
+    /// Match the stored inventory against the site's profiles and compute the host plan.
+    MatchProfile,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::SetBootDevice { device, persistent } => {
+                let device = match device {
+                    BootDevice::Network => "network",
+                    BootDevice::Disk => "disk",
+                };
+                let how = if *persistent { "persistent" } else { "once" };
+                write!(f, "boot {device} ({how})")
+            }
+            Action::PowerOnOrReset => f.write_str("power on/reset"),
+            Action::PowerOff => f.write_str("power off"),
+            Action::StartTimer { kind } => write!(f, "start {} timer", wait_name(*kind)),
+            Action::CancelTimer => f.write_str("cancel timer"),
+            Action::MatchProfile => f.write_str("match profile"),
+        }
+    }
+}
+
+fn wait_name(kind: WaitKind) -> &'static str {
+    match kind {
+        WaitKind::Inspect => "inspect",
+        WaitKind::Deploy => "deploy",
+        WaitKind::Clean => "clean",
+    }
+}
+
+/// The part of a node the state machine decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub state: State,
+    /// The state the node failed from; `Some` exactly when `state` is `failed`.
+    pub failed_from: Option<State>,
+    pub maintenance: bool,
+}
+
+impl NodeStatus {
+    /// A node just enrolled.
+    pub const fn enrolled() -> Self {
+        NodeStatus {
+            state: State::Enrolled,
+            failed_from: None,
+            maintenance: false,
+        }
+    }
+
+    fn with_state(self, state: State) -> Self {
+        NodeStatus {
+            state,
+            failed_from: None,
+            ..self
+        }
+    }
+
+    fn failed(self) -> Self {
+        NodeStatus {
+            state: State::Failed,
+            failed_from: Some(self.state),
+            ..self
+        }
+    }
+}
+
+/// The outcome of an accepted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub next: NodeStatus,
+    pub actions: Vec<Action>,
+}
+
+/// Why an event was refused. The node is unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error(
+        "node is in maintenance: `{event}` is refused until maintenance is turned off \
+         (`provisioner node maintenance NAME off`)"
+    )]
+    InMaintenance { event: Event },
+    #[error("`{event}` is not allowed in state `{state}`{}", allowed_hint(*state))]
+    NotAllowed { state: State, event: Event },
+}
+
+fn allowed_hint(state: State) -> String {
+    let allowed: Vec<&str> = Event::ALL
+        .into_iter()
+        .filter(|event| event.is_manual())
+        .filter(|event| {
+            let probe = NodeStatus {
+                state,
+                failed_from: Some(State::Deploying),
+                maintenance: false,
+            };
+            let probe = if state == State::Failed {
+                probe
+            } else {
+                probe.with_state(state)
+            };
+            transition(probe, *event).is_ok()
+        })
+        .map(Event::as_str)
+        .collect();
+    if allowed.is_empty() {
+        String::new()
+    } else {
+        format!(" (operator events allowed there: {})", allowed.join(", "))
+    }
+}
+
+const NETBOOT_ONCE: Action = Action::SetBootDevice {
+    device: BootDevice::Network,
+    persistent: false,
+};
+
+/// The lifecycle: decides what an event does to a node. Pure and total: every
+/// `(status, event)` pair gives either a transition or a refusal.
+pub fn transition(status: NodeStatus, event: Event) -> Result<Transition, TransitionError> {
+    use Action::*;
+    use State::*;
+
+    match event {
+        Event::MaintenanceOn => {
+            return Ok(Transition {
+                next: NodeStatus {
+                    maintenance: true,
+                    ..status
+                },
+                actions: vec![],
+            });
+        }
+        Event::MaintenanceOff => {
+            // The wait state's timer restarts in full: time spent frozen must not
+            // count against the node.
+            let actions = match status.state.wait_kind() {
+                Some(kind) if status.maintenance => vec![StartTimer { kind }],
+                _ => vec![],
+            };
+            return Ok(Transition {
+                next: NodeStatus {
+                    maintenance: false,
+                    ..status
+                },
+                actions,
+            });
+        }
+        _ if status.maintenance => return Err(TransitionError::InMaintenance { event }),
+        _ => {}
+    }
+
+    let boot = |kind| vec![NETBOOT_ONCE, PowerOnOrReset, StartTimer { kind }];
+    let (next, actions) = match (status.state, event) {
+        (Enrolled | Available | Failed, Event::Inspect) => {
+            (status.with_state(Inspecting), boot(WaitKind::Inspect))
+        }
+        (Inspecting, Event::InventoryReceived) => (
+            status.with_state(Available),
+            vec![CancelTimer, MatchProfile, PowerOff],
+        ),
+        (Available, Event::Deploy) => (status.with_state(Deploying), boot(WaitKind::Deploy)),
+        // A failed deployment may be retried as it is; any other failure must be
+        // inspected or cleaned first.
+        (Failed, Event::Deploy) if status.failed_from == Some(Deploying) => {
+            (status.with_state(Deploying), boot(WaitKind::Deploy))
+        }
+        (Deploying, Event::DeployComplete) => (
+            status.with_state(Active),
+            vec![
+                CancelTimer,
+                SetBootDevice {
+                    device: BootDevice::Disk,
+                    persistent: true,
+                },
+            ],
+        ),
+        (Active, Event::Undeploy) | (Available | Failed, Event::Clean) => {
+            (status.with_state(Cleaning), boot(WaitKind::Clean))
+        }
+        (Cleaning, Event::CleanComplete) => {
+            (status.with_state(Available), vec![CancelTimer, PowerOff])
+        }
+        (Inspecting | Deploying | Cleaning, Event::Timeout | Event::Error | Event::Abort) => {
+            (status.failed(), vec![CancelTimer, PowerOff])
+        }
+        (state, event) => return Err(TransitionError::NotAllowed { state, event }),
+    };
+    Ok(Transition { next, actions })
+}
+
+/// The transition table as Markdown, rendered from [`transition`] itself so
+/// the documentation cannot drift (a test compares it with ARCHITECTURE.md).
+pub fn render_table() -> String {
+    let mut out = String::from("| from | event | to | actions |\n|---|---|---|---|\n");
+    let mut starts: Vec<(String, NodeStatus)> = State::ALL
+        .into_iter()
+        .filter(|state| *state != State::Failed)
+        .map(|state| (state.to_string(), NodeStatus::enrolled().with_state(state)))
+        .collect();
+    for from in State::ALL.into_iter().filter(|state| state.is_waiting()) {
+        let failed = NodeStatus {
+            state: State::Failed,
+            failed_from: Some(from),
+            maintenance: false,
+        };
+        starts.push((format!("failed (from {from})"), failed));
+    }
+    for (label, status) in starts {
+        for event in Event::ALL {
+            if matches!(event, Event::MaintenanceOn | Event::MaintenanceOff) {
+                continue;
+            }
+            if let Ok(t) = transition(status, event) {
+                let to = match t.next.failed_from {
+                    Some(from) => format!("failed (from {from})"),
+                    None => t.next.state.to_string(),
+                };
+                let actions: Vec<String> = t.actions.iter().map(ToString::to_string).collect();
+                out.push_str(&format!(
+                    "| {label} | {event} | {to} | {} |\n",
+                    actions.join(", ")
+                ));
+            }
+        }
+    }
+    out.push_str(
+        "| any | maintenance_on | same state, frozen | (none) |\n\
+         | any, frozen | maintenance_off | same state | restart the wait state's timer |\n\
+         | any, frozen | any other event | refused | (none) |\n",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn at(state: State) -> NodeStatus {
+        NodeStatus::enrolled().with_state(state)
+    }
+
+    #[test]
+    fn table_of_the_main_path() {
+        let cases = [
+            (State::Enrolled, Event::Inspect, State::Inspecting),
+            (
+                State::Inspecting,
+                Event::InventoryReceived,
+                State::Available,
+            ),
+            (State::Available, Event::Deploy, State::Deploying),
+            (State::Deploying, Event::DeployComplete, State::Active),
+            (State::Active, Event::Undeploy, State::Cleaning),
+            (State::Cleaning, Event::CleanComplete, State::Available),
+            (State::Available, Event::Inspect, State::Inspecting),
+            (State::Available, Event::Clean, State::Cleaning),
+            (State::Inspecting, Event::Timeout, State::Failed),
+            (State::Deploying, Event::Error, State::Failed),
+            (State::Cleaning, Event::Abort, State::Failed),
+        ];
+        for (from, event, to) in cases {
+            let t = transition(at(from), event).unwrap_or_else(|e| panic!("{from} + {event}: {e}"));
+            assert_eq!(t.next.state, to, "{from} + {event}");
+        }
+    }
+
+    #[test]
+    fn refused_events() {
+        let refused = [
+            (State::Enrolled, Event::Deploy),
+            (State::Active, Event::Inspect),
+            (State::Available, Event::Timeout),
+            (State::Active, Event::Timeout),
+            (State::Enrolled, Event::InventoryReceived),
+            (State::Deploying, Event::Deploy),
+        ];
+        for (from, event) in refused {
+            assert_eq!(
+                transition(at(from), event),
+                Err(TransitionError::NotAllowed { state: from, event }),
+                "{from} + {event}"
+            );
+        }
+    }
+
+    #[test]
+    fn entering_a_wait_state_boots_from_network_and_arms_its_timer() {
+        let t = transition(at(State::Enrolled), Event::Inspect).unwrap();
+        assert_eq!(
+            t.actions,
+            vec![
+                NETBOOT_ONCE,
+                Action::PowerOnOrReset,
+                Action::StartTimer {
+                    kind: WaitKind::Inspect
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_remembers_where_it_failed_and_a_deploy_retry_needs_a_failed_deploy() {
+        let failed = transition(at(State::Deploying), Event::Timeout)
+            .unwrap()
+            .next;
+        assert_eq!(failed.failed_from, Some(State::Deploying));
+        assert_eq!(
+            transition(failed, Event::Deploy).unwrap().next.state,
+            State::Deploying
+        );
+
+        let failed = transition(at(State::Inspecting), Event::Timeout)
+            .unwrap()
+            .next;
+        assert_eq!(failed.failed_from, Some(State::Inspecting));
+        assert!(transition(failed, Event::Deploy).is_err());
+        assert_eq!(
+            transition(failed, Event::Inspect).unwrap().next.failed_from,
+            None
+        );
+    }
+
+    #[test]
+    fn maintenance_freezes_and_restarts_the_timer() {
+        let frozen = transition(at(State::Inspecting), Event::MaintenanceOn)
+            .unwrap()
+            .next;
+        assert_eq!(
+            transition(frozen, Event::Timeout),
+            Err(TransitionError::InMaintenance {
+                event: Event::Timeout
+            })
+        );
+        let thawed = transition(frozen, Event::MaintenanceOff).unwrap();
+        assert_eq!(thawed.next.state, State::Inspecting);
+        assert_eq!(
+            thawed.actions,
+            vec![Action::StartTimer {
+                kind: WaitKind::Inspect
+            }]
+        );
+        // Turning off a maintenance that was not on does not touch the timer.
+        assert!(
+            transition(at(State::Inspecting), Event::MaintenanceOff)
+                .unwrap()
+                .actions
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for state in State::ALL {
+            assert_eq!(state.as_str().parse::<State>(), Ok(state));
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+        for event in Event::ALL {
+            assert_eq!(event.as_str().parse::<Event>(), Ok(event));
+            assert_eq!(serde_json::to_value(event).unwrap(), event.as_str());
+        }
+        assert!("broken".parse::<State>().is_err());
+    }
+
+    #[test]
+    fn refusal_names_what_is_allowed() {
+        let err = transition(at(State::Enrolled), Event::Deploy).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`deploy` is not allowed in state `enrolled` (operator events allowed there: inspect)"
+        );
+    }
+
+    /// ARCHITECTURE.md carries the table rendered from the code; regenerate it
+    /// with `UPDATE_DOCS=1 cargo test -p provisioner lifecycle`.
+    #[test]
+    fn architecture_md_has_the_current_transition_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ARCHITECTURE.md");
+        let doc = std::fs::read_to_string(path).expect("read ARCHITECTURE.md");
+        let (start, end) = (
+            "<!-- lifecycle-table:start -->\n",
+            "<!-- lifecycle-table:end -->",
+        );
+        let begin = doc
+            .find(start)
+            .expect("ARCHITECTURE.md lacks the lifecycle-table:start marker")
+            + start.len();
+        let finish = doc
+            .find(end)
+            .expect("ARCHITECTURE.md lacks the lifecycle-table:end marker");
+        let table = render_table();
+        if doc[begin..finish] != table {
+            if std::env::var_os("UPDATE_DOCS").is_some() {
+                let updated = format!("{}{}{}", &doc[..begin], table, &doc[finish..]);
+                std::fs::write(path, updated).expect("write ARCHITECTURE.md");
+            } else {
+                panic!(
+                    "the transition table in ARCHITECTURE.md is stale; run \
+                     `UPDATE_DOCS=1 cargo test -p provisioner lifecycle` and commit it"
+                );
+            }
+        }
+    }
+
+    fn any_event() -> impl Strategy<Value = Event> {
+        proptest::sample::select(Event::ALL.to_vec())
+    }
+
+    proptest! {
+        /// Random event sequences from `enrolled` keep every invariant.
+        #[test]
+        fn random_sequences_keep_the_invariants(events in proptest::collection::vec(any_event(), 0..200)) {
+            let mut status = NodeStatus::enrolled();
+            for event in events {
+                let before = status;
+                match transition(status, event) {
+                    Ok(t) => {
+                        // `failed` and only `failed` carries where it came from,
+                        // and that is the state the node was in.
+                        prop_assert_eq!(t.next.failed_from.is_some(), t.next.state == State::Failed);
+                        if t.next.state == State::Failed && before.state != State::Failed {
+                            prop_assert_eq!(t.next.failed_from, Some(before.state));
+                            prop_assert!(before.state.is_waiting());
+                        }
+                        // Maintenance freezes: only maintenance events pass, and
+                        // they never change the state.
+                        if before.maintenance || matches!(event, Event::MaintenanceOn | Event::MaintenanceOff) {
+                            prop_assert!(matches!(event, Event::MaintenanceOn | Event::MaintenanceOff));
+                            prop_assert_eq!(t.next.state, before.state);
+                            prop_assert_eq!(t.next.failed_from, before.failed_from);
+                        }
+                        // Entering a wait state always arms its timer.
+                        if let Some(kind) = t.next.state.wait_kind() {
+                            if t.next.state != before.state {
+                                let arms = t.actions.contains(&Action::StartTimer { kind });
+                                prop_assert!(arms, "entering a wait state must arm its timer");
+                            }
+                        }
+                        // Leaving a wait state always disarms it.
+                        if before.state.is_waiting() && t.next.state != before.state {
+                            let disarms = t.actions.contains(&Action::CancelTimer);
+                            prop_assert!(disarms, "leaving a wait state must disarm its timer");
+                        }
+                        status = t.next;
+                    }
+                    Err(TransitionError::InMaintenance { .. }) => prop_assert!(before.maintenance),
+                    Err(TransitionError::NotAllowed { state, .. }) => prop_assert_eq!(state, before.state),
+                }
+                prop_assert!(State::ALL.contains(&status.state));
+            }
+        }
+    }
+}

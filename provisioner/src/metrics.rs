@@ -1,1 +1,130 @@
-//! (in progress)
+//! Prometheus metrics served at `/metrics`: nodes per state (read from the
+//! store at scrape time, so they never drift), API requests and latencies.
+//!
+//! Invariant: label values come from fixed sets (route templates, methods,
+//! status codes, states), never from request paths, so cardinality is bounded.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::lifecycle::State;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+    pub maintenance: String,
+}
+
+/// Every metric of the daemon.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub nodes: Family<StateLabels, Gauge>,
+    pub site_reloads: Family<OutcomeLabels, Counter>,
+    pub timeouts: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("provisioner");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let nodes = Family::<StateLabels, Gauge>::default();
+        let site_reloads = Family::<OutcomeLabels, Counter>::default();
+        let timeouts = Counter::default();
+        registry.register(
+            "api_requests",
+            "API requests by method, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "api_request_duration_seconds",
+            "API request latency by route",
+            latency.clone(),
+        );
+        registry.register(
+            "nodes",
+            "Nodes per lifecycle state and maintenance flag",
+            nodes.clone(),
+        );
+        registry.register(
+            "site_reloads",
+            "Site reloads by outcome (applied, refused)",
+            site_reloads.clone(),
+        );
+        registry.register(
+            "wait_timeouts",
+            "Wait states that timed out",
+            timeouts.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            nodes,
+            site_reloads,
+            timeouts,
+        }
+    }
+}
+
+impl Metrics {
+    /// Sets the node gauges from a fresh count; states absent from `counts` read 0.
+    pub fn set_nodes(&self, counts: &[(State, bool, i64)]) {
+        for state in State::ALL {
+            for maintenance in [false, true] {
+                let n = counts
+                    .iter()
+                    .filter(|(s, m, _)| *s == state && *m == maintenance)
+                    .map(|(_, _, n)| *n)
+                    .sum::<i64>();
+                self.nodes
+                    .get_or_create(&StateLabels {
+                        state: state.to_string(),
+                        maintenance: maintenance.to_string(),
+                    })
+                    .set(n);
+            }
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        encode(&mut out, &self.registry).expect("encode metrics into a String");
+        out
+    }
+}

@@ -1,1 +1,793 @@
-//! (in progress)
+//! The node store: nodes, their history and DHCP leases in an embedded SQLite
+//! database (`STATE/provisioner.db`) through sqlx.
+//!
+//! Invariants:
+//! - Every status write is a compare-and-swap on the node's `generation`, and
+//!   writes its history row in the same transaction: a node's history always
+//!   explains its current state.
+//! - The database runs in WAL mode with `synchronous = FULL`: a write that
+//!   returned `Ok` survives `kill -9` of the daemon (and a power cut).
+//! - The store holds references to BMC secrets (`env:VAR`, `file:PATH`), never
+//!   the secrets.
+//! - No lifecycle decisions here: callers compute the next status with
+//!   [`crate::lifecycle::transition`] and hand it over.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::lifecycle::{NodeStatus, State};
+
+/// The database file inside the state directory.
+pub const DB_FILE: &str = "provisioner.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the node database {path}: check that the state directory is writable")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot create the state directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot apply the database migrations to {path}")]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("no node named `{0}`")]
+    NotFound(String),
+    #[error("node `{name}` was changed concurrently (expected generation {expected}); retry")]
+    Conflict { name: String, expected: i64 },
+    #[error("a node named `{0}` already exists")]
+    Duplicate(String),
+    #[error("node `{name}` has a corrupt `{column}` value `{value}` in the database")]
+    Corrupt {
+        name: String,
+        column: &'static str,
+        value: String,
+    },
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+}
+
+/// How a node entered the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Site,
+    Api,
+    Discovered,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Site => "site",
+            Source::Api => "api",
+            Source::Discovered => "discovered",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        [Source::Site, Source::Api, Source::Discovered]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+}
+
+/// The configuration of a node as the site (or the API) declares it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct NodeConfig {
+    pub bmc_url: Option<String>,
+    pub bmc_username: Option<String>,
+    /// Reference to the BMC password: `env:VAR` or `file:PATH`.
+    pub bmc_credential: Option<String>,
+    pub boot_mac: Option<String>,
+    pub serial: Option<String>,
+    pub profile_override: Option<String>,
+    pub role_override: Option<String>,
+}
+
+/// A node to enroll or update from the site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollSpec {
+    pub name: String,
+    pub config: NodeConfig,
+}
+
+/// A node as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct NodeRecord {
+    pub name: String,
+    pub source: Source,
+    /// False when the node came from nodes.yaml and is no longer listed there.
+    pub in_site: bool,
+    #[serde(flatten)]
+    pub config: NodeConfig,
+    pub state: State,
+    pub failed_from: Option<State>,
+    pub generation: i64,
+    pub maintenance: bool,
+    pub maintenance_reason: Option<String>,
+    pub last_error: Option<String>,
+    pub matched_profile: Option<String>,
+    pub has_inventory: bool,
+    pub deadline: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub state_since: DateTime<Utc>,
+}
+
+impl NodeRecord {
+    /// The part the state machine decides on.
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus {
+            state: self.state,
+            failed_from: self.failed_from,
+            maintenance: self.maintenance,
+        }
+    }
+}
+
+/// One line of a node's history.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct HistoryEntry {
+    pub at: DateTime<Utc>,
+    pub from: Option<State>,
+    pub to: State,
+    pub event: String,
+    pub reason: Option<String>,
+    pub generation: i64,
+}
+
+/// A status change computed by the caller, written with compare-and-swap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusChange {
+    pub status: NodeStatus,
+    pub maintenance_reason: Option<String>,
+    pub last_error: Option<String>,
+    pub deadline: Option<DateTime<Utc>>,
+    /// The event name recorded in the history.
+    pub event: String,
+    pub reason: Option<String>,
+}
+
+/// What a site sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct SyncReport {
+    /// Nodes enrolled by this sync.
+    pub added: Vec<String>,
+    /// Nodes whose configuration changed.
+    pub updated: Vec<String>,
+    /// Site nodes no longer in nodes.yaml (kept, flagged `in_site: false`).
+    pub missing: Vec<String>,
+    pub unchanged: usize,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_time(name: &str, column: &'static str, value: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| StoreError::Corrupt {
+            name: name.to_owned(),
+            column,
+            value: value.to_owned(),
+        })
+}
+
+fn parse_state(name: &str, column: &'static str, value: &str) -> Result<State, StoreError> {
+    State::from_str(value).map_err(|_| StoreError::Corrupt {
+        name: name.to_owned(),
+        column,
+        value: value.to_owned(),
+    })
+}
+
+const NODE_COLUMNS: &str = "name, source, in_site, bmc_url, bmc_username, bmc_credential, boot_mac, \
+    serial, profile_override, role_override, state, failed_from, generation, maintenance, \
+    maintenance_reason, last_error, matched_profile, inventory IS NOT NULL AS has_inventory, \
+    deadline, created_at, updated_at, state_since";
+
+fn node_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<NodeRecord, StoreError> {
+    let name: String = row.try_get("name")?;
+    let source: String = row.try_get("source")?;
+    let state: String = row.try_get("state")?;
+    let failed_from: Option<String> = row.try_get("failed_from")?;
+    let deadline: Option<String> = row.try_get("deadline")?;
+    let created_at: String = row.try_get("created_at")?;
+    let updated_at: String = row.try_get("updated_at")?;
+    let state_since: String = row.try_get("state_since")?;
+    Ok(NodeRecord {
+        source: Source::parse(&source).ok_or_else(|| StoreError::Corrupt {
+            name: name.clone(),
+            column: "source",
+            value: source.clone(),
+        })?,
+        in_site: row.try_get("in_site")?,
+        config: NodeConfig {
+            bmc_url: row.try_get("bmc_url")?,
+            bmc_username: row.try_get("bmc_username")?,
+            bmc_credential: row.try_get("bmc_credential")?,
+            boot_mac: row.try_get("boot_mac")?,
+            serial: row.try_get("serial")?,
+            profile_override: row.try_get("profile_override")?,
+            role_override: row.try_get("role_override")?,
+        },
+        state: parse_state(&name, "state", &state)?,
+        failed_from: failed_from
+            .map(|s| parse_state(&name, "failed_from", &s))
+            .transpose()?,
+        generation: row.try_get("generation")?,
+        maintenance: row.try_get("maintenance")?,
+        maintenance_reason: row.try_get("maintenance_reason")?,
+        last_error: row.try_get("last_error")?,
+        matched_profile: row.try_get("matched_profile")?,
+        has_inventory: row.try_get("has_inventory")?,
+        deadline: deadline
+            .map(|s| parse_time(&name, "deadline", &s))
+            .transpose()?,
+        created_at: parse_time(&name, "created_at", &created_at)?,
+        updated_at: parse_time(&name, "updated_at", &updated_at)?,
+        state_since: parse_time(&name, "state_since", &state_since)?,
+        name,
+    })
+}
+
+impl Store {
+    /// Opens (and creates or migrates) the database in `state_dir`.
+    pub async fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let path = state_dir.join(DB_FILE);
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Store { pool, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// `PRAGMA integrity_check`: "ok" when the database is sound.
+    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+        let rows = sqlx::query("PRAGMA integrity_check")
+            .fetch_all(&self.pool)
+            .await?;
+        let lines: Result<Vec<String>, _> =
+            rows.iter().map(|r| r.try_get::<String, _>(0)).collect();
+        Ok(lines?.join("\n"))
+    }
+
+    /// Makes the stored site nodes match `specs` in one transaction: enrolls new
+    /// ones, updates changed configuration (never the lifecycle state), and
+    /// flags the ones no longer listed without deleting them.
+    pub async fn sync_site(
+        &self,
+        specs: &[EnrollSpec],
+        now: DateTime<Utc>,
+    ) -> Result<SyncReport, StoreError> {
+        let now_s = timestamp(now);
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(&format!("SELECT id, {NODE_COLUMNS} FROM nodes"))
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut existing: HashMap<String, (i64, NodeRecord)> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let record = node_from_row(row)?;
+            existing.insert(record.name.clone(), (row.try_get("id")?, record));
+        }
+        let mut report = SyncReport::default();
+        let mut listed = std::collections::HashSet::with_capacity(specs.len());
+        for spec in specs {
+            listed.insert(spec.name.as_str());
+            let c = &spec.config;
+            match existing.get(&spec.name) {
+                None => {
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO nodes (name, source, in_site, bmc_url, bmc_username, \
+                         bmc_credential, boot_mac, serial, profile_override, role_override, state, \
+                         generation, created_at, updated_at, state_since) \
+                         VALUES (?, 'site', 1, ?, ?, ?, ?, ?, ?, ?, 'enrolled', 1, ?, ?, ?) RETURNING id",
+                    )
+                    .bind(&spec.name)
+                    .bind(&c.bmc_url)
+                    .bind(&c.bmc_username)
+                    .bind(&c.bmc_credential)
+                    .bind(&c.boot_mac)
+                    .bind(&c.serial)
+                    .bind(&c.profile_override)
+                    .bind(&c.role_override)
+                    .bind(&now_s)
+                    .bind(&now_s)
+                    .bind(&now_s)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    insert_history(
+                        &mut tx,
+                        id,
+                        &now_s,
+                        None,
+                        State::Enrolled,
+                        "enroll",
+                        Some("listed in nodes.yaml"),
+                        1,
+                    )
+                    .await?;
+                    report.added.push(spec.name.clone());
+                }
+                Some((id, record)) if record.config != *c || !record.in_site => {
+                    let generation = record.generation + 1;
+                    let reason = if record.in_site {
+                        "configuration changed in nodes.yaml"
+                    } else {
+                        "listed in nodes.yaml again"
+                    };
+                    sqlx::query(
+                        "UPDATE nodes SET in_site = 1, bmc_url = ?, bmc_username = ?, bmc_credential = ?, \
+                         boot_mac = ?, serial = ?, profile_override = ?, role_override = ?, \
+                         generation = ?, updated_at = ? WHERE id = ?",
+                    )
+                    .bind(&c.bmc_url)
+                    .bind(&c.bmc_username)
+                    .bind(&c.bmc_credential)
+                    .bind(&c.boot_mac)
+                    .bind(&c.serial)
+                    .bind(&c.profile_override)
+                    .bind(&c.role_override)
+                    .bind(generation)
+                    .bind(&now_s)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    insert_history(
+                        &mut tx,
+                        *id,
+                        &now_s,
+                        Some(record.state),
+                        record.state,
+                        "site_update",
+                        Some(reason),
+                        generation,
+                    )
+                    .await?;
+                    report.updated.push(spec.name.clone());
+                }
+                Some(_) => report.unchanged += 1,
+            }
+        }
+        for (name, (id, record)) in &existing {
+            if record.source != Source::Site || listed.contains(name.as_str()) {
+                continue;
+            }
+            report.missing.push(name.clone());
+            if record.in_site {
+                let generation = record.generation + 1;
+                sqlx::query(
+                    "UPDATE nodes SET in_site = 0, generation = ?, updated_at = ? WHERE id = ?",
+                )
+                .bind(generation)
+                .bind(&now_s)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                let reason = "no longer listed in nodes.yaml; kept until deleted with `provisioner node delete`";
+                insert_history(
+                    &mut tx,
+                    *id,
+                    &now_s,
+                    Some(record.state),
+                    record.state,
+                    "site_removed",
+                    Some(reason),
+                    generation,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        report.missing.sort();
+        Ok(report)
+    }
+
+    /// Enrolls one node outside the site (API or discovery).
+    pub async fn enroll(
+        &self,
+        spec: &EnrollSpec,
+        source: Source,
+        now: DateTime<Utc>,
+    ) -> Result<NodeRecord, StoreError> {
+        let now_s = timestamp(now);
+        let c = &spec.config;
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO nodes (name, source, in_site, bmc_url, bmc_username, bmc_credential, boot_mac, \
+             serial, profile_override, role_override, state, generation, created_at, updated_at, state_since) \
+             VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 'enrolled', 1, ?, ?, ?) \
+             ON CONFLICT (name) DO NOTHING RETURNING id",
+        )
+        .bind(&spec.name)
+        .bind(source.as_str())
+        .bind(&c.bmc_url)
+        .bind(&c.bmc_username)
+        .bind(&c.bmc_credential)
+        .bind(&c.boot_mac)
+        .bind(&c.serial)
+        .bind(&c.profile_override)
+        .bind(&c.role_override)
+        .bind(&now_s)
+        .bind(&now_s)
+        .bind(&now_s)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = inserted else {
+            return Err(StoreError::Duplicate(spec.name.clone()));
+        };
+        let reason = format!("enrolled through {}", source.as_str());
+        insert_history(
+            &mut tx,
+            id,
+            &now_s,
+            None,
+            State::Enrolled,
+            "enroll",
+            Some(&reason),
+            1,
+        )
+        .await?;
+        tx.commit().await?;
+        self.node(&spec.name).await
+    }
+
+    /// Every node, ordered by name.
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY name"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(node_from_row).collect()
+    }
+
+    /// One node by name.
+    pub async fn node(&self, name: &str) -> Result<NodeRecord, StoreError> {
+        let row = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        node_from_row(&row)
+    }
+
+    /// Number of nodes per state (for metrics).
+    pub async fn count_by_state(&self) -> Result<Vec<(State, bool, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, maintenance, COUNT(*) AS n FROM nodes GROUP BY state, maintenance",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok((
+                    parse_state("*", "state", &state)?,
+                    row.try_get("maintenance")?,
+                    row.try_get("n")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// A node's history, oldest first.
+    pub async fn history(&self, name: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let id = self.node_id(name).await?;
+        let rows = sqlx::query(
+            "SELECT at, from_state, to_state, event, reason, generation FROM node_history \
+             WHERE node_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let at: String = row.try_get("at")?;
+                let from: Option<String> = row.try_get("from_state")?;
+                let to: String = row.try_get("to_state")?;
+                Ok(HistoryEntry {
+                    at: parse_time(name, "history.at", &at)?,
+                    from: from
+                        .map(|s| parse_state(name, "history.from_state", &s))
+                        .transpose()?,
+                    to: parse_state(name, "history.to_state", &to)?,
+                    event: row.try_get("event")?,
+                    reason: row.try_get("reason")?,
+                    generation: row.try_get("generation")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn node_id(&self, name: &str) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT id FROM nodes WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(name.to_owned()))
+    }
+
+    /// Writes a status change if the node is still at `expected_generation`,
+    /// with its history row, in one transaction. Returns the updated node.
+    pub async fn commit_status(
+        &self,
+        name: &str,
+        expected_generation: i64,
+        change: &StatusChange,
+        now: DateTime<Utc>,
+    ) -> Result<NodeRecord, StoreError> {
+        let now_s = timestamp(now);
+        let mut tx = self.pool.begin().await?;
+        let current = sqlx::query("SELECT id, state FROM nodes WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        let id: i64 = current.try_get("id")?;
+        let from_s: String = current.try_get("state")?;
+        let from = parse_state(name, "state", &from_s)?;
+        let to = change.status.state;
+        let generation = expected_generation + 1;
+        let updated = sqlx::query(
+            "UPDATE nodes SET state = ?, failed_from = ?, maintenance = ?, maintenance_reason = ?, \
+             last_error = ?, deadline = ?, generation = ?, updated_at = ?, \
+             state_since = CASE WHEN state = ? THEN state_since ELSE ? END \
+             WHERE id = ? AND generation = ?",
+        )
+        .bind(to.as_str())
+        .bind(change.status.failed_from.map(State::as_str))
+        .bind(change.status.maintenance)
+        .bind(&change.maintenance_reason)
+        .bind(&change.last_error)
+        .bind(change.deadline.map(timestamp))
+        .bind(generation)
+        .bind(&now_s)
+        .bind(to.as_str())
+        .bind(&now_s)
+        .bind(id)
+        .bind(expected_generation)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::Conflict {
+                name: name.to_owned(),
+                expected: expected_generation,
+            });
+        }
+        insert_history(
+            &mut tx,
+            id,
+            &now_s,
+            Some(from),
+            to,
+            &change.event,
+            change.reason.as_deref(),
+            generation,
+        )
+        .await?;
+        tx.commit().await?;
+        self.node(name).await
+    }
+
+    /// Names of nodes whose wait-state deadline has passed, outside maintenance.
+    pub async fn overdue(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT name FROM nodes WHERE deadline IS NOT NULL AND deadline <= ? AND maintenance = 0 \
+             ORDER BY deadline",
+        )
+        .bind(timestamp(now))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Deletes a node and its history.
+    pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        let deleted = sqlx::query("DELETE FROM nodes WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound(name.to_owned()));
+        }
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_history(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    node_id: i64,
+    at: &str,
+    from: Option<State>,
+    to: State,
+    event: &str,
+    reason: Option<&str>,
+    generation: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO node_history (node_id, at, from_state, to_state, event, reason, generation) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(node_id)
+    .bind(at)
+    .bind(from.map(State::as_str))
+    .bind(to.as_str())
+    .bind(event)
+    .bind(reason)
+    .bind(generation)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, mac: &str) -> EnrollSpec {
+        EnrollSpec {
+            name: name.to_owned(),
+            config: NodeConfig {
+                bmc_url: Some(format!("redfish://bmc-{name}")),
+                bmc_username: Some("admin".into()),
+                bmc_credential: Some("env:BMC_PASSWORD".into()),
+                boot_mac: Some(mac.to_owned()),
+                ..NodeConfig::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn sync_enrolls_updates_and_flags_missing_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let now = Utc::now();
+        let a = spec("a", "52:54:00:00:00:01");
+        let b = spec("b", "52:54:00:00:00:02");
+        let report = store.sync_site(&[a.clone(), b.clone()], now).await.unwrap();
+        assert_eq!(report.added, ["a", "b"]);
+
+        let mut b2 = b.clone();
+        b2.config.serial = Some("SN2".into());
+        let report = store.sync_site(&[b2], now).await.unwrap();
+        assert_eq!(report.updated, ["b"]);
+        assert_eq!(report.missing, ["a"]);
+        let a_now = store.node("a").await.unwrap();
+        assert!(!a_now.in_site);
+        assert_eq!(a_now.state, State::Enrolled);
+        let history = store.history("a").await.unwrap();
+        assert_eq!(history.last().unwrap().event, "site_removed");
+
+        // Reported again on the next sync, but recorded in the history once.
+        let report = store
+            .sync_site(&[spec("b", "52:54:00:00:00:02")], now)
+            .await
+            .unwrap();
+        assert_eq!(report.missing, ["a"]);
+        assert_eq!(store.history("a").await.unwrap().len(), history.len());
+        assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    }
+
+    #[tokio::test]
+    async fn status_writes_are_compare_and_swap_with_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let now = Utc::now();
+        store
+            .sync_site(&[spec("n1", "52:54:00:00:00:01")], now)
+            .await
+            .unwrap();
+        let node = store.node("n1").await.unwrap();
+        let change = StatusChange {
+            status: NodeStatus {
+                state: State::Inspecting,
+                failed_from: None,
+                maintenance: false,
+            },
+            maintenance_reason: None,
+            last_error: None,
+            deadline: Some(now),
+            event: "inspect".into(),
+            reason: Some("operator".into()),
+        };
+        let after = store
+            .commit_status("n1", node.generation, &change, now)
+            .await
+            .unwrap();
+        assert_eq!(after.state, State::Inspecting);
+        assert_eq!(after.generation, node.generation + 1);
+        // The same expected generation again loses the race.
+        let err = store
+            .commit_status("n1", node.generation, &change, now)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+        assert_eq!(store.overdue(now).await.unwrap(), ["n1"]);
+        let history = store.history("n1").await.unwrap();
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[1].from, Some(State::Enrolled));
+        assert_eq!(history[1].to, State::Inspecting);
+    }
+
+    #[tokio::test]
+    async fn enroll_refuses_duplicates_and_delete_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let now = Utc::now();
+        let node = store
+            .enroll(&spec("x", "52:54:00:00:00:09"), Source::Api, now)
+            .await
+            .unwrap();
+        assert_eq!(node.source, Source::Api);
+        assert!(matches!(
+            store
+                .enroll(&spec("x", "52:54:00:00:00:09"), Source::Api, now)
+                .await,
+            Err(StoreError::Duplicate(_))
+        ));
+        store.delete("x").await.unwrap();
+        assert!(matches!(
+            store.node("x").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.delete("x").await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
