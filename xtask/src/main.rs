@@ -56,12 +56,20 @@ enum Command {
     Bench(bench::Args),
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result: Result<()> = match cli.command {
         Command::Deps(args) => deps::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain of causes, without a backtrace: these errors are for humans.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

@@ -13,7 +13,8 @@ pub struct Args {
     /// Skip the `deps` step (e.g. on a machine where you cannot or need not install packages).
     #[arg(long)]
     no_deps: bool,
-    /// Extra arguments for `cargo test`, after `--` (e.g. `-- -p model` or `-- -- --nocapture`).
+    /// Extra arguments for `cargo test`, after `--` (e.g. `-- lease` runs only tests whose
+    /// name contains "lease"; `-- -- --nocapture` shows their output).
     #[arg(last = true)]
     cargo_test_args: Vec<OsString>,
 }

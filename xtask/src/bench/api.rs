@@ -24,7 +24,8 @@ nodes in a temporary directory, and measures:
   - `provisioner site validate` time;
   - site load time: from starting `provisioner serve` until GET /api/v1/nodes lists all nodes;
   - GET /api/v1/nodes latency over --requests sequential requests (body read, JSON parsed,
-    length checked): p50, p99, max;
+    length checked): p50, p99, max; also p50 up to the body read only, since parsing in
+    this client can dominate with large bodies;
   - `provisioner node list -o json` end to end, --cli-runs times: p50;
   - the daemon's memory (VmRSS, VmHWM) after the requests;
   - the same request loop against a static file server (nginx if installed, else python3
@@ -127,27 +128,38 @@ struct Report {
     validate: Duration,
     healthz_ready: Duration,
     site_load: Duration,
-    api: Summary,
+    api: Gets,
     body_bytes: usize,
     cli: Summary,
     vm_rss_kib: u64,
     vm_hwm_kib: u64,
     shutdown: String,
     peer_name: &'static str,
-    peer: Summary,
+    peer: Gets,
+}
+
+/// Timings of one request loop.
+#[derive(Debug)]
+struct Gets {
+    /// Request sent -> whole body read -> JSON parsed -> length checked.
+    full: Summary,
+    /// Request sent -> whole body read (the server's and the network's share only).
+    transfer: Summary,
+    /// The last body received.
+    last_body: Vec<u8>,
 }
 
 /// Sequentially GETs `url` `requests` times, checking each answer is 200 and a JSON array of
-/// `expected_len` items. The time of a request covers sending it, reading the whole body,
-/// parsing the JSON and checking its length. Returns the timings and the last body.
+/// `expected_len` items. See [`Gets`] for what is timed.
 async fn measure_gets(
     client: &reqwest::Client,
     url: &str,
     token: Option<&str>,
     requests: u32,
     expected_len: usize,
-) -> Result<(Vec<Duration>, Vec<u8>)> {
+) -> Result<Gets> {
     let mut times = Vec::with_capacity(requests as usize);
+    let mut transfer_times = Vec::with_capacity(requests as usize);
     let mut last = Vec::new();
     for i in 0..requests {
         let t = Instant::now();
@@ -164,6 +176,7 @@ async fn measure_gets(
             .bytes()
             .await
             .with_context(|| format!("reading GET {url} body"))?;
+        transfer_times.push(t.elapsed());
         ensure!(status.is_success(), "GET {url} answered {status}");
         let len = json_array_len(&body).with_context(|| format!("GET {url} body"))?;
         ensure!(
@@ -173,12 +186,19 @@ async fn measure_gets(
         times.push(t.elapsed());
         last = body.to_vec();
     }
-    Ok((times, last))
+    Ok(Gets {
+        full: Summary::of(&times).context("no requests measured")?,
+        transfer: Summary::of(&transfer_times).context("no requests measured")?,
+        last_body: last,
+    })
 }
 
 fn json_array_len(body: &[u8]) -> Result<usize> {
-    let value: serde_json::Value = serde_json::from_slice(body).context("not JSON")?;
-    Ok(value.as_array().context("not a JSON array")?.len())
+    // IgnoredAny checks the whole document is valid JSON without building it in memory, so the
+    // client's share of the timing stays small next to the server's.
+    let items: Vec<serde::de::IgnoredAny> =
+        serde_json::from_slice(body).context("not a JSON array")?;
+    Ok(items.len())
 }
 
 /// VmRSS and VmHWM of `pid` in KiB, from /proc/PID/status.
@@ -244,6 +264,12 @@ pub fn run(args: &Args) -> Result<()> {
         Some(bin) => bin.clone(),
         None => build_provisioner()?,
     };
+    ensure!(
+        bin.is_file(),
+        "no provisioner binary at {} (build it with `cargo build --release -p provisioner`, \
+         or leave out --provisioner)",
+        bin.display()
+    );
     let work = tempfile::Builder::new()
         .prefix("xtask-bench-api-")
         .tempdir()
@@ -265,12 +291,26 @@ pub fn run(args: &Args) -> Result<()> {
         }
         Err(e) => {
             let kept = work.keep();
-            Err(e.context(format!(
-                "bench api failed; daemon stderr: {}, work directory kept: {}",
+            Err(anyhow::anyhow!(
+                "bench api: {e:#}\n\ndaemon stderr log: {}\n{}work directory kept: {}",
                 paths.stderr_log.display(),
+                log_tail(&paths.stderr_log, 20),
                 kept.display()
-            )))
+            ))
         }
+    }
+}
+
+/// The last `lines` lines of a log file, indented, or a note when it is empty or unreadable.
+fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => {
+            let all: Vec<&str> = text.lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            tail.iter().map(|l| format!("  | {l}\n")).collect()
+        }
+        Ok(_) => "  (empty)\n".to_owned(),
+        Err(e) => format!("  (unreadable: {e})\n"),
     }
 }
 
@@ -333,15 +373,17 @@ async fn bench(args: &Args, bin: &Path, paths: &Paths) -> Result<Report> {
             bail!("the daemon exited ({status}) before it was ready");
         }
         if Instant::now() > deadline {
+            let healthz = if healthz_ready.is_some() {
+                "200"
+            } else {
+                "never 200"
+            };
+            let token_state = if token.is_some() { "read" } else { "missing" };
             bail!(
-                "the daemon was not ready after {}s (healthz {}, token {}, all {n} nodes listed: no)",
+                "the daemon was not ready after {}s (GET /healthz: {healthz}; {}: {token_state}; \
+                 GET /api/v1/nodes: never listed all {n} nodes)",
                 args.ready_timeout,
-                if healthz_ready.is_some() {
-                    "ok"
-                } else {
-                    "never 200"
-                },
-                if token.is_some() { "read" } else { "missing" },
+                token_path.display(),
             );
         }
         if healthz_ready.is_none() {
@@ -376,9 +418,7 @@ async fn bench(args: &Args, bin: &Path, paths: &Paths) -> Result<Report> {
 
     // 3. API latency.
     println!("bench api: {} x GET /api/v1/nodes", args.requests);
-    let (times, body) =
-        measure_gets(&client, &nodes_url, Some(&token), args.requests, n as usize).await?;
-    let api = Summary::of(&times).context("no API timings")?;
+    let api = measure_gets(&client, &nodes_url, Some(&token), args.requests, n as usize).await?;
 
     // 4. The CLI, end to end.
     println!(
@@ -420,7 +460,7 @@ async fn bench(args: &Args, bin: &Path, paths: &Paths) -> Result<Report> {
 
     // 6. The peer, serving the exact same bytes.
     std::fs::create_dir_all(&paths.peer_root)?;
-    std::fs::write(paths.peer_root.join("nodes.json"), &body)?;
+    std::fs::write(paths.peer_root.join("nodes.json"), &api.last_body)?;
     let mut peer = StaticServer::start(&paths.peer_root, &paths.peer_work)?;
     println!("bench api: peer {} on 127.0.0.1:{}", peer.name, peer.port);
     let peer_url = format!("http://127.0.0.1:{}/nodes.json", peer.port);
@@ -450,82 +490,71 @@ async fn bench(args: &Args, bin: &Path, paths: &Paths) -> Result<Report> {
         }
         tokio::time::sleep(POLL).await;
     }
-    let (peer_times, _) = measure_gets(&client, &peer_url, None, args.requests, n as usize).await?;
-    let peer_summary = Summary::of(&peer_times).context("no peer timings")?;
+    let peer_gets = measure_gets(&client, &peer_url, None, args.requests, n as usize).await?;
 
     Ok(Report {
         nodes: n,
         validate,
         healthz_ready,
         site_load,
+        body_bytes: api.last_body.len(),
         api,
-        body_bytes: body.len(),
         cli,
         vm_rss_kib,
         vm_hwm_kib,
         shutdown,
         peer_name: peer.name,
-        peer: peer_summary,
+        peer: peer_gets,
     })
 }
 
 fn print_report(args: &Args, r: &Report) {
-    let ratio = r.api.p50.as_secs_f64() / r.peer.p50.as_secs_f64();
+    let ratio = |ours: Duration, peer: Duration| ours.as_secs_f64() / peer.as_secs_f64();
+    let ratio_full = ratio(r.api.full.p50, r.peer.full.p50);
+    let ratio_transfer = ratio(r.api.transfer.p50, r.peer.transfer.p50);
+    let peer = r.peer_name;
+    let t = |d: Duration| format!("{:.3} ms", ms(d));
     println!();
     println!(
-        "bench api: {} nodes, {} requests, body {} bytes",
+        "bench api: {} nodes, {} sequential requests, body {} bytes, peer: {peer}",
         r.nodes, args.requests, r.body_bytes
     );
-    println!("{:<44} {:>12}", "figure", "value");
     let rows: Vec<(String, String)> = vec![
-        ("site validate".into(), format!("{:.1} ms", ms(r.validate))),
-        (
-            "spawn -> /healthz 200".into(),
-            format!("{:.1} ms", ms(r.healthz_ready)),
-        ),
+        ("site validate".into(), t(r.validate)),
+        ("spawn -> /healthz 200".into(), t(r.healthz_ready)),
         (
             "spawn -> all nodes listed (site load)".into(),
-            format!("{:.1} ms", ms(r.site_load)),
+            t(r.site_load),
         ),
+        ("GET /api/v1/nodes p50".into(), t(r.api.full.p50)),
+        ("GET /api/v1/nodes p99".into(), t(r.api.full.p99)),
+        ("GET /api/v1/nodes max".into(), t(r.api.full.max)),
+        (format!("peer {peer} p50"), t(r.peer.full.p50)),
+        (format!("peer {peer} p99"), t(r.peer.full.p99)),
+        (format!("peer {peer} max"), t(r.peer.full.max)),
+        ("ratio p50 ours / peer".into(), format!("{ratio_full:.2}")),
+        ("  body read only: ours p50".into(), t(r.api.transfer.p50)),
+        ("  body read only: peer p50".into(), t(r.peer.transfer.p50)),
         (
-            "GET /api/v1/nodes p50".into(),
-            format!("{:.3} ms", ms(r.api.p50)),
+            "  body read only: ratio p50".into(),
+            format!("{ratio_transfer:.2}"),
         ),
-        (
-            "GET /api/v1/nodes p99".into(),
-            format!("{:.3} ms", ms(r.api.p99)),
-        ),
-        (
-            "GET /api/v1/nodes max".into(),
-            format!("{:.3} ms", ms(r.api.max)),
-        ),
-        (
-            format!("peer ({}) p50", r.peer_name),
-            format!("{:.3} ms", ms(r.peer.p50)),
-        ),
-        (
-            format!("peer ({}) p99", r.peer_name),
-            format!("{:.3} ms", ms(r.peer.p99)),
-        ),
-        (
-            format!("peer ({}) max", r.peer_name),
-            format!("{:.3} ms", ms(r.peer.max)),
-        ),
-        ("ratio p50 ours / peer".into(), format!("{ratio:.2}")),
         (
             format!("node list -o json p50 ({} runs)", r.cli.count),
-            format!("{:.1} ms", ms(r.cli.p50)),
+            t(r.cli.p50),
         ),
         (
             "daemon VmRSS after requests".into(),
             format!("{} KiB", r.vm_rss_kib),
         ),
         ("daemon VmHWM".into(), format!("{} KiB", r.vm_hwm_kib)),
+        ("daemon shutdown".into(), r.shutdown.clone()),
     ];
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {
-        println!("{k:<44} {v:>12}");
+        println!("{k:<width$}  {v:>12}");
     }
-    println!("{:<44} {}", "daemon shutdown", r.shutdown);
+    let round3 = |x: f64| (x * 1000.0).round() / 1000.0;
     let line = json!({
         "bench": "api",
         "nodes": r.nodes,
@@ -534,14 +563,17 @@ fn print_report(args: &Args, r: &Report) {
         "validate_ms": ms(r.validate),
         "healthz_ready_ms": ms(r.healthz_ready),
         "site_load_ms": ms(r.site_load),
-        "api_p50_ms": ms(r.api.p50),
-        "api_p99_ms": ms(r.api.p99),
-        "api_max_ms": ms(r.api.max),
-        "peer": r.peer_name,
-        "peer_p50_ms": ms(r.peer.p50),
-        "peer_p99_ms": ms(r.peer.p99),
-        "peer_max_ms": ms(r.peer.max),
-        "ratio_p50": (ratio * 1000.0).round() / 1000.0,
+        "api_p50_ms": ms(r.api.full.p50),
+        "api_p99_ms": ms(r.api.full.p99),
+        "api_max_ms": ms(r.api.full.max),
+        "api_transfer_p50_ms": ms(r.api.transfer.p50),
+        "peer": peer,
+        "peer_p50_ms": ms(r.peer.full.p50),
+        "peer_p99_ms": ms(r.peer.full.p99),
+        "peer_max_ms": ms(r.peer.full.max),
+        "peer_transfer_p50_ms": ms(r.peer.transfer.p50),
+        "ratio_p50": round3(ratio_full),
+        "ratio_transfer_p50": round3(ratio_transfer),
         "cli_runs": r.cli.count,
         "cli_p50_ms": ms(r.cli.p50),
         "vm_rss_kib": r.vm_rss_kib,
