@@ -1,1 +1,85 @@
-fn main() {}
+//! `cargo xtask`: everything a developer or CI runs, in Rust so it works the same everywhere.
+//!
+//! Subcommands: `deps` (Debian packages the tests need), `test` (exactly what CI runs) and
+//! `bench <name>` (performance figures against peers). xtask never edits the workspace's
+//! sources; it only builds, runs and measures them.
+
+mod bench;
+mod deps;
+mod sys;
+mod test;
+mod venv;
+mod workspace;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Developer and CI tasks for this workspace.",
+    long_about = "Developer and CI tasks for this workspace.\n\n\
+        Start with `cargo xtask deps` (installs the Debian packages the tests need), then \
+        `cargo xtask test` (the exact checks CI runs). `cargo xtask bench api` measures the \
+        provisioner daemon's API against a static file server."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make sure the Debian packages the tests need are installed (installs them when root).
+    #[command(
+        long_about = "Make sure the Debian packages the tests need are installed.\n\n\
+        The list lives in xtask/src/deps.rs, with the reason each package is needed. \
+        When a package is missing and you are root, it is installed with apt-get (enabling \
+        bookworm-backports first when a package comes from there). When you are not root, \
+        the exact commands to run are printed and the command fails."
+    )]
+    Deps(deps::Args),
+    /// Run exactly what CI runs: deps, rustfmt check, clippy and the test suite.
+    #[command(
+        long_about = "Run exactly what CI runs, in order, stopping at the first failure:\n\n\
+        1. cargo xtask deps\n\
+        2. cargo fmt --all -- --check\n\
+        3. cargo clippy --workspace --all-targets --locked -- -D warnings\n\
+        4. cargo test --workspace --locked [EXTRA ARGS]\n\n\
+        Output is streamed; each step's duration is printed, then a summary line. \
+        The target directory is the caller's (CARGO_TARGET_DIR is respected).\n\n\
+        Example: cargo xtask test --no-deps -- --nocapture"
+    )]
+    Test(test::Args),
+    /// Benchmark a component against a peer (e.g. `cargo xtask bench api`).
+    Bench(bench::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.command {
+        Command::Deps(args) => deps::run(&args),
+        Command::Test(args) => test::run(&args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain of causes, without a backtrace: these errors are for humans.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,33 @@
+//! `cargo xtask bench <name>`: performance figures for one component, measured next to a
+//! peer written by others on the same machine in the same run.
+//!
+//! Each benchmark is a submodule with its own `Args` and `run`; shared pieces (child process
+//! guard, free ports, percentiles) live in `process` and `stats`. To add `bench dhcp`, add a
+//! module and a variant to [`Bench`].
+
+mod api;
+mod peer;
+mod process;
+mod stats;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// The daemon's HTTP API: site load time, `GET /api/v1/nodes` latency, CLI, memory.
+    #[command(long_about = api::LONG_ABOUT)]
+    Api(api::Args),
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match args.bench {
+        Bench::Api(args) => api::run(&args),
+    }
+}

@@ -1,0 +1,287 @@
+//! `cargo xtask deps`: the Debian packages the tests need, checked and (as root) installed.
+//!
+//! [`DEPS`] is the single list. Deciding what to do ([`plan`]) is pure and unit-tested;
+//! running dpkg-query and apt-get happens at the edge ([`run`]). This module never removes
+//! or upgrades packages, and never touches apt sources other than the backports file.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// A Debian package the tests need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dep {
+    pub package: &'static str,
+    /// Why the tests need it (printed when it is missing).
+    pub why: &'static str,
+    /// Install with `-t bookworm-backports` (see LAB-NOTES: QEMU 10 lives there).
+    pub from_backports: bool,
+}
+
+/// Every Debian package the tests need. Later lab work adds QEMU, OVMF, iPXE, busybox-static,
+/// socat, openipmi, ... from bookworm-backports (`from_backports: true`), and the peers
+/// (dnsmasq, kea, nginx, ...) used by `cargo xtask bench`.
+pub const DEPS: &[Dep] = &[Dep {
+    package: "sqlite3",
+    why: "a test runs `PRAGMA integrity_check` on the daemon's database after kill -9",
+    from_backports: false,
+}];
+
+pub const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/backports.sources";
+pub const BACKPORTS_SUITE: &str = "bookworm-backports";
+/// Exactly the deb822 stanza LAB-NOTES documents.
+pub const BACKPORTS_STANZA: &str = "Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+";
+
+#[derive(Debug, Default, clap::Args)]
+pub struct Args {
+    /// Only check: report missing packages and fail if any, never install.
+    #[arg(long)]
+    check: bool,
+}
+
+/// One step of bringing the machine up to [`DEPS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write [`BACKPORTS_STANZA`] to [`BACKPORTS_SOURCES`].
+    WriteBackportsSources,
+    /// `apt-get update`.
+    AptUpdate,
+    /// `apt-get install -y --no-install-recommends [-t bookworm-backports] PACKAGES`.
+    AptInstall {
+        backports: bool,
+        packages: Vec<&'static str>,
+    },
+}
+
+impl Action {
+    /// The shell command a human would type for this action.
+    pub fn shell(&self) -> String {
+        match self {
+            Action::WriteBackportsSources => {
+                format!("cat > {BACKPORTS_SOURCES} <<'EOF'\n{BACKPORTS_STANZA}EOF")
+            }
+            Action::AptUpdate => "apt-get update".to_owned(),
+            Action::AptInstall { .. } => {
+                format!(
+                    "DEBIAN_FRONTEND=noninteractive {}",
+                    self.apt_args().join(" ")
+                )
+            }
+        }
+    }
+
+    fn apt_args(&self) -> Vec<&'static str> {
+        match self {
+            Action::WriteBackportsSources => vec![],
+            Action::AptUpdate => vec!["apt-get", "update"],
+            Action::AptInstall {
+                backports,
+                packages,
+            } => {
+                let mut args = vec!["apt-get", "install", "-y", "--no-install-recommends"];
+                if *backports {
+                    args.extend(["-t", BACKPORTS_SUITE]);
+                }
+                args.extend(packages.iter().copied());
+                args
+            }
+        }
+    }
+}
+
+/// What to do to install `missing`: nothing when nothing is missing; otherwise the backports
+/// source (only when a backports package is missing and the file is absent), one
+/// `apt-get update`, then one install for backports packages and one for the others.
+pub fn plan(missing: &[Dep], backports_sources_present: bool) -> Vec<Action> {
+    if missing.is_empty() {
+        return vec![];
+    }
+    let mut actions = vec![];
+    let (backports, regular): (Vec<&Dep>, Vec<&Dep>) =
+        missing.iter().partition(|d| d.from_backports);
+    if !backports.is_empty() && !backports_sources_present {
+        actions.push(Action::WriteBackportsSources);
+    }
+    actions.push(Action::AptUpdate);
+    for (is_backports, deps) in [(true, backports), (false, regular)] {
+        if !deps.is_empty() {
+            actions.push(Action::AptInstall {
+                backports: is_backports,
+                packages: deps.iter().map(|d| d.package).collect(),
+            });
+        }
+    }
+    actions
+}
+
+/// True when dpkg reports `package` as installed.
+fn is_installed(package: &str) -> Result<bool> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .context("running `dpkg-query` (is this a Debian machine?)")?;
+    // dpkg-query exits 1 for unknown packages; that simply means "not installed".
+    Ok(out.status.success()
+        && String::from_utf8_lossy(&out.stdout).trim() == "install ok installed")
+}
+
+fn missing_deps() -> Result<Vec<Dep>> {
+    let mut missing = vec![];
+    for dep in DEPS {
+        if !is_installed(dep.package)? {
+            missing.push(*dep);
+        }
+    }
+    Ok(missing)
+}
+
+fn execute(action: &Action) -> Result<()> {
+    println!(
+        "deps: {}",
+        action.shell().lines().next().unwrap_or_default()
+    );
+    if let Action::WriteBackportsSources = action {
+        return std::fs::write(BACKPORTS_SOURCES, BACKPORTS_STANZA)
+            .with_context(|| format!("writing {BACKPORTS_SOURCES}"));
+    }
+    let args = action.apt_args();
+    let status = Command::new(args[0])
+        .args(&args[1..])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .with_context(|| format!("running `{}`", args.join(" ")))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let missing = missing_deps()?;
+    if missing.is_empty() {
+        let names: Vec<_> = DEPS.iter().map(|d| d.package).collect();
+        println!("deps: all {} installed ({})", DEPS.len(), names.join(", "));
+        return Ok(());
+    }
+    for dep in &missing {
+        let origin = if dep.from_backports {
+            " (from bookworm-backports)"
+        } else {
+            ""
+        };
+        println!("deps: missing {}{origin}: {}", dep.package, dep.why);
+    }
+    let actions = plan(&missing, Path::new(BACKPORTS_SOURCES).exists());
+    let names: Vec<_> = missing.iter().map(|d| d.package).collect();
+    if args.check {
+        bail!(
+            "missing Debian packages: {}; run `cargo xtask deps` as root to install them",
+            names.join(", ")
+        );
+    }
+    if !crate::sys::is_root() {
+        let script: Vec<_> = actions.iter().map(Action::shell).collect();
+        bail!(
+            "missing Debian packages: {}. Installing needs root; run these commands as root \
+             (or run `sudo cargo xtask deps`):\n\n{}\n",
+            names.join(", "),
+            script.join("\n")
+        );
+    }
+    for action in &actions {
+        execute(action)?;
+    }
+    let still_missing = missing_deps()?;
+    if !still_missing.is_empty() {
+        let names: Vec<_> = still_missing.iter().map(|d| d.package).collect();
+        bail!(
+            "apt-get succeeded but these are still not installed: {}",
+            names.join(", ")
+        );
+    }
+    println!("deps: installed {}", names.join(", "));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QEMU: Dep = Dep {
+        package: "qemu-system-x86",
+        why: "lab VMs",
+        from_backports: true,
+    };
+    const SQLITE: Dep = Dep {
+        package: "sqlite3",
+        why: "integrity check",
+        from_backports: false,
+    };
+
+    #[test]
+    fn nothing_missing_means_nothing_to_do() {
+        assert_eq!(plan(&[], false), vec![]);
+    }
+
+    #[test]
+    fn regular_packages_do_not_touch_backports() {
+        assert_eq!(
+            plan(&[SQLITE], false),
+            vec![
+                Action::AptUpdate,
+                Action::AptInstall {
+                    backports: false,
+                    packages: vec!["sqlite3"]
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn backports_packages_add_the_source_only_when_absent() {
+        let install = [
+            Action::AptInstall {
+                backports: true,
+                packages: vec!["qemu-system-x86"],
+            },
+            Action::AptInstall {
+                backports: false,
+                packages: vec!["sqlite3"],
+            },
+        ];
+        let mut expected = vec![Action::WriteBackportsSources, Action::AptUpdate];
+        expected.extend(install.clone());
+        assert_eq!(plan(&[SQLITE, QEMU], false), expected);
+        let mut expected = vec![Action::AptUpdate];
+        expected.extend(install);
+        assert_eq!(plan(&[SQLITE, QEMU], true), expected);
+    }
+
+    #[test]
+    fn install_command_is_the_documented_one() {
+        let action = Action::AptInstall {
+            backports: true,
+            packages: vec!["qemu-system-x86", "ovmf"],
+        };
+        assert_eq!(
+            action.shell(),
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+             -t bookworm-backports qemu-system-x86 ovmf"
+        );
+    }
+
+    #[test]
+    fn dep_list_has_unique_packages_and_reasons() {
+        let mut names: Vec<_> = DEPS.iter().map(|d| d.package).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DEPS.len());
+        assert!(DEPS.iter().all(|d| !d.why.is_empty()));
+    }
+}

@@ -1,0 +1,110 @@
+//! `cargo xtask test`: exactly what CI runs (`.ci/run` calls this and nothing else).
+//!
+//! Steps run in order with output streamed; the first failure stops the run with an error
+//! naming the step. The caller's target directory is used as is (no CARGO_TARGET_DIR here).
+
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Skip the `deps` step (e.g. on a machine where you cannot or need not install packages).
+    #[arg(long)]
+    no_deps: bool,
+    /// Extra arguments for `cargo test`, after `--` (e.g. `-- lease` runs only tests whose
+    /// name contains "lease"; `-- -- --nocapture` shows their output).
+    #[arg(last = true)]
+    cargo_test_args: Vec<OsString>,
+}
+
+/// One CI step: a name for humans and what it runs.
+enum Step {
+    Deps,
+    Cargo(Vec<OsString>),
+}
+
+fn steps(args: &Args) -> Vec<(String, Step)> {
+    let cargo = |a: &[&str]| Step::Cargo(a.iter().map(OsString::from).collect());
+    let mut steps = vec![];
+    if !args.no_deps {
+        steps.push(("deps".to_owned(), Step::Deps));
+    }
+    steps.push(("fmt".to_owned(), cargo(&["fmt", "--all", "--", "--check"])));
+    steps.push((
+        "clippy".to_owned(),
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    ));
+    let mut test = vec!["test".into(), "--workspace".into(), "--locked".into()];
+    test.extend(args.cargo_test_args.iter().cloned());
+    steps.push(("test".to_owned(), Step::Cargo(test)));
+    steps
+}
+
+fn describe(step: &Step) -> String {
+    match step {
+        Step::Deps => "cargo xtask deps".to_owned(),
+        Step::Cargo(args) => {
+            let args: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+            format!("cargo {}", args.join(" "))
+        }
+    }
+}
+
+fn run_step(step: &Step) -> Result<()> {
+    match step {
+        Step::Deps => crate::deps::run(&crate::deps::Args::default()),
+        Step::Cargo(args) => {
+            let status = crate::workspace::cargo().args(args).status()?;
+            if !status.success() {
+                bail!("exited with {status}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let start = Instant::now();
+    let mut done = vec![];
+    for (name, step) in steps(args) {
+        println!("==> [{name}] {}", describe(&step));
+        let t = Instant::now();
+        let result = run_step(&step);
+        let took = t.elapsed();
+        if let Err(e) = result {
+            println!("==> [{name}] FAILED after {}", secs(took));
+            bail!(
+                "CI step `{name}` failed ({}): {e:#}\nsteps passed before it: {}",
+                describe(&step),
+                if done.is_empty() {
+                    "none".to_owned()
+                } else {
+                    done.join(", ")
+                }
+            );
+        }
+        println!("==> [{name}] ok in {}", secs(took));
+        done.push(format!("{name} {}", secs(took)));
+    }
+    println!(
+        "==> all {} steps passed in {} ({})",
+        done.len(),
+        secs(start.elapsed()),
+        done.join(", ")
+    );
+    Ok(())
+}
