@@ -38,6 +38,21 @@ fn errors(dir: &Path) -> Vec<String> {
 #[test]
 fn lab_site_validates() {
     let dir = repo_root().join("hardware-tests/sites/lab");
+    for (file, schema) in [("site.yaml", "site"), ("nodes.yaml", "nodes")] {
+        let text = fs::read_to_string(dir.join(file)).expect("read lab file");
+        let first = text.lines().next().unwrap_or_default();
+        assert_eq!(
+            first,
+            format!(
+                "# yaml-language-server: $schema=../../../provisioner/schemas/{schema}.schema.json"
+            )
+        );
+        assert!(
+            dir.join("../../../provisioner/schemas")
+                .join(format!("{schema}.schema.json"))
+                .is_file()
+        );
+    }
     let site = site::load(&dir).unwrap_or_else(|e| panic!("lab site is invalid:\n{e}"));
     assert_eq!(
         site.summary(),

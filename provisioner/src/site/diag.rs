@@ -122,7 +122,7 @@ impl FileCtx<'_> {
                         Segment::Unknown => {}
                     }
                 }
-                let msg = err.inner().to_string();
+                let msg = plain_type_names(&err.inner().to_string());
                 if let Some(field) = msg
                     .strip_prefix("unknown field `")
                     .and_then(|r| r.split('`').next())
@@ -154,6 +154,21 @@ impl FileCtx<'_> {
                 None
             }
         }
+    }
+}
+
+/// serde names the Rust type it wanted (`expected struct BmcWire`); an
+/// operator wrote YAML, so say `expected a mapping` instead.
+fn plain_type_names(msg: &str) -> String {
+    match msg.find("expected struct ") {
+        Some(i) => {
+            let rest = &msg[i + "expected struct ".len()..];
+            let end = rest
+                .find(|c: char| !c.is_alphanumeric() && c != '_')
+                .unwrap_or(rest.len());
+            format!("{}expected a mapping{}", &msg[..i], &rest[end..])
+        }
+        None => msg.to_owned(),
     }
 }
 
@@ -192,6 +207,18 @@ mod tests {
         assert_eq!(
             errs.to_string(),
             "site.yaml:3:5: bad\nprofiles/a.yaml:1:1: worse"
+        );
+    }
+
+    #[test]
+    fn type_names_are_plain() {
+        assert_eq!(
+            plain_type_names("invalid type: integer `5`, expected struct BmcWire"),
+            "invalid type: integer `5`, expected a mapping"
+        );
+        assert_eq!(
+            plain_type_names("missing field `url`"),
+            "missing field `url`"
         );
     }
 
