@@ -1,0 +1,721 @@
+//! `site.yaml`: the provisioning network, DHCP, the API listener and the
+//! image catalog. Wire types (what the operator writes, with JSON Schema)
+//! and the validated domain types the daemon uses.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::diag::{At, FileCtx};
+use super::yaml::child;
+
+// ---------------------------------------------------------------- wire types
+
+/// `site.yaml`: the provisioning network, the API listener and the image
+/// catalog of a site.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Site configuration (site.yaml)")]
+pub struct SiteFile {
+    /// The provisioning network: the interface the provisioner serves DHCP,
+    /// TFTP and HTTP boot on.
+    pub network: NetworkWire,
+    /// The REST API.
+    #[serde(default)]
+    pub api: ApiWire,
+    /// Images that profiles can deploy (and the inspection ramdisk).
+    #[serde(default)]
+    pub images: Vec<ImageWire>,
+}
+
+/// The section names of `site.yaml`, in the order of [`SiteFile`].
+pub(crate) const SITE_SECTIONS: &[&str] = &["network", "api", "images"];
+
+/// The provisioning network.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkWire {
+    /// Interface name on the provisioner host, e.g. `br0` or `eno2`.
+    pub interface: String,
+    /// The provisioner's own IPv4 address on that interface with the prefix
+    /// length, e.g. `10.213.0.1/24`. The subnet bounds the DHCP range.
+    pub address: String,
+    /// DHCP service. Absent means `mode: off` (another DHCP server hands out
+    /// addresses and points machines at the provisioner).
+    #[serde(default)]
+    pub dhcp: Option<DhcpWire>,
+}
+
+/// DHCP service on the provisioning network.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpWire {
+    /// `full`: lease addresses from `range`; `proxy`: answer PXE clients
+    /// with boot information only (proxyDHCP) while another server leases
+    /// addresses; `off`: no DHCP at all.
+    pub mode: DhcpMode,
+    /// First and last address to lease, inclusive, inside the subnet of
+    /// `network.address`. Required in `full` mode.
+    #[serde(default)]
+    #[schemars(length(min = 2, max = 2))]
+    pub range: Option<Vec<String>>,
+    /// Default gateway handed to clients (inside the subnet). Optional.
+    #[serde(default)]
+    pub router: Option<String>,
+    /// DNS servers handed to clients (IPv4).
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// Lease time in seconds (default 3600, at least 60).
+    #[serde(default)]
+    #[schemars(range(min = 60))]
+    pub lease_time: Option<u32>,
+    /// Which clients get an answer: `known` (only machines in nodes.yaml,
+    /// by boot MAC; the default), `pxe` (any PXE/HTTP-boot client, so new
+    /// machines can be discovered), `all` (any DHCP client).
+    #[serde(default)]
+    pub answer: DhcpAnswer,
+}
+
+/// DHCP mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    /// Lease addresses and send boot information.
+    Full,
+    /// Send boot information only (proxyDHCP, port 4011 and 67).
+    Proxy,
+    /// No DHCP service.
+    Off,
+}
+
+/// Which DHCP clients the provisioner answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpAnswer {
+    /// Only machines listed in nodes.yaml (matched by boot MAC).
+    #[default]
+    Known,
+    /// Any client that asks for a network boot (PXE or UEFI HTTP boot).
+    Pxe,
+    /// Any DHCP client.
+    All,
+}
+
+/// The REST API listener.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiWire {
+    /// Socket address to listen on, e.g. `0.0.0.0:8080` (default
+    /// `127.0.0.1:8080`). Booting machines reach the API through the
+    /// provisioning network address.
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+/// One image in the catalog: exactly one of `url` and `path`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageWire {
+    /// Image name, referred to by profiles: lowercase letters, digits and
+    /// `-`, at most 63 characters.
+    #[schemars(pattern(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
+    pub name: String,
+    /// Where to download the image (http:// or https://). Needs `sha256`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Image file on the provisioner host, relative to the site directory
+    /// or absolute.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// SHA-256 of the image, 64 hex digits. Required with `url`; optional
+    /// with `path`, for images built locally (e.g. by `provisioner image
+    /// build`) whose digest is not known when the site is written.
+    #[serde(default)]
+    #[schemars(pattern(r"^[0-9a-fA-F]{64}$"))]
+    pub sha256: Option<String>,
+}
+
+// -------------------------------------------------------------- domain types
+
+/// Validated `site.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteConfig {
+    /// The provisioning network.
+    pub network: NetworkConfig,
+    /// The REST API.
+    pub api: ApiConfig,
+    /// The image catalog, in file order; names are unique.
+    pub images: Vec<ImageSpec>,
+}
+
+/// The provisioning network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// Interface name.
+    pub interface: String,
+    /// The provisioner's address and subnet (`addr()` is the provisioner,
+    /// `network()` the subnet).
+    pub address: Ipv4Net,
+    /// DHCP service.
+    pub dhcp: DhcpConfig,
+}
+
+/// DHCP service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpConfig {
+    /// Mode.
+    pub mode: DhcpMode,
+    /// Lease range, inclusive; `Some` in `full` mode.
+    pub range: Option<DhcpRange>,
+    /// Default gateway for clients.
+    pub router: Option<Ipv4Addr>,
+    /// DNS servers for clients.
+    pub dns: Vec<Ipv4Addr>,
+    /// Lease time in seconds.
+    pub lease_time: u32,
+    /// Which clients get an answer.
+    pub answer: DhcpAnswer,
+}
+
+/// An inclusive address range inside the provisioning subnet, `first <= last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DhcpRange {
+    /// First address leased.
+    pub first: Ipv4Addr,
+    /// Last address leased.
+    pub last: Ipv4Addr,
+}
+
+impl DhcpRange {
+    /// Whether `ip` is in the range.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.first <= ip && ip <= self.last
+    }
+
+    /// Number of addresses in the range.
+    pub fn len(&self) -> u64 {
+        u64::from(u32::from(self.last)) - u64::from(u32::from(self.first)) + 1
+    }
+
+    /// Always false: a range holds at least one address.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Default DHCP lease time (seconds).
+pub const DEFAULT_LEASE_TIME: u32 = 3600;
+/// Default API listen address.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8080";
+
+/// The REST API listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+}
+
+/// One image of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    /// Unique name.
+    pub name: String,
+    /// Where the image comes from.
+    pub source: ImageSource,
+    /// Lowercase hex SHA-256; always `Some` for URL images.
+    pub sha256: Option<String>,
+}
+
+/// Where an image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// Downloaded from this http(s) URL.
+    Url(String),
+    /// A file on the provisioner host (relative paths already joined to
+    /// the site directory).
+    Path(PathBuf),
+}
+
+// ---------------------------------------------------------------- checking
+
+/// Builds the domain config from a parsed `site.yaml`, reporting every
+/// problem into `ctx`. Returns `None` when anything is wrong.
+pub(crate) fn check(ctx: &mut FileCtx<'_>, root: &Value, dir: &Path) -> Option<SiteConfig> {
+    let before = ctx.diags.len();
+    let Some(map) = root.as_object() else {
+        let what = if root.is_null() {
+            "the file is empty"
+        } else {
+            "expected a mapping"
+        };
+        ctx.report(
+            "",
+            At::Value,
+            format!("{what}: site.yaml needs `network:` and may have `api:` and `images:`"),
+        );
+        return None;
+    };
+    for key in map.keys().filter(|k| !SITE_SECTIONS.contains(&k.as_str())) {
+        ctx.report(
+            &child("", key),
+            At::Key,
+            format!("unknown section `{key}`; expected one of `network`, `api`, `images`"),
+        );
+    }
+    let network = match map.get("network") {
+        None => {
+            ctx.report(
+                "",
+                At::Value,
+                "missing section `network` (required): give `interface` and `address`",
+            );
+            None
+        }
+        Some(v) => ctx
+            .de::<NetworkWire>(v, "/network")
+            .and_then(|w| check_network(ctx, w)),
+    };
+    let api = match map.get("api") {
+        None => Some(ApiConfig {
+            listen: DEFAULT_API_LISTEN.parse().expect("valid default"),
+        }),
+        Some(v) => ctx.de::<ApiWire>(v, "/api").and_then(|w| check_api(ctx, w)),
+    };
+    let images = match map.get("images") {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(Value::Array(items)) => check_images(ctx, items, dir),
+        Some(_) => {
+            ctx.report(
+                "/images",
+                At::Value,
+                "expected a list of images (`- name: ...`)",
+            );
+            None
+        }
+    };
+    if ctx.diags.len() > before {
+        return None;
+    }
+    Some(SiteConfig {
+        network: network?,
+        api: api?,
+        images: images?,
+    })
+}
+
+/// Parses an IPv4 address field, reporting a failure.
+fn ipv4(ctx: &mut FileCtx<'_>, pointer: &str, text: &str) -> Option<Ipv4Addr> {
+    match text.parse::<Ipv4Addr>() {
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            ctx.report(
+                pointer,
+                At::Value,
+                format!("invalid IPv4 address {text:?}: write it as 10.213.0.1"),
+            );
+            None
+        }
+    }
+}
+
+fn check_network(ctx: &mut FileCtx<'_>, w: NetworkWire) -> Option<NetworkConfig> {
+    let mut ok = true;
+    let iface = w.interface.as_str();
+    if iface.is_empty()
+        || iface.len() > 15
+        || iface.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+    {
+        ctx.report(
+            "/network/interface",
+            At::Value,
+            format!("invalid interface name {iface:?}: 1-15 characters, no '/', ':' or spaces"),
+        );
+        ok = false;
+    }
+    let address = parse_cidr(&w.address);
+    if let Err(msg) = &address {
+        ctx.report("/network/address", At::Value, msg);
+    }
+    let dhcp = match w.dhcp {
+        None => Some(DhcpConfig {
+            mode: DhcpMode::Off,
+            range: None,
+            router: None,
+            dns: Vec::new(),
+            lease_time: DEFAULT_LEASE_TIME,
+            answer: DhcpAnswer::Known,
+        }),
+        Some(d) => check_dhcp(ctx, d, address.as_ref().ok().copied()),
+    };
+    match (ok, address, dhcp) {
+        (true, Ok(address), Some(dhcp)) => Some(NetworkConfig {
+            interface: w.interface,
+            address,
+            dhcp,
+        }),
+        _ => None,
+    }
+}
+
+/// Parses the provisioner's `address/prefix`, refusing the subnet's network
+/// and broadcast addresses.
+pub(crate) fn parse_cidr(text: &str) -> Result<Ipv4Net, String> {
+    let Some((ip, prefix)) = text.split_once('/') else {
+        return Err(format!(
+            "{text:?} has no prefix length: write the provisioner's address with its subnet, \
+             e.g. 10.213.0.1/24"
+        ));
+    };
+    let ip: Ipv4Addr = ip.parse().map_err(|_| {
+        format!("invalid IPv4 address {ip:?} in {text:?}: write e.g. 10.213.0.1/24")
+    })?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| *p <= 32)
+        .ok_or_else(|| format!("invalid prefix length in {text:?}: use 0 to 32, e.g. /24"))?;
+    let net = Ipv4Net::new(ip, prefix).map_err(|e| format!("invalid address {text:?}: {e}"))?;
+    if prefix < 31 && (ip == net.network() || ip == net.broadcast()) {
+        let which = if ip == net.network() {
+            "network"
+        } else {
+            "broadcast"
+        };
+        return Err(format!(
+            "{ip} is the {which} address of {}: give the provisioner's own host address, e.g. {}/{prefix}",
+            net.trunc(),
+            Ipv4Addr::from(u32::from(net.network()) + 1)
+        ));
+    }
+    Ok(net)
+}
+
+/// Checks that a range lies in `net`, is ordered and leaves out the
+/// provisioner's address. Returns one message per problem.
+pub(crate) fn check_range(net: Ipv4Net, first: Ipv4Addr, last: Ipv4Addr) -> Vec<(usize, String)> {
+    let subnet = net.trunc();
+    let mut problems = Vec::new();
+    for (i, ip) in [(0, first), (1, last)] {
+        if !subnet.contains(&ip) {
+            problems.push((
+                i,
+                format!("{ip} is outside the subnet {subnet} of network.address"),
+            ));
+        } else if subnet.prefix_len() < 31 && (ip == subnet.network() || ip == subnet.broadcast()) {
+            problems.push((
+                i,
+                format!("{ip} is the network or broadcast address of {subnet}"),
+            ));
+        }
+    }
+    if first > last {
+        problems.push((
+            0,
+            format!("the range is reversed: first {first} is after last {last}"),
+        ));
+    } else if problems.is_empty() && first <= net.addr() && net.addr() <= last {
+        problems.push((
+            0,
+            format!(
+                "the range {first}-{last} includes the provisioner's own address {}: leave it out",
+                net.addr()
+            ),
+        ));
+    }
+    problems
+}
+
+fn check_dhcp(ctx: &mut FileCtx<'_>, d: DhcpWire, net: Option<Ipv4Net>) -> Option<DhcpConfig> {
+    let before = ctx.diags.len();
+    if d.mode == DhcpMode::Proxy {
+        let full_only = [
+            ("range", d.range.is_some()),
+            ("router", d.router.is_some()),
+            ("dns", !d.dns.is_empty()),
+            ("lease_time", d.lease_time.is_some()),
+        ];
+        for (field, present) in full_only {
+            if present {
+                ctx.report(
+                    &format!("/network/dhcp/{field}"),
+                    At::Key,
+                    "only used in `mode: full`; in proxy mode the other DHCP server hands out \
+                     addresses: remove it",
+                );
+            }
+        }
+    }
+    let mut range = None;
+    match &d.range {
+        None if d.mode == DhcpMode::Full => ctx.report(
+            "/network/dhcp",
+            At::Key,
+            "`mode: full` needs `range: [first, last]`, e.g. [10.213.0.100, 10.213.0.199]",
+        ),
+        None => {}
+        Some(r) if r.len() != 2 => ctx.report(
+            "/network/dhcp/range",
+            At::Value,
+            format!("expected two addresses [first, last], found {}", r.len()),
+        ),
+        Some(r) => {
+            let first = ipv4(ctx, "/network/dhcp/range/0", &r[0]);
+            let last = ipv4(ctx, "/network/dhcp/range/1", &r[1]);
+            if let (Some(first), Some(last)) = (first, last) {
+                let problems = net.map(|n| check_range(n, first, last)).unwrap_or_default();
+                for (i, msg) in &problems {
+                    ctx.report(&format!("/network/dhcp/range/{i}"), At::Value, msg);
+                }
+                if problems.is_empty() {
+                    range = Some(DhcpRange { first, last });
+                }
+            }
+        }
+    }
+    let router = d
+        .router
+        .as_deref()
+        .and_then(|r| ipv4(ctx, "/network/dhcp/router", r));
+    if let (Some(router), Some(net)) = (router, net) {
+        if !net.trunc().contains(&router) {
+            ctx.report(
+                "/network/dhcp/router",
+                At::Value,
+                format!("router {router} is outside the subnet {} of network.address: clients could not reach it", net.trunc()),
+            );
+        }
+    }
+    let mut dns = Vec::new();
+    for (i, s) in d.dns.iter().enumerate() {
+        dns.extend(ipv4(ctx, &format!("/network/dhcp/dns/{i}"), s));
+    }
+    let lease_time = d.lease_time.unwrap_or(DEFAULT_LEASE_TIME);
+    if lease_time < 60 {
+        ctx.report(
+            "/network/dhcp/lease_time",
+            At::Value,
+            format!("lease_time {lease_time} s is too short: use at least 60"),
+        );
+    }
+    if ctx.diags.len() > before {
+        return None;
+    }
+    Some(DhcpConfig {
+        mode: d.mode,
+        range,
+        router,
+        dns,
+        lease_time,
+        answer: d.answer,
+    })
+}
+
+fn check_api(ctx: &mut FileCtx<'_>, w: ApiWire) -> Option<ApiConfig> {
+    let text = w.listen.as_deref().unwrap_or(DEFAULT_API_LISTEN);
+    match text.parse::<SocketAddr>() {
+        Ok(listen) => Some(ApiConfig { listen }),
+        Err(_) => {
+            ctx.report(
+                "/api/listen",
+                At::Value,
+                format!("invalid listen address {text:?}: write ADDRESS:PORT, e.g. 0.0.0.0:8080 or [::]:8080"),
+            );
+            None
+        }
+    }
+}
+
+fn check_images(ctx: &mut FileCtx<'_>, items: &[Value], dir: &Path) -> Option<Vec<ImageSpec>> {
+    let before = ctx.diags.len();
+    let mut images = Vec::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let ptr = format!("/images/{i}");
+        let Some(w) = ctx.de::<ImageWire>(item, &ptr) else {
+            continue;
+        };
+        let mut ok = true;
+        if !model::profile::is_valid_name(&w.name) {
+            ctx.report(
+                &format!("{ptr}/name"),
+                At::Value,
+                format!(
+                    "invalid image name {:?}: use 1-63 lowercase letters, digits and '-'",
+                    w.name
+                ),
+            );
+            ok = false;
+        } else if let Some(first) = seen.get(&w.name) {
+            ctx.report(
+                &format!("{ptr}/name"),
+                At::Value,
+                format!(
+                    "duplicate image name {:?} (first at {first}): rename one",
+                    w.name
+                ),
+            );
+            ok = false;
+        } else {
+            seen.insert(w.name.clone(), ctx.where_is(&format!("{ptr}/name")));
+        }
+        let source = match (&w.url, &w.path) {
+            (Some(_), Some(_)) => {
+                ctx.report(
+                    &format!("{ptr}/path"),
+                    At::Key,
+                    "give either `url` or `path`, not both",
+                );
+                None
+            }
+            (None, None) => {
+                ctx.report(
+                    &ptr,
+                    At::Value,
+                    "no image source: add `url: https://...` or `path: FILE`",
+                );
+                None
+            }
+            (Some(url), None) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 9 {
+                    ctx.report(
+                        &format!("{ptr}/url"),
+                        At::Value,
+                        format!("invalid image URL {url:?}: use http:// or https://"),
+                    );
+                    None
+                } else {
+                    Some(ImageSource::Url(url.clone()))
+                }
+            }
+            (None, Some(p)) if p.is_empty() => {
+                ctx.report(
+                    &format!("{ptr}/path"),
+                    At::Value,
+                    "empty path: give the image file",
+                );
+                None
+            }
+            (None, Some(p)) => Some(ImageSource::Path(dir.join(p))),
+        };
+        let sha256 = match &w.sha256 {
+            Some(s) if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                ctx.report(
+                    &format!("{ptr}/sha256"),
+                    At::Value,
+                    format!(
+                        "invalid sha256 {s:?}: write the 64 hex digits printed by `sha256sum FILE`"
+                    ),
+                );
+                ok = false;
+                None
+            }
+            Some(s) => Some(s.to_ascii_lowercase()),
+            None => {
+                if w.url.is_some() && w.path.is_none() {
+                    ctx.report(
+                        &ptr,
+                        At::Value,
+                        "`url` images need `sha256` (64 hex digits) so a tampered or truncated \
+                         download is refused",
+                    );
+                    ok = false;
+                }
+                None
+            }
+        };
+        if let (true, Some(source)) = (ok, source) {
+            images.push(ImageSpec {
+                name: w.name,
+                source,
+                sha256,
+            });
+        }
+    }
+    if ctx.diags.len() > before {
+        None
+    } else {
+        Some(images)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        parse_cidr(s).unwrap()
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn cidr() {
+        let n = net("10.213.0.1/24");
+        assert_eq!(n.addr(), ip("10.213.0.1"));
+        assert_eq!(n.trunc().to_string(), "10.213.0.0/24");
+        assert_eq!(net("192.168.1.0/31").prefix_len(), 31);
+        let cases = [
+            ("10.213.0.1", "no prefix length"),
+            ("10.213.0.1/33", "invalid prefix length"),
+            ("10.213.0.1/x", "invalid prefix length"),
+            ("10.213.0/24", "invalid IPv4 address"),
+            (
+                "10.213.0.0/24",
+                "the network address of 10.213.0.0/24: give the provisioner's own host address, e.g. 10.213.0.1/24",
+            ),
+            ("10.213.0.255/24", "broadcast address"),
+        ];
+        for (input, expected) in cases {
+            let err = parse_cidr(input).unwrap_err();
+            assert!(err.contains(expected), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        let n = net("10.213.0.1/24");
+        assert_eq!(
+            check_range(n, ip("10.213.0.100"), ip("10.213.0.199")),
+            vec![]
+        );
+        let msgs = |a, b| -> Vec<(usize, String)> { check_range(n, ip(a), ip(b)) };
+        assert_eq!(msgs("10.213.1.100", "10.213.0.199")[0].0, 0);
+        assert!(
+            msgs("10.213.1.100", "10.213.0.199")[0]
+                .1
+                .contains("outside the subnet 10.213.0.0/24")
+        );
+        let m = msgs("10.213.0.100", "10.213.1.5");
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].0, 1);
+        assert!(
+            msgs("10.213.0.199", "10.213.0.100")[0]
+                .1
+                .contains("reversed")
+        );
+        assert!(
+            msgs("10.213.0.0", "10.213.0.10")[0]
+                .1
+                .contains("network or broadcast")
+        );
+        assert!(
+            msgs("10.213.0.1", "10.213.0.10")[0]
+                .1
+                .contains("provisioner's own address")
+        );
+        let r = DhcpRange {
+            first: ip("10.213.0.100"),
+            last: ip("10.213.0.199"),
+        };
+        assert_eq!(r.len(), 100);
+        assert!(r.contains(ip("10.213.0.150")));
+        assert!(!r.contains(ip("10.213.0.200")));
+    }
+}
