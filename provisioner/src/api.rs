@@ -119,6 +119,9 @@ fn status_of(err: &ApiError) -> (StatusCode, Option<String>) {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, hint) = status_of(&self);
+        if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+        }
         let mut details = vec![];
         let error = match &self {
             ApiError::Unauthorized(why) => (*why).to_owned(),

@@ -163,7 +163,8 @@ enum NodeCommand {
     /// Freeze (on) or unfreeze (off) a node: no automation and no provisioning while on.
     Maintenance {
         name: String,
-        state: OnOff,
+        #[arg(value_name = "on|off")]
+        switch: OnOff,
         /// Why (recorded in the history and shown by `node show`).
         #[arg(long)]
         reason: Option<String>,
@@ -470,11 +471,11 @@ async fn node_command(client: &Client, command: NodeCommand) -> anyhow::Result<(
         }
         NodeCommand::Maintenance {
             name,
-            state,
+            switch,
             reason,
             output,
         } => {
-            let body = json!({"maintenance": matches!(state, OnOff::On), "reason": reason});
+            let body = json!({"maintenance": matches!(switch, OnOff::On), "reason": reason});
             let node = client
                 .call(
                     reqwest::Method::PUT,
@@ -616,4 +617,15 @@ fn print_node(node: &Value, output: Output) -> anyhow::Result<()> {
         println!("{key:>16}  {value}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
 }

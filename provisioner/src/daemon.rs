@@ -133,7 +133,7 @@ pub fn enroll_spec(node: &site::NodeSpec) -> EnrollSpec {
         name: node.name.clone(),
         config: NodeConfig {
             bmc_url: bmc.map(|b| b.url.to_string()),
-            bmc_username: bmc.and_then(|b| b.username.clone()),
+            bmc_username: bmc.map(|b| b.username.clone()),
             bmc_credential: bmc.map(|b| b.credential.reference()),
             boot_mac: node.boot_mac.map(|mac| mac.to_string()),
             serial: node.serial.clone(),

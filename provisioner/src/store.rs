@@ -9,6 +9,9 @@
 //!   returned `Ok` survives `kill -9` of the daemon (and a power cut).
 //! - The store holds references to BMC secrets (`env:VAR`, `file:PATH`), never
 //!   the secrets.
+//! - Write transactions start with `BEGIN IMMEDIATE`: a deferred transaction
+//!   that reads and then writes fails with SQLITE_BUSY when another writer
+//!   committed in between, whatever the busy timeout.
 //! - No lifecycle decisions here: callers compute the next status with
 //!   [`crate::lifecycle::transition`] and hand it over.
 
@@ -317,7 +320,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<SyncReport, StoreError> {
         let now_s = timestamp(now);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(&format!("SELECT id, {NODE_COLUMNS} FROM nodes"))
             .fetch_all(&mut *tx)
             .await?;
@@ -448,7 +451,7 @@ impl Store {
     ) -> Result<NodeRecord, StoreError> {
         let now_s = timestamp(now);
         let c = &spec.config;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let inserted = sqlx::query_scalar::<_, i64>(
             "INSERT INTO nodes (name, source, in_site, bmc_url, bmc_username, bmc_credential, boot_mac, \
              serial, profile_override, role_override, state, generation, created_at, updated_at, state_since) \
@@ -572,7 +575,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<NodeRecord, StoreError> {
         let now_s = timestamp(now);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let current = sqlx::query("SELECT id, state FROM nodes WHERE name = ?")
             .bind(name)
             .fetch_optional(&mut *tx)

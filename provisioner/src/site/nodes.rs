@@ -113,6 +113,16 @@ pub enum Credential {
     File(PathBuf),
 }
 
+impl Credential {
+    /// How the store and the API show it: `env:VAR` or `file:PATH`, never the secret.
+    pub fn reference(&self) -> String {
+        match self {
+            Credential::Env(var) => format!("env:{var}"),
+            Credential::File(path) => format!("file:{}", path.display()),
+        }
+    }
+}
+
 // ---------------------------------------------------------------- checking
 
 fn valid_env_name(s: &str) -> bool {
