@@ -49,31 +49,12 @@ pub struct ServeOptions {
     pub listen: Option<SocketAddr>,
 }
 
-/// How long each wait state may last before the node fails.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub inspect: Duration,
-    pub deploy: Duration,
-    pub clean: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            inspect: Duration::from_secs(20 * 60),
-            deploy: Duration::from_secs(60 * 60),
-            clean: Duration::from_secs(60 * 60),
-        }
-    }
-}
-
-impl Timeouts {
-    fn of(&self, kind: WaitKind) -> Duration {
-        match kind {
-            WaitKind::Inspect => self.inspect,
-            WaitKind::Deploy => self.deploy,
-            WaitKind::Clean => self.clean,
-        }
+/// How long a wait state may last before the node fails (site.yaml `lifecycle`).
+fn timeout_of(config: &site::LifecycleConfig, kind: WaitKind) -> Duration {
+    match kind {
+        WaitKind::Inspect => config.inspect_timeout,
+        WaitKind::Deploy => config.deploy_timeout,
+        WaitKind::Clean => config.clean_timeout,
     }
 }
 
@@ -123,7 +104,6 @@ pub struct App {
     status: Mutex<SiteStatus>,
     fingerprint: Mutex<Vec<(PathBuf, u64, SystemTime)>>,
     reload_lock: tokio::sync::Mutex<()>,
-    pub timeouts: Timeouts,
 }
 
 /// The node as the store should hold it, from the site's declaration.
@@ -145,7 +125,7 @@ pub fn enroll_spec(node: &site::NodeSpec) -> EnrollSpec {
 
 impl App {
     /// Builds the daemon state from a valid site and an open store.
-    pub fn new(site: Site, store: Store, token: String, timeouts: Timeouts) -> App {
+    pub fn new(site: Site, store: Store, token: String) -> App {
         let status = SiteStatus {
             dir: site.dir.clone(),
             loaded_at: Utc::now(),
@@ -162,7 +142,6 @@ impl App {
             site: RwLock::new(Arc::new(site)),
             status: Mutex::new(status),
             reload_lock: tokio::sync::Mutex::new(()),
-            timeouts,
         }
     }
 
@@ -276,8 +255,11 @@ impl App {
                 match action {
                     Action::StartTimer { kind } => {
                         deadline = Some(
-                            now + chrono::Duration::from_std(self.timeouts.of(*kind))
-                                .unwrap_or(chrono::TimeDelta::MAX),
+                            now + chrono::Duration::from_std(timeout_of(
+                                &self.site().config.lifecycle,
+                                *kind,
+                            ))
+                            .unwrap_or(chrono::TimeDelta::MAX),
                         );
                     }
                     Action::CancelTimer => deadline = None,
@@ -342,14 +324,19 @@ impl App {
 
     /// Fails every node whose wait-state deadline has passed.
     pub async fn sweep_timeouts(&self) -> Result<usize, StoreError> {
-        let overdue = self.store.overdue(Utc::now()).await?;
+        self.sweep_timeouts_at(Utc::now()).await
+    }
+
+    /// Fails every node whose deadline is at or before `now`; returns how many.
+    pub async fn sweep_timeouts_at(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let overdue = self.store.overdue(now).await?;
         let mut failed = 0;
         for name in overdue {
             let node = self.store.node(&name).await?;
             let Some(kind) = node.state.wait_kind() else {
                 continue;
             };
-            let waited = humantime(self.timeouts.of(kind));
+            let waited = humantime(timeout_of(&self.site().config.lifecycle, kind));
             let reason = match kind {
                 WaitKind::Inspect => format!(
                     "inspection timed out after {waited}: no inventory arrived; check that the node \
@@ -482,7 +469,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let listen = options.listen.unwrap_or(site.config.api.listen);
     let store = Store::open(&options.state).await?;
     let token = ensure_token(&options.state)?;
-    let app = Arc::new(App::new(site, store, token, Timeouts::default()));
+    let app = Arc::new(App::new(site, store, token));
     let report = app.sync_nodes().await?;
     info!(
         nodes = report.added.len() + report.updated.len() + report.unchanged,

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use schemars::JsonSchema;
@@ -31,10 +32,33 @@ pub struct SiteFile {
     /// Images that profiles can deploy (and the inspection ramdisk).
     #[serde(default)]
     pub images: Vec<ImageWire>,
+    /// How long nodes may wait in each lifecycle step.
+    #[serde(default)]
+    pub lifecycle: Option<LifecycleWire>,
 }
 
 /// The section names of `site.yaml`, in the order of [`SiteFile`].
-pub(crate) const SITE_SECTIONS: &[&str] = &["network", "api", "images"];
+pub(crate) const SITE_SECTIONS: &[&str] = &["network", "api", "images", "lifecycle"];
+
+/// Lifecycle settings. Every wait has a timeout: a node that does not get
+/// through a step in time is marked `failed` with a reason saying what to check.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleWire {
+    /// Seconds a node may spend `inspecting` (booting the ramdisk and
+    /// reporting its inventory). Default 1200 (20 minutes); at least 10.
+    #[serde(default)]
+    #[schemars(range(min = 10, max = 604800))]
+    pub inspect_timeout: Option<u64>,
+    /// Seconds a node may spend `deploying`. Default 3600; at least 10.
+    #[serde(default)]
+    #[schemars(range(min = 10, max = 604800))]
+    pub deploy_timeout: Option<u64>,
+    /// Seconds a node may spend `cleaning`. Default 3600; at least 10.
+    #[serde(default)]
+    #[schemars(range(min = 10, max = 604800))]
+    pub clean_timeout: Option<u64>,
+}
 
 /// The provisioning network.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -151,6 +175,26 @@ pub struct SiteConfig {
     pub api: ApiConfig,
     /// The image catalog, in file order; names are unique.
     pub images: Vec<ImageSpec>,
+    /// Lifecycle timeouts.
+    pub lifecycle: LifecycleConfig,
+}
+
+/// Validated lifecycle settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifecycleConfig {
+    pub inspect_timeout: Duration,
+    pub deploy_timeout: Duration,
+    pub clean_timeout: Duration,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            inspect_timeout: Duration::from_secs(20 * 60),
+            deploy_timeout: Duration::from_secs(60 * 60),
+            clean_timeout: Duration::from_secs(60 * 60),
+        }
+    }
 }
 
 /// The provisioning network.
@@ -256,7 +300,9 @@ pub(crate) fn check(ctx: &mut FileCtx<'_>, root: &Value, dir: &Path) -> Option<S
         ctx.report(
             "",
             At::Value,
-            format!("{what}: site.yaml needs `network:` and may have `api:` and `images:`"),
+            format!(
+                "{what}: site.yaml needs `network:` and may have `api:`, `images:` and `lifecycle:`"
+            ),
         );
         return None;
     };
@@ -264,7 +310,9 @@ pub(crate) fn check(ctx: &mut FileCtx<'_>, root: &Value, dir: &Path) -> Option<S
         ctx.report(
             &child("", key),
             At::Key,
-            format!("unknown section `{key}`; expected one of `network`, `api`, `images`"),
+            format!(
+                "unknown section `{key}`; expected one of `network`, `api`, `images`, `lifecycle`"
+            ),
         );
     }
     let network = match map.get("network") {
@@ -298,6 +346,12 @@ pub(crate) fn check(ctx: &mut FileCtx<'_>, root: &Value, dir: &Path) -> Option<S
             None
         }
     };
+    let lifecycle = match map.get("lifecycle") {
+        None | Some(Value::Null) => Some(LifecycleConfig::default()),
+        Some(v) => ctx
+            .de::<LifecycleWire>(v, "/lifecycle")
+            .and_then(|w| check_lifecycle(ctx, w)),
+    };
     if ctx.diags.len() > before {
         return None;
     }
@@ -305,6 +359,7 @@ pub(crate) fn check(ctx: &mut FileCtx<'_>, root: &Value, dir: &Path) -> Option<S
         network: network?,
         api: api?,
         images: images?,
+        lifecycle: lifecycle?,
     })
 }
 
@@ -513,6 +568,36 @@ fn check_dhcp(ctx: &mut FileCtx<'_>, d: DhcpWire, net: Option<Ipv4Net>) -> Optio
         lease_time,
         answer: d.answer,
     })
+}
+
+fn check_lifecycle(ctx: &mut FileCtx<'_>, w: LifecycleWire) -> Option<LifecycleConfig> {
+    let defaults = LifecycleConfig::default();
+    let mut ok = true;
+    let mut seconds = |field: &str, value: Option<u64>, default: Duration| match value {
+        None => default,
+        Some(s) if (10..=604_800).contains(&s) => Duration::from_secs(s),
+        Some(s) => {
+            ctx.report(
+                &format!("/lifecycle/{field}"),
+                At::Value,
+                format!(
+                    "{field} is {s} s: give a number of seconds between 10 and 604800 (7 days)"
+                ),
+            );
+            ok = false;
+            default
+        }
+    };
+    let config = LifecycleConfig {
+        inspect_timeout: seconds(
+            "inspect_timeout",
+            w.inspect_timeout,
+            defaults.inspect_timeout,
+        ),
+        deploy_timeout: seconds("deploy_timeout", w.deploy_timeout, defaults.deploy_timeout),
+        clean_timeout: seconds("clean_timeout", w.clean_timeout, defaults.clean_timeout),
+    };
+    ok.then_some(config)
 }
 
 fn check_api(ctx: &mut FileCtx<'_>, w: ApiWire) -> Option<ApiConfig> {
