@@ -69,6 +69,8 @@ pub enum DaemonError {
     SiteInvalid(#[source] site::SiteErrors),
     #[error("{0}")]
     BadRequest(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// The last site change that was refused.

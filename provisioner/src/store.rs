@@ -336,36 +336,9 @@ impl Store {
             let c = &spec.config;
             match existing.get(&spec.name) {
                 None => {
-                    let id: i64 = sqlx::query_scalar(
-                        "INSERT INTO nodes (name, source, in_site, bmc_url, bmc_username, \
-                         bmc_credential, boot_mac, serial, profile_override, role_override, state, \
-                         generation, created_at, updated_at, state_since) \
-                         VALUES (?, 'site', 1, ?, ?, ?, ?, ?, ?, ?, 'enrolled', 1, ?, ?, ?) RETURNING id",
-                    )
-                    .bind(&spec.name)
-                    .bind(&c.bmc_url)
-                    .bind(&c.bmc_username)
-                    .bind(&c.bmc_credential)
-                    .bind(&c.boot_mac)
-                    .bind(&c.serial)
-                    .bind(&c.profile_override)
-                    .bind(&c.role_override)
-                    .bind(&now_s)
-                    .bind(&now_s)
-                    .bind(&now_s)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    insert_history(
-                        &mut tx,
-                        id,
-                        &now_s,
-                        None,
-                        State::Enrolled,
-                        "enroll",
-                        Some("listed in nodes.yaml"),
-                        1,
-                    )
-                    .await?;
+                    insert_node(&mut tx, spec, Source::Site, &now_s, "listed in nodes.yaml")
+                        .await?
+                        .ok_or_else(|| StoreError::Duplicate(spec.name.clone()))?;
                     report.added.push(spec.name.clone());
                 }
                 Some((id, record)) if record.config != *c || !record.in_site => {
@@ -450,53 +423,30 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<NodeRecord, StoreError> {
         let now_s = timestamp(now);
-        let c = &spec.config;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let inserted = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO nodes (name, source, in_site, bmc_url, bmc_username, bmc_credential, boot_mac, \
-             serial, profile_override, role_override, state, generation, created_at, updated_at, state_since) \
-             VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 'enrolled', 1, ?, ?, ?) \
-             ON CONFLICT (name) DO NOTHING RETURNING id",
-        )
-        .bind(&spec.name)
-        .bind(source.as_str())
-        .bind(&c.bmc_url)
-        .bind(&c.bmc_username)
-        .bind(&c.bmc_credential)
-        .bind(&c.boot_mac)
-        .bind(&c.serial)
-        .bind(&c.profile_override)
-        .bind(&c.role_override)
-        .bind(&now_s)
-        .bind(&now_s)
-        .bind(&now_s)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(id) = inserted else {
-            return Err(StoreError::Duplicate(spec.name.clone()));
-        };
         let reason = format!("enrolled through {}", source.as_str());
-        insert_history(
-            &mut tx,
-            id,
-            &now_s,
-            None,
-            State::Enrolled,
-            "enroll",
-            Some(&reason),
-            1,
-        )
-        .await?;
+        if insert_node(&mut tx, spec, source, &now_s, &reason)
+            .await?
+            .is_none()
+        {
+            return Err(StoreError::Duplicate(spec.name.clone()));
+        }
         tx.commit().await?;
         self.node(&spec.name).await
     }
 
     /// Every node, ordered by name.
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY name"))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(node_from_row).collect()
+        use futures_util::TryStreamExt as _;
+        // Rows are converted as they stream in, so a large site never holds
+        // every raw row and every record at once.
+        let query = format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY name");
+        let mut rows = sqlx::query(&query).fetch(&self.pool);
+        let mut nodes = Vec::new();
+        while let Some(row) = rows.try_next().await? {
+            nodes.push(node_from_row(&row)?);
+        }
+        Ok(nodes)
     }
 
     /// One node by name.
@@ -649,6 +599,53 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Inserts a node in `enrolled` with its first history row; `None` when the
+/// name is taken.
+async fn insert_node(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    spec: &EnrollSpec,
+    source: Source,
+    now: &str,
+    reason: &str,
+) -> Result<Option<i64>, StoreError> {
+    let c = &spec.config;
+    let id = sqlx::query_scalar::<_, i64>(
+        "INSERT INTO nodes (name, source, in_site, bmc_url, bmc_username, bmc_credential, boot_mac, \
+         serial, profile_override, role_override, state, generation, created_at, updated_at, state_since) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'enrolled', 1, ?, ?, ?) \
+         ON CONFLICT (name) DO NOTHING RETURNING id",
+    )
+    .bind(&spec.name)
+    .bind(source.as_str())
+    .bind(source == Source::Site)
+    .bind(&c.bmc_url)
+    .bind(&c.bmc_username)
+    .bind(&c.bmc_credential)
+    .bind(&c.boot_mac)
+    .bind(&c.serial)
+    .bind(&c.profile_override)
+    .bind(&c.role_override)
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(id) = id {
+        insert_history(
+            tx,
+            id,
+            now,
+            None,
+            State::Enrolled,
+            "enroll",
+            Some(reason),
+            1,
+        )
+        .await?;
+    }
+    Ok(id)
 }
 
 #[allow(clippy::too_many_arguments)]

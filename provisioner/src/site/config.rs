@@ -291,21 +291,10 @@ pub enum ImageSource {
 /// problem into `ctx`. Returns `None` when anything is wrong.
 pub(crate) fn check(ctx: &mut FileCtx<'_>, root: &Value, dir: &Path) -> Option<SiteConfig> {
     let before = ctx.diags.len();
-    let Some(map) = root.as_object() else {
-        let what = if root.is_null() {
-            "the file is empty"
-        } else {
-            "expected a mapping"
-        };
-        ctx.report(
-            "",
-            At::Value,
-            format!(
-                "{what}: site.yaml needs `network:` and may have `api:`, `images:` and `lifecycle:`"
-            ),
-        );
-        return None;
-    };
+    let map = ctx.top_mapping(
+        root,
+        "site.yaml needs `network:` and may have `api:`, `images:` and `lifecycle:`",
+    )?;
     for key in map.keys().filter(|k| !SITE_SECTIONS.contains(&k.as_str())) {
         ctx.report(
             &child("", key),

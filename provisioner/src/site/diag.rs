@@ -99,6 +99,25 @@ impl FileCtx<'_> {
         });
     }
 
+    /// The file's top-level mapping, or `None` after reporting that the file
+    /// is empty or not a mapping; `holds` says what the file should contain.
+    pub fn top_mapping<'v>(
+        &mut self,
+        root: &'v serde_json::Value,
+        holds: &str,
+    ) -> Option<&'v serde_json::Map<String, serde_json::Value>> {
+        if let Some(map) = root.as_object() {
+            return Some(map);
+        }
+        let what = if root.is_null() {
+            "the file is empty"
+        } else {
+            "expected a mapping"
+        };
+        self.report("", At::Value, format!("{what}: {holds}"));
+        None
+    }
+
     /// Position of the key (or item) at `pointer`, for "first defined at" notes.
     pub fn where_is(&self, pointer: &str) -> String {
         let p = self.locs.key_pos(pointer);

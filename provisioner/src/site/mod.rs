@@ -303,17 +303,10 @@ fn check_profiles(
             diags: &mut *diags,
         };
         let before = ctx.diags.len();
-        if !doc.value.is_object() {
-            let what = if doc.value.is_null() {
-                "the file is empty"
-            } else {
-                "expected a mapping"
-            };
-            ctx.report(
-                "",
-                At::Value,
-                format!("{what}: a profile has `name`, `match` and `roles`"),
-            );
+        if ctx
+            .top_mapping(&doc.value, "a profile has `name`, `match` and `roles`")
+            .is_none()
+        {
             complete = false;
             continue;
         }

@@ -141,17 +141,10 @@ pub(crate) fn check(
     dir: &Path,
     profiles: Option<&HashMap<String, String>>,
 ) -> Vec<NodeSpec> {
-    let Some(map) = root.as_object() else {
-        let what = if root.is_null() {
-            "the file is empty"
-        } else {
-            "expected a mapping"
-        };
-        ctx.report(
-            "",
-            At::Value,
-            format!("{what}: nodes.yaml holds `nodes:` followed by a list (`nodes: []` for none)"),
-        );
+    let Some(map) = ctx.top_mapping(
+        root,
+        "nodes.yaml holds `nodes:` followed by a list (`nodes: []` for none)",
+    ) else {
         return Vec::new();
     };
     for key in map.keys().filter(|k| *k != "nodes") {
