@@ -597,7 +597,7 @@ fn print_node(node: &Value, output: Output) -> anyhow::Result<()> {
         ("in nodes.yaml", text(&node["in_site"])),
         ("bmc", text(&node["bmc_url"])),
         ("bmc user", text(&node["bmc_username"])),
-        ("bmc password", text(&node["bmc_credential"])),
+        ("bmc password from", text(&node["bmc_credential"])),
         ("boot mac", text(&node["boot_mac"])),
         ("serial", text(&node["serial"])),
         ("profile", text(&node["matched_profile"])),
