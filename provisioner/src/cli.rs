@@ -102,7 +102,7 @@ enum SiteCommand {
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
-    /// Write the JSON Schemas of site.yaml, nodes.yaml and profiles (for editors) into DIR.
+    /// Write the JSON Schemas of site.yaml, nodes.yaml, profiles, inventories and host plans (for editors and tools) into DIR.
     Schema {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,

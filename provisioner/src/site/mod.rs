@@ -96,7 +96,9 @@ impl Site {
     }
 }
 
-/// JSON Schemas of the three kinds of site file, as (file name, schema).
+/// JSON Schemas of the three kinds of site file, then of the inventory the
+/// agent reports and of the host plan (for tools that read them), as (file
+/// name, schema).
 pub fn schemas() -> Vec<(&'static str, Value)> {
     vec![
         (
@@ -110,6 +112,14 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         (
             "profile.schema.json",
             schemars::schema_for!(Profile).to_value(),
+        ),
+        (
+            "inventory.schema.json",
+            schemars::schema_for!(model::inventory::Inventory).to_value(),
+        ),
+        (
+            "host-plan.schema.json",
+            schemars::schema_for!(model::plan::HostPlan).to_value(),
         ),
     ]
 }
