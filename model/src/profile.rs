@@ -152,6 +152,18 @@ pub struct CpuSelector {
     pub min_cores: Option<u32>,
 }
 
+impl CpuSelector {
+    /// Whether `model` (the inventory's CPU model name) contains a match for
+    /// the `model` regex; `true` without one, `false` when it is invalid
+    /// (validation reports that).
+    pub fn model_matches(&self, model: &str) -> bool {
+        match &self.model {
+            None => true,
+            Some(re) => regex::Regex::new(re).is_ok_and(|re| re.is_match(model)),
+        }
+    }
+}
+
 /// Memory selector.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

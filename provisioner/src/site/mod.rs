@@ -300,9 +300,10 @@ fn check_profiles(
     diags: &mut Vec<Diagnostic>,
 ) -> (Vec<Profile>, Option<HashMap<String, String>>) {
     let mut profiles = Vec::new();
+    let mut profile_files = Vec::new();
     let mut names: HashMap<String, String> = HashMap::new();
     let mut complete = true;
-    for file in files {
+    for (index, file) in files.iter().enumerate() {
         let Some(doc) = &file.doc else {
             complete = false;
             continue;
@@ -370,7 +371,37 @@ fn check_profiles(
         }
         if ctx.diags.len() == before {
             profiles.push(profile);
+            profile_files.push(index);
         }
+    }
+    // Two profiles with the same selectors and priority tie on every machine
+    // that matches them: refuse that here rather than when a machine shows up.
+    for (a, b) in crate::plan::matching::certain_ties(&profiles) {
+        let (Some(first), Some(doc)) = (&files[profile_files[a]].doc, &files[profile_files[b]].doc)
+        else {
+            continue;
+        };
+        let first_at = FileCtx {
+            file: files[profile_files[a]].rel.clone(),
+            locs: &first.locs,
+            diags: &mut Vec::new(),
+        }
+        .where_is("/match");
+        let mut ctx = FileCtx {
+            file: files[profile_files[b]].rel.clone(),
+            locs: &doc.locs,
+            diags: &mut *diags,
+        };
+        ctx.report(
+            "/match",
+            At::Key,
+            format!(
+                "profile {:?} has the same selectors and priority as profile {:?} ({first_at}), \
+                 so no machine matching them could choose: change the `priority` of one or \
+                 make its `match` more specific",
+                profiles[b].name, profiles[a].name
+            ),
+        );
     }
     (profiles, complete.then_some(names))
 }
