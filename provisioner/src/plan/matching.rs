@@ -70,8 +70,22 @@ pub enum MatchError {
 pub struct MatchReport {
     /// One entry per profile.
     pub results: Vec<ProfileResult>,
-    /// The winning profile's name, or why there is none.
-    pub chosen: Result<String, MatchError>,
+    /// The winning profile's name.
+    pub chosen: Option<String>,
+    /// Why there is no winner (when `chosen` is `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<MatchError>,
+}
+
+impl MatchReport {
+    /// The winner's name, or why there is none.
+    pub fn result(&self) -> Result<&str, &MatchError> {
+        match (&self.chosen, &self.error) {
+            (Some(name), _) => Ok(name),
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(&MatchError::NoMatch),
+        }
+    }
 }
 
 /// Checks every selector of `selectors` on `inv`; returns every one that
@@ -268,7 +282,15 @@ pub fn select(inv: &Inventory, profiles: &[Profile]) -> MatchReport {
             }
         }
     };
-    MatchReport { results, chosen }
+    let (chosen, error) = match chosen {
+        Ok(name) => (Some(name), None),
+        Err(e) => (None, Some(e)),
+    };
+    MatchReport {
+        results,
+        chosen,
+        error,
+    }
 }
 
 /// Pairs of profiles (indexes into `profiles`, first < second) that can
@@ -338,16 +360,16 @@ mod tests {
         let qemu = profile(serde_json::json!({"name": "qemu", "roles": ["compute"],
                                               "match": {"system": {"vendor": "QEMU"}}}));
         let report = select(&inv, &[any("any", 100), qemu.clone()]);
-        assert_eq!(report.chosen, Ok("qemu".to_owned()));
+        assert_eq!(report.result(), Ok("qemu"));
 
         let report = select(&inv, &[any("a", 1), any("b", 2)]);
-        assert_eq!(report.chosen, Ok("b".to_owned()));
+        assert_eq!(report.result(), Ok("b"));
 
         let report = select(&inv, &[any("a", 1), any("b", 1), qemu]);
-        assert_eq!(report.chosen, Ok("qemu".to_owned()));
+        assert_eq!(report.result(), Ok("qemu"));
 
         let report = select(&inv, &[any("a", 1), any("b", 1)]);
-        let err = report.chosen.unwrap_err();
+        let err = report.result().unwrap_err().clone();
         assert_eq!(
             err,
             MatchError::Tie {
@@ -360,7 +382,7 @@ mod tests {
 
         let none = profile(serde_json::json!({"name": "none", "roles": ["compute"],
                                               "match": {"memory": {"min_gib": 100000}}}));
-        assert_eq!(select(&inv, &[none]).chosen, Err(MatchError::NoMatch));
+        assert_eq!(select(&inv, &[none]).result(), Err(&MatchError::NoMatch));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! worth knowing that do not stop the plan go to `warnings`.
 
 pub mod matching;
+pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -84,7 +84,7 @@ fn every_example_inventory_matches_its_own_profile_only_or_best() {
         .collect();
     for p in &profiles {
         let report = super::matching::select(&inventory(&p.name), &profiles);
-        assert_eq!(report.chosen, Ok(p.name.clone()), "{report:#?}");
+        assert_eq!(report.result(), Ok(p.name.as_str()), "{report:#?}");
     }
 }
 
