@@ -514,15 +514,32 @@ fn plan_hugepages(
             args.push(format!("default_hugepagesz={}", size.as_str()));
         }
     }
+    // Boot-time pages: `hugepages=N` when every node with memory gets the
+    // same count (the kernel spreads N evenly), otherwise the per-node form
+    // `hugepages=0:4,2:20` (Linux 5.16+), so no node gets pages it should not.
+    let with_memory: Vec<u32> = nodes
+        .iter()
+        .filter(|n| n.memory_bytes > 0)
+        .map(|n| n.id)
+        .collect();
     for size in [PageSize::Size2M, PageSize::Size1G] {
-        let total: u64 = counts
+        let per_node: Vec<(u32, u64)> = counts
             .iter()
-            .filter(|((_, kib), _)| *kib == size.kib())
-            .map(|(_, c)| *c)
-            .sum();
-        if total > 0 {
-            args.push(format!("hugepagesz={}", size.as_str()));
+            .filter(|((_, kib), count)| *kib == size.kib() && **count > 0)
+            .map(|((node, _), count)| (*node, *count))
+            .collect();
+        if per_node.is_empty() {
+            continue;
+        }
+        let even = per_node.len() == with_memory.len()
+            && per_node.iter().all(|(_, c)| *c == per_node[0].1);
+        args.push(format!("hugepagesz={}", size.as_str()));
+        if even {
+            let total: u64 = per_node.iter().map(|(_, c)| c).sum();
             args.push(format!("hugepages={total}"));
+        } else {
+            let list: Vec<String> = per_node.iter().map(|(n, c)| format!("{n}:{c}")).collect();
+            args.push(format!("hugepages={}", list.join(",")));
         }
     }
     counts

@@ -176,10 +176,29 @@ fn hugepages_by_percent_are_per_node_and_rounded_down() {
         .map(|h| (h.node, h.size_kb, h.count))
         .collect();
     assert_eq!(counts, [(0, 1048576, 182), (1, 1048576, 183)]);
+    // Uneven counts use the per-node boot form; even ones the plain total.
     assert_eq!(
         plan.kernel_args,
-        ["default_hugepagesz=1G", "hugepagesz=1G", "hugepages=365"]
+        [
+            "default_hugepagesz=1G",
+            "hugepagesz=1G",
+            "hugepages=0:182,1:183"
+        ]
     );
+    let even = plan_of(
+        &inv,
+        serde_json::json!({"hugepages": {"pages": [{"size": "2M", "count": 100}]}}),
+    );
+    assert_eq!(even.kernel_args, ["hugepagesz=2M", "hugepages=200"]);
+    let one_node = plan_of(
+        &inv,
+        serde_json::json!({"hugepages": {"pages": [{"size": "2M", "count": 100, "node": 1}]}}),
+    );
+    assert_eq!(one_node.kernel_args, ["hugepagesz=2M", "hugepages=1:100"]);
+}
+
+fn plan_of(inv: &Inventory, layout: serde_json::Value) -> HostPlan {
+    plan(inv, &base(layout)).expect("plans")
 }
 
 #[test]
