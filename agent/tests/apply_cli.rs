@@ -74,3 +74,70 @@ fn failures_exit_non_zero_and_bad_plans_say_what_to_give() {
         "{err}"
     );
 }
+
+/// The plan the provisioner's planner makes for the lab compute VM (its
+/// committed snapshot) applies on a fake tree of that VM: the planner's
+/// output is what the agent reads.
+#[test]
+fn the_planners_lab_compute_plan_applies() {
+    let snap = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../provisioner/src/plan/snapshots/provisioner__plan__tests__plan-lab-compute.snap");
+    let text = std::fs::read_to_string(&snap).expect("read the planner snapshot");
+    // An insta snapshot is a `---` header block, then the JSON.
+    let json = text.splitn(3, "---\n").nth(2).expect("snapshot body");
+    let plan: model::plan::HostPlan = serde_json::from_str(json).expect("a host plan");
+    assert_eq!(plan.sriov[0].num_vfs, 7);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("plan.json"), json).expect("write plan");
+    let root = dir.path().join("root");
+    let put = |path: &str, value: &str| {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, value).expect("write");
+    };
+    let pf = &plan.sriov[0].pci_address;
+    put(&format!("sys/bus/pci/devices/{pf}/sriov_totalvfs"), "7\n");
+    put(&format!("sys/bus/pci/devices/{pf}/sriov_numvfs"), "0\n");
+    for i in 0..7 {
+        let vf = format!("0000:02:10.{i}");
+        std::os::unix::fs::symlink(
+            format!("../{vf}"),
+            root.join(format!("sys/bus/pci/devices/{pf}/virtfn{i}")),
+        )
+        .expect("symlink");
+        put(
+            &format!("sys/bus/pci/devices/{vf}/driver_override"),
+            "(null)\n",
+        );
+    }
+    put("sys/bus/pci/drivers_probe", "");
+    put(
+        "sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages",
+        "0\n",
+    );
+
+    let out = apply(dir.path(), &["-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let overrides = report["writes"]
+        .as_array()
+        .expect("writes")
+        .iter()
+        .filter(|w| {
+            w["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("driver_override"))
+        })
+        .count();
+    assert_eq!(overrides, 7);
+    assert_eq!(
+        std::fs::read_to_string(root.join(format!("sys/bus/pci/devices/{pf}/sriov_numvfs")))
+            .expect("read"),
+        "7"
+    );
+}
