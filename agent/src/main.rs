@@ -10,8 +10,8 @@ use model::plan::HostPlan;
 use agent::apply;
 use agent::sysroot::SysRoot;
 
-/// node-agent: runs on the server being provisioned (inspection ramdisk and
-/// installed host) and reports to the provisioner.
+/// node-agent: the provisioner's agent on a server (inspection ramdisk and
+/// installed host). Today it applies host plans; inspection comes next.
 ///
 /// Start with `node-agent apply --plan plan.json --dry-run`: it shows what the
 /// host plan would change on this machine without changing anything.

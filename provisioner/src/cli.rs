@@ -83,6 +83,7 @@ enum ProfileCommand {
         inventory: PathBuf,
         #[command(flatten)]
         source: ProfileSet,
+        /// Print a text report (table) or the match report as JSON.
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
@@ -97,6 +98,7 @@ enum ProfileCommand {
         inventory: PathBuf,
         #[command(flatten)]
         source: PlanSource,
+        /// Print the plan as text (table) or as the JSON that `node-agent apply --plan` reads.
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
@@ -118,7 +120,8 @@ struct ProfileSet {
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 struct PlanSource {
-    /// Plan with this profile file (whether it matches the machine is not checked).
+    /// Plan with this profile file (when its `match` does not hold on the machine, a
+    /// warning says why, and the plan is made anyway).
     #[arg(long, value_name = "FILE")]
     profile: Option<PathBuf>,
     /// Plan with the profile of this site that matches the machine.
@@ -653,6 +656,17 @@ fn profile_command(command: ProfileCommand) -> anyhow::Result<ExitCode> {
                     let profile = site::load_profile(file).map_err(|e| {
                         anyhow::anyhow!("{e}\n{} is invalid: fix the errors above", file.display())
                     })?;
+                    let mismatches: Vec<(String, String)> =
+                        matching::mismatches(&inv, &profile.selectors)
+                            .into_iter()
+                            .map(|m| (m.pointer, m.reason))
+                            .collect();
+                    for d in site::locate_in_profile(file, &mismatches) {
+                        eprintln!(
+                            "warning: {d} (the profile's match does not hold on this machine; \
+                             planning anyway)"
+                        );
+                    }
                     (profile, Some(file.clone()))
                 }
                 None => {
