@@ -178,13 +178,16 @@ pub fn plan(inv: &Inventory, profile: &Profile) -> Result<HostPlan, PlanError> {
         });
     }
     let nodes = nodes(inv, &mut notes);
+    // Sections are planned in profile field order, so the issues come in
+    // that order; the kernel arguments are assembled in boot-relevant order.
+    let (reserved_cpus, isolated_cpus) = plan_cpus(inv, profile, &nodes, &mut notes);
+    let mut hugepage_args = Vec::new();
+    let hugepages = plan_hugepages(inv, profile, &nodes, &mut hugepage_args, &mut notes);
     let mut kernel_args = Vec::new();
-
     if profile.needs_iommu() {
         iommu_args(inv, profile, &mut kernel_args, &mut notes);
     }
-    let hugepages = plan_hugepages(inv, profile, &nodes, &mut kernel_args, &mut notes);
-    let (reserved_cpus, isolated_cpus) = plan_cpus(inv, profile, &nodes, &mut notes);
+    kernel_args.extend(hugepage_args);
     if profile.cpu.is_some() && !isolated_cpus.is_empty() {
         let isolated = format_cpulist(&isolated_cpus);
         kernel_args.push(format!("isolcpus=managed_irq,domain,{isolated}"));
@@ -430,14 +433,14 @@ fn plan_hugepages(
             notes.issue(
                 format!("/hugepages/pages/{i}/size"),
                 format!(
-                    "{} pages need the `{}` CPU flag, which this CPU ({}) lacks: use {} pages",
+                    "{} pages need the `{}` CPU flag, which this CPU ({}) lacks: {}",
                     size.as_str(),
                     size.cpu_flag(),
                     inv.cpus.model,
                     if size == PageSize::Size1G {
-                        "2M"
+                        "use 2M pages (or expose pdpe1gb to the VM: `-cpu host`)"
                     } else {
-                        "no hugepages or other"
+                        "remove the entry"
                     }
                 ),
             );

@@ -359,14 +359,14 @@ fn every_problem_is_reported_at_once() {
     assert_eq!(
         pointers(&err),
         [
-            "/hugepages/pages/1",
             "/cpu/reserved_per_numa_node",
+            "/hugepages/pages/1",
             "/sriov/0/num_vfs",
             "/disks/root"
         ]
     );
     let text = err.to_string();
-    assert!(text.starts_with("profile t cannot be planned on this machine:\n  /hugepages"));
+    assert!(text.starts_with("profile t cannot be planned on this machine:\n  /cpu"));
 }
 
 #[test]
