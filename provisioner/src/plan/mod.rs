@@ -698,8 +698,14 @@ fn plan_sriov(
                     }
                 }
                 None => {
+                    let why = match nic.numa_node {
+                        Some(id) => {
+                            format!("is on NUMA node {id}, which the inventory does not list")
+                        }
+                        None => "reports no NUMA node".to_owned(),
+                    };
                     notes.warnings.push(format!(
-                        "NIC {} reports no NUMA node: its local_cpus are all {} CPUs",
+                        "NIC {} {why}: its local_cpus are all {} CPUs",
                         nic.name,
                         if isolated.is_empty() {
                             "online"

@@ -283,6 +283,23 @@ fn sriov_local_cpus_are_the_isolated_cpus_of_the_nic_node() {
     assert_eq!(plan.sriov[0].local_cpus, node1);
     // netdevice VFs alone do not turn the IOMMU on.
     assert!(!plan.kernel_args.iter().any(|a| a.contains("iommu")));
+
+    // A NIC on a node the inventory does not list: all isolated CPUs, and a warning.
+    let mut odd = inventory("lab-compute");
+    odd.nics[1].numa_node = Some(7);
+    let plan = plan_of(
+        &odd,
+        serde_json::json!({"cpu": {"reserved_per_numa_node": 1},
+                           "sriov": [{"nic_selector": {"driver": "igb"}, "num_vfs": 7}]}),
+    );
+    assert_eq!(plan.sriov[0].local_cpus, [2, 3]);
+    assert_eq!(
+        plan.warnings,
+        [
+            "NIC enp2s0 is on NUMA node 7, which the inventory does not list: its local_cpus are \
+          all isolated CPUs"
+        ]
+    );
 }
 
 #[test]
