@@ -191,6 +191,30 @@ mod tests {
         assert_eq!(parse_cpulist(" 0 - 1 , 4").expect("spaces"), [0, 1, 4]);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn cpulists_round_trip_any_set(ids in proptest::collection::btree_set(0u32..512, 0..64)) {
+            let ids: Vec<u32> = ids.into_iter().collect();
+            let text = format_cpulist(&ids);
+            if ids.is_empty() {
+                proptest::prop_assert_eq!(text, "");
+            } else {
+                proptest::prop_assert_eq!(parse_cpulist(&text).expect("formatted lists parse"), ids);
+            }
+        }
+
+        #[test]
+        fn parsing_gives_sorted_ids_or_a_reason(text in "[0-9, -]{0,24}") {
+            match parse_cpulist(&text) {
+                Ok(ids) => {
+                    proptest::prop_assert!(ids.windows(2).all(|w| w[0] < w[1]));
+                    proptest::prop_assert_eq!(parse_cpulist(&format_cpulist(&ids)).ok(), Some(ids));
+                }
+                Err(e) => proptest::prop_assert!(!e.is_empty()),
+            }
+        }
+    }
+
     #[test]
     fn bad_cpulists_say_what_is_wrong() {
         assert!(parse_cpulist("").unwrap_err().contains("empty item"));
