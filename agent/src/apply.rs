@@ -381,7 +381,10 @@ fn bind_vf(run: &mut Run<'_>, vf: &SriovPlan, index: u32, addr: &str) {
     });
     let wanted = Some(match wanted_driver {
         Some(driver) => format!("{driver} (override {wanted_override})"),
-        None => "its VF driver (no override)".to_owned(),
+        None => match bound.as_deref() {
+            Some(driver) if driver != "vfio-pci" => driver.to_owned(),
+            _ => "its VF driver (no override)".to_owned(),
+        },
     });
     if over == wanted_override && !wrong_driver {
         if wanted_driver.is_some() && bound.is_none() {

@@ -338,3 +338,97 @@ fn kernel_args_already_booted_are_unchanged() {
         ("kernel args", Status::Unchanged)
     );
 }
+
+/// The VF state at the start: driver override and bound driver.
+#[derive(Debug, Clone, Copy)]
+enum VfState {
+    Unbound,
+    OwnDriver,
+    Vfio,
+    OverrideOnlyVfio,
+}
+
+/// What the kernel does after the writes: it creates `sriov_numvfs` VFs;
+/// VFs with a `vfio-pci` override bind to vfio-pci, others to igbvf.
+fn kernel_binds(root: &Path) {
+    // The kernel creates exactly sriov_numvfs VFs.
+    let dev = format!("/sys/bus/pci/devices/{PF}");
+    let n: u32 = read(root, &format!("{dev}/sriov_numvfs"))
+        .trim()
+        .parse()
+        .expect("count");
+    for i in 0..7 {
+        let path = root.join(format!("{}/virtfn{i}", &dev[1..]));
+        let _ = fs::remove_file(&path);
+        if i < n {
+            symlink(format!("../{}", vf_addr(i)), &path).expect("symlink");
+        }
+    }
+    for i in 0..7 {
+        let vf = format!("/sys/bus/pci/devices/{}", vf_addr(i));
+        let over = read(root, &format!("{vf}/driver_override"));
+        let driver = if over.trim() == "vfio-pci" {
+            "vfio-pci"
+        } else {
+            "igbvf"
+        };
+        link(
+            root,
+            &format!("{vf}/driver"),
+            &format!("../../../bus/pci/drivers/{driver}"),
+        );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// From any starting state: the count goes through 0 when it changes
+    /// between non-zero values, and once the kernel has done its part a
+    /// second run writes nothing.
+    #[test]
+    fn apply_converges_from_any_state(
+        numvfs in 0u32..=7,
+        wanted in 1u32..=7,
+        vfio in proptest::bool::ANY,
+        pages in 0u64..2048,
+        states in proptest::collection::vec(0u8..4, 7),
+    ) {
+        let host = fake_host(numvfs);
+        let root = host.path();
+        for (i, s) in (0u32..).zip(&states) {
+            let vf = format!("/sys/bus/pci/devices/{}", vf_addr(i));
+            let state = [VfState::Unbound, VfState::OwnDriver, VfState::Vfio, VfState::OverrideOnlyVfio][*s as usize];
+            match state {
+                VfState::Unbound => { let _ = fs::remove_file(root.join(format!("{}/driver", &vf[1..]))); }
+                VfState::OwnDriver => {}
+                VfState::Vfio => {
+                    file(root, &format!("{vf}/driver_override"), "vfio-pci\n");
+                    link(root, &format!("{vf}/driver"), "../../../bus/pci/drivers/vfio-pci");
+                }
+                VfState::OverrideOnlyVfio => file(root, &format!("{vf}/driver_override"), "vfio-pci\n"),
+            }
+        }
+        file(root, "/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages", &format!("{pages}\n"));
+        let kind = if vfio { DeviceType::VfioPci } else { DeviceType::Netdevice };
+        let plan = plan(wanted, kind);
+
+        let first = apply(&plan, &mut SysRoot::new(root, false));
+        let numvfs_path = format!("/sys/bus/pci/devices/{PF}/sriov_numvfs");
+        let counts: Vec<&str> = first.writes.iter().filter(|w| w.path == numvfs_path).map(|w| w.value.as_str()).collect();
+        if numvfs == wanted {
+            proptest::prop_assert!(counts.is_empty());
+        } else if numvfs == 0 {
+            proptest::prop_assert_eq!(counts, [wanted.to_string()]);
+        } else {
+            proptest::prop_assert_eq!(counts, ["0".to_owned(), wanted.to_string()]);
+        }
+        let now = read(root, &numvfs_path);
+        proptest::prop_assert_eq!(now.trim(), wanted.to_string());
+
+        kernel_binds(root);
+        let second = apply(&plan, &mut SysRoot::new(root, false));
+        proptest::prop_assert!(second.writes.is_empty(), "second run wrote {:?}", second.writes);
+        proptest::prop_assert_eq!(second.count(Status::Failed), 0, "{}", second);
+    }
+}
