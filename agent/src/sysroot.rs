@@ -64,8 +64,8 @@ impl SysRoot {
         })
     }
 
-    /// Whether host path `path` exists (following symlinks only inside the root
-    /// is not needed: sysfs links are checked with [`SysRoot::link_name`]).
+    /// Whether host path `path` exists (a dangling symlink counts: sysfs
+    /// links are read by name with [`SysRoot::link_name`], not followed).
     pub fn exists(&self, path: &str) -> bool {
         let p = self.path(path);
         p.exists() || p.is_symlink()
