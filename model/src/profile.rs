@@ -174,7 +174,8 @@ pub struct MemorySelector {
 }
 
 /// NIC selector: at least `min_count` NICs with these properties. An entry
-/// with only `min_count` counts every NIC.
+/// with only `min_count` counts every NIC. SR-IOV virtual functions are
+/// never counted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NicSelector {
@@ -197,6 +198,7 @@ pub struct NicSelector {
 }
 
 /// Disk selector: at least `min_count` disks with these properties.
+/// Removable disks (USB sticks, card readers) are never counted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiskSelector {
