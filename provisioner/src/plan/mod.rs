@@ -509,7 +509,8 @@ fn plan_hugepages(
                     ),
                 );
             }
-            *counts.entry((node.id, size.kib())).or_default() += pages;
+            let count = counts.entry((node.id, size.kib())).or_default();
+            *count = count.saturating_add(pages);
         }
     }
     if let Some(size) = hp.default_size {
@@ -538,7 +539,9 @@ fn plan_hugepages(
             && per_node.iter().all(|(_, c)| *c == per_node[0].1);
         args.push(format!("hugepagesz={}", size.as_str()));
         if even {
-            let total: u64 = per_node.iter().map(|(_, c)| c).sum();
+            let total = per_node
+                .iter()
+                .fold(0u64, |sum, (_, c)| sum.saturating_add(*c));
             args.push(format!("hugepages={total}"));
         } else {
             let list: Vec<String> = per_node.iter().map(|(n, c)| format!("{n}:{c}")).collect();

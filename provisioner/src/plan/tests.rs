@@ -387,6 +387,24 @@ fn every_problem_is_reported_at_once() {
 }
 
 #[test]
+fn absurd_counts_are_errors_not_overflows() {
+    let inv = inventory("network-epyc-cx6");
+    let huge = u64::MAX / 2 + 1;
+    let err = plan(
+        &inv,
+        &base(serde_json::json!({"hugepages": {"pages": [
+            {"size": "1G", "count": huge}, {"size": "1G", "count": huge}]}})),
+    )
+    .unwrap_err();
+    assert!(
+        err.issues
+            .iter()
+            .all(|i| i.pointer.starts_with("/hugepages/pages/"))
+    );
+    assert_eq!(err.issues.len(), 8, "{err}");
+}
+
+#[test]
 fn invalid_profiles_are_refused_before_planning() {
     let inv = inventory("lab-compute");
     let err = plan(&inv, &base(serde_json::json!({"cpu": {}}))).unwrap_err();
