@@ -810,3 +810,33 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Extreme numbers anywhere in a profile give a plan or errors with
+    /// pointers, never a panic or an overflow.
+    #[test]
+    fn extreme_numbers_never_panic(
+        reserve in any::<u32>(),
+        count in any::<u64>(),
+        percent in any::<u8>(),
+        reserve_mib in any::<u64>(),
+        vfs in any::<u32>(),
+        root_gib in any::<u64>(),
+        min_count in any::<u32>(),
+        node in any::<u32>(),
+    ) {
+        let inv = inventory("compute-e810");
+        let p = base(serde_json::json!({
+            "cpu": {"reserved_per_numa_node": reserve},
+            "hugepages": {"host_reserve_mib": reserve_mib, "pages": [
+                {"size": "2M", "count": count, "node": node},
+                {"size": "1G", "percent": percent}]},
+            "sriov": [{"nic_selector": {"vendor_id": "8086"}, "num_vfs": vfs}],
+            "disks": {"root": {"min_size_gib": root_gib}, "data": [{"min_count": min_count}]}
+        }));
+        match plan(&inv, &p) {
+            Ok(plan) => check_invariants(&inv, &plan),
+            Err(err) => prop_assert!(err.issues.iter().all(|i| i.pointer.starts_with('/'))),
+        }
+    }
+}
