@@ -1,7 +1,10 @@
-//! Data shared by the provisioner and the node agent: hardware profiles,
-//! and (with later work) the inventory, host plans and agent protocol.
+//! Data shared by the provisioner and the node agent: hardware profiles
+//! (`profile`), the inventory the agent reports (`inventory`) and the host
+//! plan the planner derives from both (`plan`); the agent protocol comes later.
 //!
 //! This crate does no I/O: it holds serde + schemars types and pure helpers
 //! only, so both binaries and every test can depend on it cheaply.
 
+pub mod inventory;
+pub mod plan;
 pub mod profile;

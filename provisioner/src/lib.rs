@@ -7,5 +7,6 @@ pub mod cli;
 pub mod daemon;
 pub mod lifecycle;
 pub mod metrics;
+pub mod plan;
 pub mod site;
 pub mod store;

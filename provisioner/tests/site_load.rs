@@ -318,3 +318,53 @@ fn single_profile_file() {
         "{err}"
     );
 }
+
+#[test]
+fn profile_layout_errors_and_certain_ties_have_positions() {
+    let dir = site_dir(&[
+        ("site.yaml", GOOD_SITE),
+        ("nodes.yaml", GOOD_NODES),
+        (
+            "profiles/a.yaml",
+            "name: a\nmatch: {system: {vendor: QEMU}}\nroles: [compute]\n\
+             cpu: {reserved: \"0-\"}\nhugepages: {pages: [{size: 1G, percent: 150}]}\n\
+             sriov:\n  - nic_selector: {vendor_id: \"8086\"}\n    num_vfs: 4\n    device_type: dpdk\n",
+        ),
+        (
+            "profiles/b.yaml",
+            "name: b\nmatch: {system: {vendor: QEMU}}\nroles: [storage]\n",
+        ),
+        (
+            "profiles/c.yaml",
+            "name: c\nmatch: {system: {vendor: QEMU}}\nroles: [storage]\n\
+             hugepages: {pages: [{size: 2M, count: 1, node: both}]}\n",
+        ),
+        (
+            "profiles/d.yaml",
+            "name: d\nmatch: {system: {vendor: QEMU}}\nroles: [network]\n",
+        ),
+    ]);
+    assert_eq!(
+        errors(dir.path()),
+        [
+            "profiles/a.yaml:9:18: sriov[0].device_type: unknown variant `dpdk`, expected `vfio-pci` or `netdevice`",
+            "profiles/c.yaml:4:48: hugepages.pages[0].node: unknown node \"both\": write a NUMA node id (0, 1, ...) or \"all\"",
+            "profiles/d.yaml:2:1: match: profile \"d\" has the same selectors and priority as profile \"b\" (profiles/b.yaml:2:1), so no machine matching them could choose: change the `priority` of one or make its `match` more specific",
+        ]
+    );
+    // Once the type errors are fixed, validate() finds the value problems.
+    let dir = site_dir(&[(
+        "p.yaml",
+        "name: p\nmatch: {}\nroles: [compute]\n\
+         cpu: {reserved: \"0-\"}\nhugepages: {pages: [{size: 1G, percent: 150}]}\n",
+    )]);
+    let err = site::load_profile(&dir.path().join("p.yaml")).unwrap_err();
+    let text: Vec<String> = err.0.iter().map(|d| d.to_string()).collect();
+    assert!(text[0].ends_with("p.yaml:4:17: cpu.reserved: \"0-\" is not a CPU id or range: write ids and ranges like \"0-3,8\""), "{text:?}");
+    assert!(
+        text[1].ends_with(
+            "p.yaml:5:41: hugepages.pages[0].percent: percent 150 is out of range: use 1 to 100"
+        ),
+        "{text:?}"
+    );
+}

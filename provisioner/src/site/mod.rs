@@ -96,7 +96,9 @@ impl Site {
     }
 }
 
-/// JSON Schemas of the three kinds of site file, as (file name, schema).
+/// JSON Schemas of the three kinds of site file, then of the inventory the
+/// agent reports and of the host plan (for tools that read them), as (file
+/// name, schema).
 pub fn schemas() -> Vec<(&'static str, Value)> {
     vec![
         (
@@ -110,6 +112,14 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         (
             "profile.schema.json",
             schemars::schema_for!(Profile).to_value(),
+        ),
+        (
+            "inventory.schema.json",
+            schemars::schema_for!(model::inventory::Inventory).to_value(),
+        ),
+        (
+            "host-plan.schema.json",
+            schemars::schema_for!(model::plan::HostPlan).to_value(),
         ),
     ]
 }
@@ -251,6 +261,80 @@ pub fn load_profile(path: &Path) -> Result<Profile, SiteErrors> {
     }
 }
 
+/// Loads and validates every profile file (`*.yaml`, `*.yml`) directly in
+/// `dir`, such as the repository's `profiles/`, with the checks a site gets
+/// (duplicate names, certain ties) except the image catalog. Diagnostics
+/// name the files as `dir/file`.
+pub fn load_profile_dir(dir: &Path) -> Result<Vec<Profile>, SiteErrors> {
+    let mut diags = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| {
+        SiteErrors(vec![Diagnostic {
+            file: dir.to_owned(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the profile directory: {e}"),
+        }])
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            (n.ends_with(".yaml") || n.ends_with(".yml")) && !n.starts_with('.')
+        })
+        .collect();
+    files.sort();
+    let parsed: Vec<Parsed> = files
+        .iter()
+        .map(|f| read_and_parse(Path::new(""), f, &mut diags))
+        .collect();
+    let (profiles, _) = check_profiles(&parsed, None, &mut diags);
+    if diags.is_empty() {
+        Ok(profiles)
+    } else {
+        diags.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        Err(SiteErrors(diags))
+    }
+}
+
+/// Places problems found in a profile (JSON pointer, message), e.g. by the
+/// planner, at their `file:line:column` in the profile file `path` (named
+/// as given). A pointer to a field the file does not have points at the
+/// nearest enclosing one.
+pub fn locate_in_profile(path: &Path, issues: &[(String, String)]) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    let doc = fs::read_to_string(path)
+        .ok()
+        .and_then(|text| yaml::parse(&text).0);
+    let locs = doc.map(|d| d.locs).unwrap_or_default();
+    let mut ctx = FileCtx {
+        file: path.to_owned(),
+        locs: &locs,
+        diags: &mut diags,
+    };
+    for (pointer, message) in issues {
+        ctx.report(pointer, At::Value, message);
+    }
+    diags
+}
+
+/// The profile file (`*.yaml`, `*.yml`) in `dir` whose `name` is `name`.
+pub fn find_profile_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    files.into_iter().find(|f| {
+        fs::read_to_string(f)
+            .ok()
+            .and_then(|text| yaml::parse(&text).0)
+            .is_some_and(|d| d.value.get("name").and_then(Value::as_str) == Some(name))
+    })
+}
+
 /// `profiles/*.yaml` and `*.yml`, sorted by name, relative to `dir`. A
 /// missing `profiles/` directory means no profiles.
 fn list_profiles(dir: &Path, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
@@ -290,9 +374,10 @@ fn check_profiles(
     diags: &mut Vec<Diagnostic>,
 ) -> (Vec<Profile>, Option<HashMap<String, String>>) {
     let mut profiles = Vec::new();
+    let mut profile_files = Vec::new();
     let mut names: HashMap<String, String> = HashMap::new();
     let mut complete = true;
-    for file in files {
+    for (index, file) in files.iter().enumerate() {
         let Some(doc) = &file.doc else {
             complete = false;
             continue;
@@ -353,7 +438,37 @@ fn check_profiles(
         }
         if ctx.diags.len() == before {
             profiles.push(profile);
+            profile_files.push(index);
         }
+    }
+    // Two profiles with the same selectors and priority tie on every machine
+    // that matches them: refuse that here rather than when a machine shows up.
+    for (a, b) in crate::plan::matching::certain_ties(&profiles) {
+        let (Some(first), Some(doc)) = (&files[profile_files[a]].doc, &files[profile_files[b]].doc)
+        else {
+            continue;
+        };
+        let first_at = FileCtx {
+            file: files[profile_files[a]].rel.clone(),
+            locs: &first.locs,
+            diags: &mut Vec::new(),
+        }
+        .where_is("/match");
+        let mut ctx = FileCtx {
+            file: files[profile_files[b]].rel.clone(),
+            locs: &doc.locs,
+            diags: &mut *diags,
+        };
+        ctx.report(
+            "/match",
+            At::Key,
+            format!(
+                "profile {:?} has the same selectors and priority as profile {:?} ({first_at}), \
+                 so no machine matching them could choose: change the `priority` of one or \
+                 make its `match` more specific",
+                profiles[b].name, profiles[a].name
+            ),
+        );
     }
     (profiles, complete.then_some(names))
 }
