@@ -9,3 +9,4 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod site;
 pub mod store;
+pub mod tftp;
