@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod plan;
 pub mod site;
 pub mod store;
+pub mod tftp;
