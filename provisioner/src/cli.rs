@@ -140,6 +140,10 @@ struct ServeArgs {
     /// Listen here instead of site.yaml's api.listen (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Run only the API, the store and the timers: no boot services on the
+    /// provisioning network (to try the CLI on a site away from its network).
+    #[arg(long)]
+    api_only: bool,
     /// Log lines as human text or as JSON objects (one per line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -277,6 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 site: args.site,
                 state: cli.state,
                 listen: args.listen,
+                api_only: args.api_only,
             }))?;
             Ok(ExitCode::SUCCESS)
         }

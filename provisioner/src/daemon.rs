@@ -47,6 +47,8 @@ pub struct ServeOptions {
     pub state: PathBuf,
     /// Overrides `api.listen` from site.yaml (tests use port 0).
     pub listen: Option<SocketAddr>,
+    /// Run without the boot services (TFTP today; DHCP and HTTP boot later).
+    pub api_only: bool,
 }
 
 /// How long a wait state may last before the node fails (site.yaml `lifecycle`).
@@ -106,6 +108,8 @@ pub struct App {
     status: Mutex<SiteStatus>,
     fingerprint: Mutex<Vec<(PathBuf, u64, SystemTime)>>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// Counters of the TFTP server, when it runs.
+    tftp: Option<Arc<crate::tftp::TftpStats>>,
 }
 
 /// The node as the store should hold it, from the site's declaration.
@@ -144,7 +148,14 @@ impl App {
             site: RwLock::new(Arc::new(site)),
             status: Mutex::new(status),
             reload_lock: tokio::sync::Mutex::new(()),
+            tftp: None,
         }
+    }
+
+    /// Reports the counters of a running TFTP server in `/metrics`.
+    pub fn with_tftp(mut self, stats: Arc<crate::tftp::TftpStats>) -> App {
+        self.tftp = Some(stats);
+        self
     }
 
     /// Checks a bearer token in constant time.
@@ -382,6 +393,9 @@ impl App {
     pub async fn refresh_metrics(&self) -> Result<(), StoreError> {
         let counts = self.store.count_by_state().await?;
         self.metrics.set_nodes(&counts);
+        if let Some(stats) = &self.tftp {
+            self.metrics.set_tftp(stats);
+        }
         Ok(())
     }
 }
@@ -469,9 +483,18 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         )
     })?;
     let listen = options.listen.unwrap_or(site.config.api.listen);
+    let tftp = if options.api_only {
+        None
+    } else {
+        start_tftp(&site).await?
+    };
     let store = Store::open(&options.state).await?;
     let token = ensure_token(&options.state)?;
-    let app = Arc::new(App::new(site, store, token));
+    let mut app = App::new(site, store, token);
+    if let Some(stats) = tftp {
+        app = app.with_tftp(stats);
+    }
+    let app = Arc::new(app);
     let report = app.sync_nodes().await?;
     info!(
         nodes = report.added.len() + report.updated.len() + report.unchanged,
@@ -519,6 +542,42 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     app.store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// Starts the TFTP server on the provisioning address when the site enables it.
+/// Boot settings are read at start: changing them needs a restart.
+async fn start_tftp(site: &Site) -> anyhow::Result<Option<Arc<crate::tftp::TftpStats>>> {
+    use crate::tftp::{TftpConfig, TftpServer, transfer::Limits};
+    let Some(spec) = site.config.boot.tftp else {
+        return Ok(None);
+    };
+    let files = &site.config.boot.files;
+    anyhow::ensure!(
+        files.is_dir(),
+        "boot.files: {} is not a directory; install Debian's `ipxe` package or set boot.files in site.yaml",
+        files.display()
+    );
+    let config = TftpConfig {
+        root: Some(files.clone()),
+        files: Default::default(),
+        limits: Limits {
+            max_blksize: spec.max_blksize,
+            ..Limits::default()
+        },
+        max_transfers: spec.max_transfers,
+    };
+    let addr = SocketAddr::new(site.config.network.address.addr().into(), spec.port);
+    let server = TftpServer::bind(addr, config).await.with_context(|| {
+        format!("cannot listen for TFTP on {addr} (boot.tftp in site.yaml): is another TFTP server running?")
+    })?;
+    let stats = Arc::clone(&server.stats);
+    info!(%addr, files = %files.display(), "TFTP listening");
+    tokio::spawn(async move {
+        if let Err(err) = server.run().await {
+            error!(%err, "TFTP server stopped");
+        }
+    });
+    Ok(Some(stats))
 }
 
 async fn shutdown_signal() {

@@ -46,6 +46,9 @@ pub struct Metrics {
     pub nodes: Family<StateLabels, Gauge>,
     pub site_reloads: Family<OutcomeLabels, Counter>,
     pub timeouts: Counter,
+    pub tftp_transfers: Family<OutcomeLabels, Counter>,
+    pub tftp_malformed: Counter,
+    pub tftp_bytes: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -64,6 +67,9 @@ impl Default for Metrics {
         let nodes = Family::<StateLabels, Gauge>::default();
         let site_reloads = Family::<OutcomeLabels, Counter>::default();
         let timeouts = Counter::default();
+        let tftp_transfers = Family::<OutcomeLabels, Counter>::default();
+        let tftp_malformed = Counter::default();
+        let tftp_bytes = Counter::default();
         registry.register(
             "api_requests",
             "API requests by method, route and status",
@@ -89,6 +95,21 @@ impl Default for Metrics {
             "Wait states that timed out",
             timeouts.clone(),
         );
+        registry.register(
+            "tftp_transfers",
+            "TFTP transfers by outcome (completed, aborted_by_client, failed, refused)",
+            tftp_transfers.clone(),
+        );
+        registry.register(
+            "tftp_malformed_packets",
+            "Malformed TFTP packets dropped",
+            tftp_malformed.clone(),
+        );
+        registry.register(
+            "tftp_sent_bytes",
+            "File bytes sent over TFTP",
+            tftp_bytes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -96,6 +117,9 @@ impl Default for Metrics {
             nodes,
             site_reloads,
             timeouts,
+            tftp_transfers,
+            tftp_malformed,
+            tftp_bytes,
         }
     }
 }
@@ -118,6 +142,32 @@ impl Metrics {
                     .set(n);
             }
         }
+    }
+
+    /// Brings the TFTP counters up to the server's own atomic counts.
+    pub fn set_tftp(&self, stats: &crate::tftp::TftpStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let catch_up = |counter: &Counter, now: u64| {
+            let seen = counter.get();
+            if now > seen {
+                counter.inc_by(now - seen);
+            }
+        };
+        for (outcome, value) in [
+            ("completed", &stats.completed),
+            ("aborted_by_client", &stats.aborted_by_client),
+            ("failed", &stats.failed),
+            ("refused", &stats.refused),
+        ] {
+            catch_up(
+                &self.tftp_transfers.get_or_create(&OutcomeLabels {
+                    outcome: outcome.into(),
+                }),
+                value.load(Relaxed),
+            );
+        }
+        catch_up(&self.tftp_malformed, stats.malformed.load(Relaxed));
+        catch_up(&self.tftp_bytes, stats.bytes_sent.load(Relaxed));
     }
 
     /// The text exposition format.

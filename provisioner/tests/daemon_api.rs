@@ -388,3 +388,58 @@ fn an_invalid_site_keeps_the_daemon_from_starting() {
         stderr(&out)
     );
 }
+
+#[test]
+fn the_daemon_serves_boot_files_over_tftp_when_the_site_enables_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (site, state, files) = (
+        dir.path().join("site"),
+        dir.path().join("state"),
+        dir.path().join("files"),
+    );
+    write_site(&site, 1);
+    std::fs::create_dir_all(&files).unwrap();
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(files.join("undionly.kpxe"), &payload).unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = std::fs::read_to_string(site.join("site.yaml")).unwrap();
+    std::fs::write(
+        site.join("site.yaml"),
+        format!(
+            "{yaml}boot:\n  files: {}\n  tftp:\n    enabled: true\n    port: {port}\n",
+            files.display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&site, &state);
+
+    let got = dir.path().join("got");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--tftp-blksize", "1468", "-o"])
+        .arg(&got)
+        .arg(format!("tftp://127.0.0.1:{port}/undionly.kpxe"))
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        daemon.log_text()
+    );
+    assert!(std::fs::read(&got).unwrap() == payload);
+
+    let (_, metrics, _) = http("GET", &format!("{}/metrics", daemon.base), None, None);
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("provisioner_tftp_transfers_total{outcome=\"completed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("provisioner_tftp_sent_bytes_total 200000"),
+        "{metrics}"
+    );
+}

@@ -40,6 +40,6 @@ fn site_schema_sections_match_the_loader() {
         .cloned()
         .collect();
     keys.sort();
-    assert_eq!(keys, ["api", "images", "lifecycle", "network"]);
+    assert_eq!(keys, ["api", "boot", "images", "lifecycle", "network"]);
     assert_eq!(site["additionalProperties"], serde_json::Value::Bool(false));
 }

@@ -35,10 +35,51 @@ pub struct SiteFile {
     /// How long nodes may wait in each lifecycle step.
     #[serde(default)]
     pub lifecycle: Option<LifecycleWire>,
+    /// Network-boot services: the boot files and the TFTP server.
+    #[serde(default)]
+    pub boot: Option<BootWire>,
+}
+
+/// Network-boot services.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BootWire {
+    /// Directory of boot files served over TFTP (iPXE binaries:
+    /// `undionly.kpxe`, `ipxe.efi`, `snponly.efi`). Default `/usr/lib/ipxe`
+    /// (Debian's `ipxe` package). Relative paths are taken from the site directory.
+    #[serde(default)]
+    pub files: Option<String>,
+    /// The TFTP server (read-only) on the provisioning address.
+    #[serde(default)]
+    pub tftp: Option<TftpWire>,
+}
+
+/// TFTP server settings.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TftpWire {
+    /// Serve TFTP. Default: on when `network.dhcp.mode` is `full` or `proxy`
+    /// (PXE firmware fetches its first file over TFTP), off otherwise.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// UDP port. Default 69, the port PXE firmware uses.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub port: Option<u16>,
+    /// Transfers served at once at most; more requests get a "busy" error
+    /// and the client retries. Default 256.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 65536))]
+    pub max_transfers: Option<usize>,
+    /// Largest block size granted (RFC 2348). Default 1468, which fits a
+    /// 1500-byte MTU without IP fragmentation.
+    #[serde(default)]
+    #[schemars(range(min = 512, max = 65464))]
+    pub max_blksize: Option<u16>,
 }
 
 /// The section names of `site.yaml`, in the order of [`SiteFile`].
-pub(crate) const SITE_SECTIONS: &[&str] = &["network", "api", "images", "lifecycle"];
+pub(crate) const SITE_SECTIONS: &[&str] = &["network", "api", "images", "lifecycle", "boot"];
 
 /// Lifecycle settings. Every wait has a timeout: a node that does not get
 /// through a step in time is marked `failed` with a reason saying what to check.
@@ -177,6 +218,25 @@ pub struct SiteConfig {
     pub images: Vec<ImageSpec>,
     /// Lifecycle timeouts.
     pub lifecycle: LifecycleConfig,
+    /// Network-boot services.
+    pub boot: BootConfig,
+}
+
+/// Validated network-boot settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootConfig {
+    /// Boot-files directory (absolute, or joined to the site directory).
+    pub files: PathBuf,
+    /// TFTP server, when enabled.
+    pub tftp: Option<TftpConfigSpec>,
+}
+
+/// Validated TFTP settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TftpConfigSpec {
+    pub port: u16,
+    pub max_transfers: usize,
+    pub max_blksize: u16,
 }
 
 /// Validated lifecycle settings.
@@ -293,14 +353,14 @@ pub(crate) fn check(ctx: &mut FileCtx<'_>, root: &Value, dir: &Path) -> Option<S
     let before = ctx.diags.len();
     let map = ctx.top_mapping(
         root,
-        "site.yaml needs `network:` and may have `api:`, `images:` and `lifecycle:`",
+        "site.yaml needs `network:` and may have `api:`, `images:`, `lifecycle:` and `boot:`",
     )?;
     for key in map.keys().filter(|k| !SITE_SECTIONS.contains(&k.as_str())) {
         ctx.report(
             &child("", key),
             At::Key,
             format!(
-                "unknown section `{key}`; expected one of `network`, `api`, `images`, `lifecycle`"
+                "unknown section `{key}`; expected one of `network`, `api`, `images`, `lifecycle`, `boot`"
             ),
         );
     }
@@ -341,10 +401,16 @@ pub(crate) fn check(ctx: &mut FileCtx<'_>, root: &Value, dir: &Path) -> Option<S
             .de::<LifecycleWire>(v, "/lifecycle")
             .and_then(|w| check_lifecycle(ctx, w)),
     };
+    let boot = match map.get("boot") {
+        None | Some(Value::Null) => Some(BootWire::default()),
+        Some(v) => ctx.de::<BootWire>(v, "/boot"),
+    }
+    .and_then(|w| check_boot(ctx, w, dir, network.as_ref()));
     if ctx.diags.len() > before {
         return None;
     }
     Some(SiteConfig {
+        boot: boot?,
         network: network?,
         api: api?,
         images: images?,
@@ -556,6 +622,62 @@ fn check_dhcp(ctx: &mut FileCtx<'_>, d: DhcpWire, net: Option<Ipv4Net>) -> Optio
         dns,
         lease_time,
         answer: d.answer,
+    })
+}
+
+fn check_boot(
+    ctx: &mut FileCtx<'_>,
+    w: BootWire,
+    dir: &Path,
+    network: Option<&NetworkConfig>,
+) -> Option<BootConfig> {
+    let files = match w.files.as_deref() {
+        None => PathBuf::from("/usr/lib/ipxe"),
+        Some("") => {
+            ctx.report(
+                "/boot/files",
+                At::Value,
+                "empty path: give the boot-files directory, e.g. /usr/lib/ipxe",
+            );
+            return None;
+        }
+        Some(path) => dir.join(path),
+    };
+    let tftp = w.tftp.unwrap_or_default();
+    let serves_pxe = network.is_some_and(|n| n.dhcp.mode != DhcpMode::Off);
+    let enabled = tftp.enabled.unwrap_or(serves_pxe);
+    let mut ok = true;
+    if tftp.port == Some(0) {
+        ctx.report(
+            "/boot/tftp/port",
+            At::Value,
+            "port 0: give a UDP port (69 for PXE firmware)",
+        );
+        ok = false;
+    }
+    if let Some(n) = tftp.max_transfers.filter(|n| !(1..=65536).contains(n)) {
+        ctx.report(
+            "/boot/tftp/max_transfers",
+            At::Value,
+            format!("{n} transfers: give 1 to 65536"),
+        );
+        ok = false;
+    }
+    if let Some(n) = tftp.max_blksize.filter(|n| !(512..=65464).contains(n)) {
+        ctx.report(
+            "/boot/tftp/max_blksize",
+            At::Value,
+            format!("block size {n}: give 512 to 65464 (1468 fits a 1500-byte MTU)"),
+        );
+        ok = false;
+    }
+    ok.then(|| BootConfig {
+        files,
+        tftp: enabled.then(|| TftpConfigSpec {
+            port: tftp.port.unwrap_or(69),
+            max_transfers: tftp.max_transfers.unwrap_or(256),
+            max_blksize: tftp.max_blksize.unwrap_or(1468),
+        }),
     })
 }
 

@@ -36,9 +36,9 @@ use serde_json::Value;
 
 pub use bmc_url::{BmcKind, BmcUrl, BmcUrlError};
 pub use config::{
-    ApiConfig, ApiWire, DEFAULT_API_LISTEN, DEFAULT_LEASE_TIME, DhcpAnswer, DhcpConfig, DhcpMode,
-    DhcpRange, DhcpWire, ImageSource, ImageSpec, ImageWire, LifecycleConfig, LifecycleWire,
-    NetworkConfig, NetworkWire, SiteConfig, SiteFile,
+    ApiConfig, ApiWire, BootConfig, BootWire, DEFAULT_API_LISTEN, DEFAULT_LEASE_TIME, DhcpAnswer,
+    DhcpConfig, DhcpMode, DhcpRange, DhcpWire, ImageSource, ImageSpec, ImageWire, LifecycleConfig,
+    LifecycleWire, NetworkConfig, NetworkWire, SiteConfig, SiteFile, TftpConfigSpec, TftpWire,
 };
 pub use diag::{Diagnostic, SiteErrors};
 pub use mac::{MacAddr, MacAddrError};
