@@ -143,9 +143,9 @@ fn is_installed(package: &str) -> Result<bool> {
         && String::from_utf8_lossy(&out.stdout).trim() == "install ok installed")
 }
 
-fn missing_deps() -> Result<Vec<Dep>> {
+fn missing_deps(deps: &[Dep]) -> Result<Vec<Dep>> {
     let mut missing = vec![];
-    for dep in DEPS {
+    for dep in deps {
         if !is_installed(dep.package)? {
             missing.push(*dep);
         }
@@ -175,10 +175,16 @@ fn execute(action: &Action) -> Result<()> {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let missing = missing_deps()?;
+    ensure(DEPS, args.check)
+}
+
+/// Installs what is missing of `deps` (as root), or fails saying how.
+/// `check_only` never installs.
+pub fn ensure(deps: &[Dep], check_only: bool) -> Result<()> {
+    let missing = missing_deps(deps)?;
     if missing.is_empty() {
-        let names: Vec<_> = DEPS.iter().map(|d| d.package).collect();
-        println!("deps: all {} installed ({})", DEPS.len(), names.join(", "));
+        let names: Vec<_> = deps.iter().map(|d| d.package).collect();
+        println!("deps: all {} installed ({})", deps.len(), names.join(", "));
         return Ok(());
     }
     for dep in &missing {
@@ -191,7 +197,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let actions = plan(&missing, Path::new(BACKPORTS_SOURCES).exists());
     let names: Vec<_> = missing.iter().map(|d| d.package).collect();
-    if args.check {
+    if check_only {
         bail!(
             "missing Debian packages: {}; run `cargo xtask deps` as root to install them",
             names.join(", ")
@@ -209,7 +215,7 @@ pub fn run(args: &Args) -> Result<()> {
     for action in &actions {
         execute(action)?;
     }
-    let still_missing = missing_deps()?;
+    let still_missing = missing_deps(deps)?;
     if !still_missing.is_empty() {
         let names: Vec<_> = still_missing.iter().map(|d| d.package).collect();
         bail!(

@@ -216,7 +216,7 @@ fn memory_kib(pid: u32) -> Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-fn build_provisioner() -> Result<PathBuf> {
+pub(super) fn build_provisioner() -> Result<PathBuf> {
     println!("bench api: cargo build --release -p provisioner");
     let status = crate::workspace::cargo()
         .args(["build", "--release", "-p", "provisioner"])

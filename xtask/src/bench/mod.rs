@@ -9,6 +9,7 @@ mod api;
 mod peer;
 mod process;
 mod stats;
+mod tftp;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -24,10 +25,14 @@ enum Bench {
     /// The daemon's HTTP API: site load time, `GET /api/v1/nodes` latency, CLI, memory.
     #[command(long_about = api::LONG_ABOUT)]
     Api(api::Args),
+    /// The TFTP server of `provisioner serve` next to dnsmasq: one large file, many clients.
+    #[command(long_about = tftp::LONG_ABOUT)]
+    Tftp(tftp::Args),
 }
 
 pub fn run(args: Args) -> Result<()> {
     match args.bench {
         Bench::Api(args) => api::run(&args),
+        Bench::Tftp(args) => tftp::run(&args),
     }
 }
