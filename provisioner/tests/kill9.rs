@@ -152,7 +152,7 @@ fn acknowledged_changes_survive_kill_9() {
             .iter()
             .rev()
             .find(|c| c.acknowledged)
-            .map_or(false, |c| c.on);
+            .is_some_and(|c| c.on);
         let in_flight = changes.iter().find(|c| !c.acknowledged);
         let allowed: Vec<bool> = std::iter::once(last_acked)
             .chain(in_flight.map(|c| c.on))
