@@ -22,11 +22,18 @@ pub struct Dep {
 /// Every Debian package the tests need. Later lab work adds QEMU, OVMF, iPXE, busybox-static,
 /// socat, openipmi, ... from bookworm-backports (`from_backports: true`), and the peers
 /// (dnsmasq, kea, nginx, ...) used by `cargo xtask bench`.
-pub const DEPS: &[Dep] = &[Dep {
-    package: "sqlite3",
-    why: "a test runs `PRAGMA integrity_check` on the daemon's database after kill -9",
-    from_backports: false,
-}];
+pub const DEPS: &[Dep] = &[
+    Dep {
+        package: "sqlite3",
+        why: "a test runs `PRAGMA integrity_check` on the daemon's database after kill -9",
+        from_backports: false,
+    },
+    Dep {
+        package: "python3-venv",
+        why: "the BMC tests run sushy-tools' Redfish emulator from a venv (target/venv)",
+        from_backports: false,
+    },
+];
 
 pub const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/backports.sources";
 pub const BACKPORTS_SUITE: &str = "bookworm-backports";

@@ -44,9 +44,10 @@ enum Command {
     #[command(
         long_about = "Run exactly what CI runs, in order, stopping at the first failure:\n\n\
         1. cargo xtask deps\n\
-        2. cargo fmt --all -- --check\n\
-        3. cargo clippy --workspace --all-targets --locked -- -D warnings\n\
-        4. cargo test --workspace --locked [EXTRA ARGS]\n\n\
+        2. the PyPI peers (sushy-tools) into <target>/venv\n\
+        3. cargo fmt --all -- --check\n\
+        4. cargo clippy --workspace --all-targets --locked -- -D warnings\n\
+        5. cargo test --workspace --locked [EXTRA ARGS]\n\n\
         Output is streamed; each step's duration is printed, then a summary line. \
         The target directory is the caller's (CARGO_TARGET_DIR is respected).\n\n\
         Example: cargo xtask test --no-deps -- --nocapture"

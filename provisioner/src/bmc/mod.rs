@@ -141,9 +141,7 @@ pub enum BmcError {
         timeout: Duration,
     },
     /// The certificate could not be checked, or the CA file is unusable.
-    #[error(
-        "{bmc}: TLS: {detail}: give the site CA with --ca-file (or `insecure` explicitly for a lab)"
-    )]
+    #[error("{bmc}: TLS: {detail}")]
     Tls {
         /// The BMC's URL.
         bmc: String,

@@ -194,7 +194,17 @@ pub fn boot_patch(boot: BootOverride, current: &Value) -> Result<Value, String> 
     if boot.device == BootDevice::Http && boot.mode == BootMode::Legacy {
         return Err("HTTP boot exists only in UEFI mode; drop --legacy".to_owned());
     }
+    let mode = match boot.mode {
+        BootMode::Uefi => "UEFI",
+        BootMode::Legacy => "Legacy",
+    };
+    // The allowed targets describe the *current* mode (sushy-tools drops UefiHttp in
+    // Legacy mode): when the mode changes too, let the BMC judge the pair.
+    let mode_changes = current["BootSourceOverrideMode"]
+        .as_str()
+        .is_some_and(|m| m != mode);
     if let Some(allowed) = current["BootSourceOverrideTarget@Redfish.AllowableValues"].as_array()
+        && !mode_changes
         && !allowed.iter().any(|a| a.as_str() == Some(target))
     {
         let allowed: Vec<_> = allowed.iter().filter_map(Value::as_str).collect();
@@ -208,10 +218,7 @@ pub fn boot_patch(boot: BootOverride, current: &Value) -> Result<Value, String> 
         "BootSourceOverrideEnabled": if boot.persistent { "Continuous" } else { "Once" },
     });
     if current.get("BootSourceOverrideMode").is_some() {
-        patch["BootSourceOverrideMode"] = json!(match boot.mode {
-            BootMode::Uefi => "UEFI",
-            BootMode::Legacy => "Legacy",
-        });
+        patch["BootSourceOverrideMode"] = json!(mode);
     } else if boot.mode == BootMode::Legacy {
         return Err(
             "choosing legacy boot mode (the BMC has no BootSourceOverrideMode); set the mode \
@@ -473,10 +480,20 @@ impl RedfishBmc {
             source = e.source();
         }
         let lower = detail.to_ascii_lowercase();
+        if lower.contains("invalidcontenttype") {
+            return BmcError::Tls {
+                bmc: self.name.clone(),
+                detail: "the BMC does not speak TLS on this port (plain HTTP? then the URL is \
+                         redfish+http://)"
+                    .to_owned(),
+            };
+        }
         if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
             return BmcError::Tls {
                 bmc: self.name.clone(),
-                detail,
+                detail: format!(
+                    "{detail}; give the site CA with --ca-file (or --insecure, explicitly, for a lab)"
+                ),
             };
         }
         BmcError::Unreachable {
@@ -680,7 +697,7 @@ impl RedfishBmc {
         let members = match self.members(&collection, what, Retry::NotOn5xx).await {
             Ok(m) => m,
             Err(e) => {
-                warnings.push(format!("{what}: {e}"));
+                warnings.push(e.to_string());
                 return vec![];
             }
         };

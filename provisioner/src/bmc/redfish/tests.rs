@@ -363,6 +363,17 @@ fn boot_patches() {
     )
     .unwrap_err();
     assert_eq!(err, "boot target UefiHttp (the BMC allows Pxe, Hdd)");
+    // In Legacy mode the list lacks UefiHttp; switching to UEFI lets the BMC judge.
+    let legacy = json!({"BootSourceOverrideMode": "Legacy",
+        "BootSourceOverrideTarget@Redfish.AllowableValues": ["Pxe", "Hdd"]});
+    let http_uefi = BootOverride {
+        device: BootDevice::Http,
+        ..PXE_ONCE
+    };
+    assert_eq!(
+        boot_patch(http_uefi, &legacy).unwrap()["Boot"]["BootSourceOverrideTarget"],
+        "UefiHttp"
+    );
     let err = boot_patch(
         BootOverride {
             device: BootDevice::Http,
