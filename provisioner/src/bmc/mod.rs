@@ -1,8 +1,9 @@
 //! BMC drivers behind one async trait: power, boot override, inventory, reachability.
 //!
 //! [`Bmc`] is the only way the rest of the provisioner touches a BMC. Drivers:
-//! [`redfish::RedfishBmc`] (our own thin typed client, see ARCHITECTURE.md for why) and
-//! [`fake::FakeBmc`] (in memory, for other modules' tests). [`fake_redfish`] is a small
+//! [`redfish::RedfishBmc`] (our own thin typed client, see ARCHITECTURE.md for why),
+//! [`self::ipmi::IpmiBmc`] (RMCP+ through the `ipmi` crate) and [`fake::FakeBmc`] (in
+//! memory, for other modules' tests). [`fake_redfish`] is a small
 //! Redfish *service* used by the driver's fault tests and by `cargo xtask bench bmc`.
 //!
 //! Invariants: passwords live in [`Secret`], whose `Debug` and `Display` redact them, so no
@@ -11,6 +12,7 @@
 
 pub mod fake;
 pub mod fake_redfish;
+pub mod ipmi;
 pub mod redfish;
 
 use std::fmt;
@@ -157,14 +159,14 @@ pub enum BmcError {
         what: String,
     },
     /// The BMC understood the request and refused it, with its own message.
-    #[error("{bmc}: the BMC refused {what} (HTTP {status}): {message}")]
+    #[error("{bmc}: the BMC refused {what} ({code}): {message}")]
     Refused {
         /// The BMC's URL.
         bmc: String,
         /// What we asked.
         what: String,
-        /// HTTP status (Redfish) or completion code (IPMI).
-        status: u16,
+        /// `HTTP 400` (Redfish) or `completion code 0xd4` (IPMI).
+        code: String,
         /// The BMC's own words (Redfish `@Message.ExtendedInfo`, joined).
         message: String,
     },
@@ -423,6 +425,8 @@ pub trait Bmc: Send + Sync + fmt::Debug {
 pub enum AnyBmc {
     /// `redfish://`, `redfish+http://`.
     Redfish(redfish::RedfishBmc),
+    /// `ipmi://`.
+    Ipmi(self::ipmi::IpmiBmc),
     /// In memory.
     Fake(fake::FakeBmc),
 }
@@ -431,12 +435,7 @@ pub enum AnyBmc {
 pub async fn connect(config: BmcConfig) -> Result<AnyBmc, BmcError> {
     match config.url.kind {
         BmcKind::Redfish { .. } => Ok(AnyBmc::Redfish(redfish::RedfishBmc::connect(config).await?)),
-        BmcKind::Ipmi => Err(BmcError::NotSupported {
-            bmc: config.url.to_string(),
-            what: "ipmi:// (the IPMI driver is not written yet); use the BMC's Redfish \
-                   address (redfish://) if it has one"
-                .to_owned(),
-        }),
+        BmcKind::Ipmi => Ok(AnyBmc::Ipmi(self::ipmi::IpmiBmc::connect(config).await?)),
     }
 }
 
@@ -444,6 +443,7 @@ impl Bmc for AnyBmc {
     fn url(&self) -> &BmcUrl {
         match self {
             AnyBmc::Redfish(b) => b.url(),
+            AnyBmc::Ipmi(b) => b.url(),
             AnyBmc::Fake(b) => b.url(),
         }
     }
@@ -451,6 +451,7 @@ impl Bmc for AnyBmc {
     async fn check(&self) -> Result<(), BmcError> {
         match self {
             AnyBmc::Redfish(b) => b.check().await,
+            AnyBmc::Ipmi(b) => b.check().await,
             AnyBmc::Fake(b) => b.check().await,
         }
     }
@@ -458,6 +459,7 @@ impl Bmc for AnyBmc {
     async fn power_state(&self) -> Result<PowerState, BmcError> {
         match self {
             AnyBmc::Redfish(b) => b.power_state().await,
+            AnyBmc::Ipmi(b) => b.power_state().await,
             AnyBmc::Fake(b) => b.power_state().await,
         }
     }
@@ -465,6 +467,7 @@ impl Bmc for AnyBmc {
     async fn power(&self, action: PowerAction) -> Result<(), BmcError> {
         match self {
             AnyBmc::Redfish(b) => b.power(action).await,
+            AnyBmc::Ipmi(b) => b.power(action).await,
             AnyBmc::Fake(b) => b.power(action).await,
         }
     }
@@ -472,6 +475,7 @@ impl Bmc for AnyBmc {
     async fn set_boot(&self, boot: BootOverride) -> Result<(), BmcError> {
         match self {
             AnyBmc::Redfish(b) => b.set_boot(boot).await,
+            AnyBmc::Ipmi(b) => b.set_boot(boot).await,
             AnyBmc::Fake(b) => b.set_boot(boot).await,
         }
     }
@@ -479,6 +483,7 @@ impl Bmc for AnyBmc {
     async fn inventory(&self) -> Result<Inventory, BmcError> {
         match self {
             AnyBmc::Redfish(b) => b.inventory().await,
+            AnyBmc::Ipmi(b) => b.inventory().await,
             AnyBmc::Fake(b) => b.inventory().await,
         }
     }
@@ -486,6 +491,7 @@ impl Bmc for AnyBmc {
     async fn close(&self) -> Result<(), BmcError> {
         match self {
             AnyBmc::Redfish(b) => b.close().await,
+            AnyBmc::Ipmi(b) => b.close().await,
             AnyBmc::Fake(b) => b.close().await,
         }
     }
@@ -569,10 +575,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ipmi_is_refused_with_advice() {
+    async fn ipmi_needs_credentials() {
         let url: BmcUrl = "ipmi://127.0.0.1:6230".parse().unwrap();
         let err = connect(BmcConfig::new(url, None)).await.unwrap_err();
-        assert!(matches!(err, BmcError::NotSupported { .. }), "{err}");
-        assert!(err.to_string().contains("redfish://"), "{err}");
+        assert!(matches!(err, BmcError::Auth { .. }), "{err}");
+        assert!(err.to_string().contains("ipmi://127.0.0.1:6230"), "{err}");
     }
 }

@@ -603,7 +603,7 @@ impl RedfishBmc {
             status => BmcError::Refused {
                 bmc: self.name.clone(),
                 what: what.to_owned(),
-                status: status.as_u16(),
+                code: format!("HTTP {}", status.as_u16()),
                 message,
             },
         }

@@ -6,6 +6,7 @@
 //! module and a variant to [`Bench`].
 
 mod api;
+mod bmc;
 mod peer;
 mod process;
 mod stats;
@@ -24,10 +25,14 @@ enum Bench {
     /// The daemon's HTTP API: site load time, `GET /api/v1/nodes` latency, CLI, memory.
     #[command(long_about = api::LONG_ABOUT)]
     Api(api::Args),
+    /// The Redfish BMC driver: 200 concurrent power-status queries, p50/p99, memory.
+    #[command(long_about = bmc::LONG_ABOUT)]
+    Bmc(bmc::Args),
 }
 
 pub fn run(args: Args) -> Result<()> {
     match args.bench {
         Bench::Api(args) => api::run(&args),
+        Bench::Bmc(args) => bmc::run(&args),
     }
 }
