@@ -29,6 +29,16 @@ pub const DEPS: &[Dep] = &[
         from_backports: false,
     },
     Dep {
+        package: "openipmi",
+        why: "the IPMI driver is tested against `ipmi_sim` (provisioner/tests/bmc_ipmi.rs)",
+        from_backports: false,
+    },
+    Dep {
+        package: "ipmitool",
+        why: "the IPMI tests cross-check every result with `ipmitool -I lanplus -C 3`",
+        from_backports: false,
+    },
+    Dep {
         package: "python3-venv",
         why: "the BMC tests run sushy-tools' Redfish emulator from a venv (target/venv)",
         from_backports: false,
