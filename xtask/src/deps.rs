@@ -39,6 +39,11 @@ pub const DEPS: &[Dep] = &[
         from_backports: false,
     },
     Dep {
+        package: "openssl",
+        why: "the Redfish TLS test makes a certificate and serves it with `openssl s_server`",
+        from_backports: false,
+    },
+    Dep {
         package: "python3-venv",
         why: "the BMC tests run sushy-tools' Redfish emulator from a venv (target/venv)",
         from_backports: false,

@@ -321,6 +321,11 @@ impl FakeRedfish {
         lock(&self.inner).sessions.len()
     }
 
+    /// Forgets every session, as a BMC does when they expire or it restarts.
+    pub fn expire_sessions(&self) {
+        lock(&self.inner).sessions.clear();
+    }
+
     /// Requests received so far.
     pub fn requests(&self) -> u64 {
         lock(&self.inner).requests

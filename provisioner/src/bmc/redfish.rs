@@ -548,7 +548,13 @@ impl RedfishBmc {
             };
             let retryable = match &result {
                 Ok(reply) => retry == Retry::Yes && reply.status.is_server_error(),
-                Err(e) => !e.is_timeout() && (e.is_connect() || e.is_request() || e.is_body()),
+                // Connection trouble is worth another try; a timeout or a certificate
+                // that does not verify is not.
+                Err(e) => {
+                    !e.is_timeout()
+                        && (e.is_connect() || e.is_request() || e.is_body())
+                        && matches!(self.connection_error(e, what), BmcError::Unreachable { .. })
+                }
             };
             let in_session = matches!(*self.lock_auth(), Auth::Session { .. });
             if let Ok(reply) = &result

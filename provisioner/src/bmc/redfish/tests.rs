@@ -117,6 +117,15 @@ async fn power_boot_and_inventory_follow_links_in_a_session() {
 }
 
 #[tokio::test]
+async fn an_expired_session_is_renewed_once() {
+    let (fake, bmc) = fake(FakeRedfishOptions::default()).await;
+    fake.expire_sessions();
+    assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
+    assert_eq!(fake.open_sessions(), 1, "logged in again");
+    assert!(bmc.uses_session());
+}
+
+#[tokio::test]
 async fn dropping_the_driver_deletes_its_session() {
     let (fake, bmc) = fake(FakeRedfishOptions::default()).await;
     assert_eq!(fake.open_sessions(), 1);
