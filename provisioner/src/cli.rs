@@ -89,6 +89,10 @@ struct ServeArgs {
     /// Log lines as human text or as JSON objects (one per line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Read every node's power state from its BMC this often and record changes in the
+    /// node's history (0: never).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    power_sync_interval: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -198,6 +202,17 @@ enum NodeCommand {
     },
     /// Delete a node and its history (only at rest or in maintenance).
     Delete { name: String },
+    /// Read or change a node's power through its BMC (credentials from nodes.yaml).
+    Power {
+        name: String,
+        #[arg(value_name = "status|on|off|reset|cycle")]
+        action: PowerCommand,
+        /// With `off`: ask the operating system to shut down instead of cutting power.
+        #[arg(long)]
+        graceful: bool,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
 }
 
 /// Entry point of the `provisioner` binary.
@@ -223,6 +238,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 site: args.site,
                 state: cli.state,
                 listen: args.listen,
+                power_sync: (args.power_sync_interval > 0)
+                    .then(|| std::time::Duration::from_secs(args.power_sync_interval)),
             }))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -517,6 +534,45 @@ async fn node_command(client: &Client, command: NodeCommand) -> anyhow::Result<(
                 )
                 .await?;
             print_node(&node, output)?;
+        }
+        NodeCommand::Power {
+            name,
+            action,
+            graceful,
+            output,
+        } => {
+            let action = match action {
+                PowerCommand::Status => None,
+                PowerCommand::On => Some("on"),
+                PowerCommand::Off if graceful => Some("graceful_off"),
+                PowerCommand::Off => Some("force_off"),
+                PowerCommand::Reset => Some("reset"),
+                PowerCommand::Cycle => Some("cycle"),
+            };
+            let path = format!("{}/power", node_path(&name));
+            let report = match action {
+                None => client.get(&path).await?,
+                Some(action) => {
+                    client
+                        .call(
+                            reqwest::Method::POST,
+                            &path,
+                            Some(json!({ "action": action })),
+                        )
+                        .await?
+                }
+            };
+            match output {
+                Output::Json => print_json(&report)?,
+                Output::Table => match action {
+                    None => println!("{}", text(&report["power_state"]).replace('_', " ")),
+                    Some(action) => println!(
+                        "{name}: {action} accepted by {}; power is now {}",
+                        text(&report["bmc"]),
+                        text(&report["power_state"]).replace('_', " ")
+                    ),
+                },
+            }
         }
         NodeCommand::Delete { name } => {
             client

@@ -627,6 +627,83 @@ impl Store {
         self.node(name).await
     }
 
+    /// Records the power state just read from a node's BMC. When it differs from the last
+    /// reading (or is the first), a history row (event `power`, the node's state unchanged)
+    /// is written in the same transaction and the previous reading is returned as
+    /// `Some(previous)`; `None` means unchanged.
+    pub async fn record_power(
+        &self,
+        name: &str,
+        power: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        let now_s = timestamp(now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let node = sqlx::query("SELECT id, state, generation FROM nodes WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        let id: i64 = node.try_get("id")?;
+        let state_s: String = node.try_get("state")?;
+        let state = parse_state(name, "state", &state_s)?;
+        let generation: i64 = node.try_get("generation")?;
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT state FROM node_power WHERE node_id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO node_power (node_id, state, checked_at) VALUES (?, ?, ?) \
+             ON CONFLICT (node_id) DO UPDATE SET state = excluded.state, \
+             checked_at = excluded.checked_at",
+        )
+        .bind(id)
+        .bind(power)
+        .bind(&now_s)
+        .execute(&mut *tx)
+        .await?;
+        let changed = previous.as_deref() != Some(power);
+        if changed {
+            let reason = match &previous {
+                Some(before) => format!("power {before} -> {power} (read from the BMC)"),
+                None => format!("power {power} (first reading from the BMC)"),
+            };
+            insert_history(
+                &mut tx,
+                id,
+                &now_s,
+                Some(state),
+                state,
+                "power",
+                Some(&reason),
+                generation,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(changed.then_some(previous))
+    }
+
+    /// The last power reading of a node: state and when, if any.
+    pub async fn power(&self, name: &str) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let id = self.node_id(name).await?;
+        let row = sqlx::query("SELECT state, checked_at FROM node_power WHERE node_id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let at: String = row.try_get("checked_at")?;
+                Ok(Some((
+                    row.try_get("state")?,
+                    parse_time(name, "node_power.checked_at", &at)?,
+                )))
+            }
+        }
+    }
+
     /// Names of nodes whose wait-state deadline has passed, outside maintenance.
     pub async fn overdue(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
@@ -724,6 +801,45 @@ mod tests {
         assert_eq!(report.missing, ["a"]);
         assert_eq!(store.history("a").await.unwrap().len(), history.len());
         assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    }
+
+    #[tokio::test]
+    async fn power_readings_enter_the_history_only_when_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let now = Utc::now();
+        store
+            .sync_site(&[spec("n1", "52:54:00:00:00:01")], now)
+            .await
+            .unwrap();
+        let before = store.history("n1").await.unwrap().len();
+        assert_eq!(store.power("n1").await.unwrap(), None);
+        assert_eq!(
+            store.record_power("n1", "off", now).await.unwrap(),
+            Some(None)
+        );
+        assert_eq!(store.record_power("n1", "off", now).await.unwrap(), None);
+        assert_eq!(
+            store.record_power("n1", "on", now).await.unwrap(),
+            Some(Some("off".to_owned()))
+        );
+        let history = store.history("n1").await.unwrap();
+        assert_eq!(history.len(), before + 2);
+        let last = history.last().unwrap();
+        assert_eq!(last.event, "power");
+        assert_eq!(last.from, Some(State::Enrolled));
+        assert_eq!(last.to, State::Enrolled);
+        assert_eq!(
+            last.reason.as_deref(),
+            Some("power off -> on (read from the BMC)")
+        );
+        assert_eq!(store.power("n1").await.unwrap().unwrap().0, "on");
+        assert!(matches!(
+            store.record_power("nope", "on", now).await,
+            Err(StoreError::NotFound(_))
+        ));
+        // The node's status is untouched: same generation.
+        assert_eq!(store.node("n1").await.unwrap().generation, last.generation);
     }
 
     #[tokio::test]

@@ -305,6 +305,12 @@ impl FakeRedfish {
         lock(&self.inner).systems[i - 1].power.to_owned()
     }
 
+    /// Changes the power of system `i` behind the clients' backs (someone pressed the
+    /// button): `on` true for On.
+    pub fn set_power(&self, i: usize, on: bool) {
+        lock(&self.inner).systems[i - 1].power = if on { "On" } else { "Off" };
+    }
+
     /// Boot override of system `i`: target, enabled, mode.
     pub fn boot(&self, i: usize) -> (String, String, String) {
         let g = lock(&self.inner);

@@ -109,6 +109,14 @@ impl BmcConfig {
 /// Why a BMC operation failed. Every variant names the BMC; the message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum BmcError {
+    /// The password could not be read from its reference (`env:VAR`, `file:PATH`).
+    #[error("{bmc}: cannot read the BMC password: {detail}")]
+    Credential {
+        /// The BMC's URL.
+        bmc: String,
+        /// Which reference and what is wrong with it.
+        detail: String,
+    },
     /// The BMC refused the credentials.
     #[error("{bmc}: authentication failed ({detail}): check the user name and password")]
     Auth {
@@ -197,7 +205,7 @@ pub enum BmcError {
 }
 
 /// Power state as the BMC reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PowerState {
     /// Powered on.
@@ -222,7 +230,9 @@ impl fmt::Display for PowerState {
 }
 
 /// A power change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PowerAction {
     /// Power on.
@@ -245,6 +255,42 @@ impl PowerAction {
             PowerAction::On | PowerAction::Reset | PowerAction::Cycle => PowerState::On,
         }
     }
+}
+
+impl PowerState {
+    /// The state as stored and shown: `on`, `off`, `powering_on`, `powering_off`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerState::On => "on",
+            PowerState::Off => "off",
+            PowerState::PoweringOn => "powering_on",
+            PowerState::PoweringOff => "powering_off",
+        }
+    }
+}
+
+/// Reads a BMC password from its site reference: `env:VAR` (this process's environment) or
+/// `file:PATH` (the first line). The secret goes straight into a [`Secret`].
+pub fn password_from_reference(bmc: &str, reference: &str) -> Result<Secret, BmcError> {
+    let err = |detail: String| BmcError::Credential {
+        bmc: bmc.to_owned(),
+        detail,
+    };
+    if let Some(var) = reference.strip_prefix("env:") {
+        return std::env::var(var).map(Secret::new).map_err(|_| {
+            err(format!(
+                "{reference}: the environment variable {var} is not set for the provisioner"
+            ))
+        });
+    }
+    if let Some(path) = reference.strip_prefix("file:") {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(format!("{reference}: cannot read {path}: {e}")))?;
+        return Ok(Secret::new(text.lines().next().unwrap_or_default()));
+    }
+    Err(err(format!(
+        "{reference:?} is not a password reference (env:VAR or file:PATH)"
+    )))
 }
 
 /// Where the next boot goes.
@@ -564,6 +610,35 @@ mod tests {
                 "redfish://h:443: no answer within 1.5s while reading the power state"
             )
         );
+    }
+
+    #[test]
+    fn passwords_come_from_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\nignored\n").unwrap();
+        let from_file = password_from_reference("b", &format!("file:{}", file.display())).unwrap();
+        assert_eq!(from_file.expose(), "s3cret");
+        // PATH is always set; its value is not a secret worth hiding in this test.
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(
+            password_from_reference("b", "env:PATH").unwrap().expose(),
+            path
+        );
+        for (reference, expected) in [
+            ("env:PROVISIONER_TEST_UNSET_VARIABLE", "is not set"),
+            ("file:/nonexistent/pw", "cannot read /nonexistent/pw"),
+            ("plain", "not a password reference"),
+        ] {
+            let err = password_from_reference("redfish://b:443", reference).unwrap_err();
+            assert!(matches!(err, BmcError::Credential { .. }), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with("redfish://b:443: cannot read the BMC password"),
+                "{text}"
+            );
+            assert!(text.contains(expected), "{text}");
+        }
     }
 
     #[test]

@@ -1,0 +1,7 @@
+-- The last power state read from each node's BMC (`provisioner node power` or the
+-- daemon's periodic sync); a change is also written to node_history (event 'power').
+CREATE TABLE node_power (
+    node_id    INTEGER PRIMARY KEY REFERENCES nodes (id) ON DELETE CASCADE,
+    state      TEXT NOT NULL,
+    checked_at TEXT NOT NULL
+);
