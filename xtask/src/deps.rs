@@ -29,6 +29,11 @@ pub const DEPS: &[Dep] = &[
         from_backports: false,
     },
     Dep {
+        package: "qemu-system-x86",
+        why: "the virtual BMC drives a QEMU VM through QMP (hardware-tests/tests/vbmc_qemu.rs)",
+        from_backports: true,
+    },
+    Dep {
         package: "openipmi",
         why: "the IPMI driver is tested against `ipmi_sim` (provisioner/tests/bmc_ipmi.rs)",
         from_backports: false,

@@ -1,0 +1,215 @@
+//! The virtual BMC in front of a real QEMU VM (TCG, no network but a restricted user-mode
+//! NIC, a 1 MiB blank disk), driven by the provisioner's Redfish driver. A second QMP
+//! socket lets the test see what the BMC did to the VM.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use hardware_tests::qmp::Qmp;
+use hardware_tests::vbmc::{Vbmc, VbmcConfig, VbmcNic};
+use provisioner::bmc::redfish::RedfishBmc;
+use provisioner::bmc::{
+    Bmc, BmcConfig, BmcError, BootDevice, BootMode, BootOverride, Credentials, PowerAction,
+    PowerState, Secret,
+};
+use serde_json::json;
+
+const UUID: &str = "6b1f4c2e-0d3a-4b7e-9f10-2a3b4c5d6e01";
+const MAC: &str = "52:54:00:aa:00:01";
+
+/// QEMU, killed (by PID, through its `Child`) when dropped.
+struct Vm {
+    child: Child,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_vm(dir: &Path) -> Result<Vm> {
+    std::fs::write(dir.join("disk.img"), vec![0u8; 1 << 20])?;
+    let child = Command::new("qemu-system-x86_64")
+        .current_dir(dir)
+        .args(["-S", "-no-shutdown", "-nodefaults", "-display", "none"])
+        .args(["-machine", "q35", "-accel", "tcg", "-m", "256", "-smp", "2"])
+        .args(["-uuid", UUID, "-smbios", "type=1,serial=LAB-VM-0001"])
+        .args(["-qmp", "unix:bmc.qmp,server=on,wait=off"])
+        .args(["-qmp", "unix:test.qmp,server=on,wait=off"])
+        .args(["-netdev", "user,id=n0,restrict=on"])
+        .args([
+            "-device",
+            &format!("virtio-net-pci,netdev=n0,id=nic0,mac={MAC},bootindex=2,romfile="),
+        ])
+        .args(["-drive", "file=disk.img,if=none,id=d0,format=raw"])
+        .args(["-device", "virtio-blk-pci,drive=d0,id=disk0,bootindex=1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("qemu.log"))?)
+        .spawn()
+        .context("starting qemu-system-x86_64 (install it with `cargo xtask deps`)")?;
+    Ok(Vm { child })
+}
+
+async fn qmp(vm: &mut Vm, path: &Path, dir: &Path) -> Result<Qmp> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if path.exists()
+            && let Ok(qmp) = Qmp::connect(path).await
+        {
+            return Ok(qmp);
+        }
+        if let Some(status) = vm.child.try_wait()? {
+            bail!(
+                "QEMU exited ({status}): {}",
+                std::fs::read_to_string(dir.join("qemu.log")).unwrap_or_default()
+            );
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no QMP socket at {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn bootindex(qmp: &Qmp, device: &str) -> Result<i64> {
+    let value = qmp
+        .execute(
+            "qom-get",
+            json!({"path": format!("/machine/peripheral/{device}"), "property": "bootindex"}),
+        )
+        .await?;
+    value.as_i64().context("bootindex is not a number")
+}
+
+fn config(url: &str, password: &str) -> Result<BmcConfig> {
+    let mut config = BmcConfig::new(
+        url.parse()?,
+        Some(Credentials {
+            username: "admin".into(),
+            password: Secret::new(password),
+        }),
+    );
+    config.timeout = Duration::from_secs(10);
+    Ok(config)
+}
+
+async fn scenario(dir: &Path, vm: &mut Vm) -> Result<()> {
+    let bmc_qmp = qmp(vm, &dir.join("bmc.qmp"), dir).await?;
+    let test_qmp = qmp(vm, &dir.join("test.qmp"), dir).await?;
+    let vbmc = Vbmc::start(
+        VbmcConfig {
+            system_id: "vm0".into(),
+            uuid: UUID.into(),
+            serial: "LAB-VM-0001".into(),
+            cpus: 2,
+            memory_mib: 256,
+            nics: vec![VbmcNic {
+                device: "nic0".into(),
+                mac: MAC.into(),
+                bootindex: 2,
+            }],
+            disk: Some(("disk0".into(), 1)),
+            username: "admin".into(),
+            password: "lab-secret".into(),
+            once_window: Duration::from_secs(1),
+        },
+        bmc_qmp,
+        "127.0.0.1:0".parse()?,
+    )
+    .await?;
+
+    // Only the service root answers without a password.
+    let err = RedfishBmc::connect(config(&vbmc.url(), "wrong")?)
+        .await
+        .err();
+    ensure!(
+        matches!(err, Some(BmcError::Auth { .. })),
+        "wrong password: {err:?}"
+    );
+
+    let bmc = RedfishBmc::connect(config(&vbmc.url(), "lab-secret")?).await?;
+    ensure!(bmc.uses_session(), "the vBMC offers sessions");
+    ensure!(bmc.power_state().await? == PowerState::Off, "-S starts off");
+
+    bmc.power(PowerAction::On).await?;
+    ensure!(test_qmp.status().await?.0, "running after On");
+    ensure!(bmc.power_state().await? == PowerState::On);
+    bmc.power(PowerAction::ForceOff).await?;
+    ensure!(!test_qmp.status().await?.0, "stopped after ForceOff");
+    ensure!(bmc.power_state().await? == PowerState::Off);
+
+    // PXE once: the NIC goes first until the window after the next power-on passes.
+    bmc.set_boot(BootOverride {
+        device: BootDevice::Pxe,
+        persistent: false,
+        mode: BootMode::Uefi,
+    })
+    .await?;
+    ensure!(bootindex(&test_qmp, "nic0").await? == 0, "NIC first");
+    ensure!(bootindex(&test_qmp, "disk0").await? == 1);
+    bmc.power(PowerAction::On).await?;
+    ensure!(test_qmp.status().await?.0, "running after the second On");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bootindex(&test_qmp, "nic0").await? != 2 {
+        ensure!(
+            Instant::now() < deadline,
+            "the one-time override was never undone"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Disk, persistent: the disk goes first and stays.
+    bmc.set_boot(BootOverride {
+        device: BootDevice::Disk,
+        persistent: true,
+        mode: BootMode::Uefi,
+    })
+    .await?;
+    ensure!(bootindex(&test_qmp, "disk0").await? == 0);
+    bmc.power(PowerAction::Reset).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ensure!(
+        bootindex(&test_qmp, "disk0").await? == 0,
+        "persistent stays"
+    );
+
+    let inventory = bmc.inventory().await?;
+    ensure!(inventory.uuid.as_deref() == Some(UUID), "{inventory:?}");
+    ensure!(
+        inventory.serial.as_deref() == Some("LAB-VM-0001"),
+        "{inventory:?}"
+    );
+    ensure!(inventory.processor_count == Some(2), "{inventory:?}");
+    ensure!(inventory.memory_gib == Some(0.25), "{inventory:?}");
+    let macs: Vec<_> = inventory
+        .nics
+        .iter()
+        .filter_map(|n| n.mac.as_deref())
+        .collect();
+    ensure!(macs == [MAC], "{macs:?}");
+    ensure!(inventory.warnings.is_empty(), "{:?}", inventory.warnings);
+    ensure!(inventory.power_state == Some(PowerState::On));
+
+    bmc.power(PowerAction::ForceOff).await?;
+    bmc.close().await?;
+    drop(vbmc);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_driver_drives_a_qemu_vm_through_the_virtual_bmc() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut vm = start_vm(dir.path()).expect("QEMU starts");
+    if let Err(e) = scenario(dir.path(), &mut vm).await {
+        panic!(
+            "{e:#}\n--- qemu log ---\n{}",
+            std::fs::read_to_string(dir.path().join("qemu.log")).unwrap_or_default()
+        );
+    }
+}
