@@ -213,7 +213,7 @@ impl Shared {
                 "BootSourceOverrideEnabled": boot.enabled,
                 "BootSourceOverrideTarget@Redfish.AllowableValues": TARGETS,
             },
-            "ProcessorSummary": {"Count": c.cpus, "Status": {"State": "Enabled"}},
+            "ProcessorSummary": {"Count": c.cpus},
             "MemorySummary": {"TotalSystemMemoryGiB": c.memory_mib as f64 / 1024.0},
             "Processors": {"@odata.id": format!("{sys}/Processors")},
             "Memory": {"@odata.id": format!("{sys}/Memory")},
@@ -546,6 +546,37 @@ async fn handle(
             "@odata.type": "#SessionService.v1_1_9.SessionService",
             "Id": "SessionService", "Name": "Session Service", "ServiceEnabled": true,
             "Sessions": {"@odata.id": "/redfish/v1/SessionService/Sessions"},
+        }))
+        .into_response();
+    }
+    if get && path == "/redfish/v1/SessionService/Sessions" {
+        let mut ids: Vec<u64> = lock(&shared.sessions).values().copied().collect();
+        ids.sort_unstable();
+        let members: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"@odata.id": format!("/redfish/v1/SessionService/Sessions/{id}")}))
+            .collect();
+        return axum::Json(json!({
+            "@odata.id": "/redfish/v1/SessionService/Sessions",
+            "@odata.type": "#SessionCollection.SessionCollection",
+            "Name": "Session Collection",
+            "Members@odata.count": members.len(),
+            "Members": members,
+        }))
+        .into_response();
+    }
+    if get
+        && let Some(id) = path
+            .strip_prefix("/redfish/v1/SessionService/Sessions/")
+            .and_then(|id| id.parse::<u64>().ok())
+        && lock(&shared.sessions).values().any(|v| *v == id)
+    {
+        return axum::Json(json!({
+            "@odata.id": path,
+            "@odata.type": "#Session.v1_7_0.Session",
+            "Id": id.to_string(),
+            "Name": format!("Session {id}"),
+            "UserName": shared.config.username,
         }))
         .into_response();
     }

@@ -1,6 +1,11 @@
 //! The virtual BMC in front of a real QEMU VM (TCG, no network but a restricted user-mode
-//! NIC, a 1 MiB blank disk), driven by the provisioner's Redfish driver. A second QMP
-//! socket lets the test see what the BMC did to the VM.
+//! NIC, a 1 MiB blank disk), driven by the provisioner's Redfish driver, then checked by
+//! DMTF's `redfish-service-validator` (PyPI, in `<target>/venv`; run offline against the
+//! CSDL schemas of the `nv-redfish-schema` crate). A second QMP socket lets the test see
+//! what the BMC did to the VM.
+
+#[path = "../../xtask/src/venv.rs"]
+mod venv;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -198,7 +203,75 @@ async fn scenario(dir: &Path, vm: &mut Vm) -> Result<()> {
 
     bmc.power(PowerAction::ForceOff).await?;
     bmc.close().await?;
+    validate(dir, &vbmc).await?;
     drop(vbmc);
+    Ok(())
+}
+
+/// `<target>` from this test's own path: `<target>/debug/deps/vbmc_qemu-HASH`.
+fn target_dir() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .context("cannot find the target directory from the test's path")
+}
+
+/// DMTF's validator over every resource the vBMC serves: no errors.
+async fn validate(dir: &Path, vbmc: &Vbmc) -> Result<()> {
+    let venv = venv::ensure(&target_dir()?, venv::PEERS)
+        .context("preparing the venv (run `cargo xtask deps` for python3-venv)")?;
+    let schemas = Path::new(&nv_redfish_schema::redfish_schema("ServiceRoot_v1.xml"))
+        .parent()
+        .context("no schema directory")?
+        .to_path_buf();
+    let logs = dir.join("validator");
+    let out = tokio::process::Command::new(venv.bin("rf_service_validator"))
+        .arg("--ip")
+        .arg(format!("http://{}", vbmc.addr()))
+        .args(["-u", "admin", "-p", "lab-secret", "--authtype", "Session"])
+        .arg("--logdir")
+        .arg(&logs)
+        .arg("--schema_directory")
+        .arg(&schemas)
+        .arg("--skipschema")
+        .output()
+        .await
+        .context("running rf_service_validator")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The debug log names each failure and warning; show them when it fails.
+    let details = || {
+        std::fs::read_dir(&logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|run| {
+                std::fs::read_dir(run.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .filter(|f| f.file_name().to_string_lossy().contains("Debug"))
+            .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+            .flat_map(|log| {
+                log.lines()
+                    .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    ensure!(
+        out.status.success(),
+        "the validator failed:\n{text}\n{}",
+        details()
+    );
+    eprintln!("validator warnings:\n{}", details());
     Ok(())
 }
 

@@ -19,6 +19,9 @@ use anyhow::{Context, Result, bail};
 pub const PEERS: &[&str] = &[
     // The Redfish emulator the BMC driver is tested against (provisioner/tests/bmc_sushy.rs).
     "sushy-tools==2.2.0",
+    // DMTF's conformance checker, run against the lab's virtual BMC
+    // (hardware-tests/tests/vbmc_qemu.rs).
+    "redfish-service-validator==3.1.8",
 ];
 
 /// A virtualenv and the interpreter inside it.
