@@ -204,6 +204,7 @@ async fn scenario(dir: &Path, vm: &mut Vm) -> Result<()> {
     bmc.power(PowerAction::ForceOff).await?;
     bmc.close().await?;
     validate(dir, &vbmc).await?;
+    driven_by_sushy(dir, &vbmc, &test_qmp).await?;
     drop(vbmc);
     Ok(())
 }
@@ -215,6 +216,49 @@ fn target_dir() -> Result<std::path::PathBuf> {
         .nth(3)
         .map(Path::to_path_buf)
         .context("cannot find the target directory from the test's path")
+}
+
+/// OpenStack's `sushy` (the library behind Ironic's Redfish driver) powers the VM on and
+/// sets a one-time PXE boot through the vBMC.
+const SUSHY_SCRIPT: &str = r#"
+import sys
+import sushy
+url, user, password = sys.argv[1:4]
+auth = sushy.auth.SessionOrBasicAuth(username=user, password=password)
+root = sushy.Sushy(url + "/redfish/v1", auth=auth)
+system = root.get_system("/redfish/v1/Systems/vm0")
+print("before", system.power_state.value)
+system.reset_system(sushy.ResetType.ON)
+system.set_system_boot_options(sushy.BootSource.PXE, enabled=sushy.BootSourceOverrideEnabled.ONCE)
+system.refresh()
+print("after", system.power_state.value, system.boot.target.value, system.boot.enabled.value)
+print("identity", system.uuid, system.serial_number, system.processors.summary.count)
+"#;
+
+async fn driven_by_sushy(dir: &Path, vbmc: &Vbmc, test_qmp: &Qmp) -> Result<()> {
+    let venv = venv::ensure(&target_dir()?, venv::PEERS)?;
+    std::fs::write(dir.join("sushy_drive.py"), SUSHY_SCRIPT)?;
+    let out = tokio::process::Command::new(venv.python())
+        .arg(dir.join("sushy_drive.py"))
+        .arg(format!("http://{}", vbmc.addr()))
+        .args(["admin", "lab-secret"])
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "sushy failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(stdout.contains("before Off"), "{stdout}");
+    ensure!(stdout.contains("after On Pxe Once"), "{stdout}");
+    ensure!(
+        stdout.contains(&format!("identity {UUID} LAB-VM-0001 2")),
+        "{stdout}"
+    );
+    ensure!(test_qmp.status().await?.0, "running after sushy's On");
+    ensure!(bootindex(test_qmp, "nic0").await? == 0, "sushy's PXE once");
+    Ok(())
 }
 
 /// DMTF's validator over every resource the vBMC serves: no errors.

@@ -22,6 +22,8 @@ pub const PEERS: &[&str] = &[
     // DMTF's conformance checker, run against the lab's virtual BMC
     // (hardware-tests/tests/vbmc_qemu.rs).
     "redfish-service-validator==3.1.8",
+    // OpenStack's Redfish client library (Ironic's), driving the virtual BMC.
+    "sushy==5.14.0",
 ];
 
 /// A virtualenv and the interpreter inside it.
