@@ -143,6 +143,65 @@ impl Qmp {
         }
     }
 
+    /// A device's `bootindex` (-1: not bootable).
+    pub async fn bootindex(&self, device: &str) -> Result<i64, QmpError> {
+        let value = self
+            .execute(
+                "qom-get",
+                json!({"path": format!("/machine/peripheral/{device}"), "property": "bootindex"}),
+            )
+            .await?;
+        Ok(value.as_i64().unwrap_or(-1))
+    }
+
+    async fn set_bootindex(&self, device: &str, index: i64) -> Result<(), QmpError> {
+        self.execute(
+            "qom-set",
+            json!({"path": format!("/machine/peripheral/{device}"), "property": "bootindex", "value": index}),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Sets the `bootindex` of each (device, index). QEMU refuses an index another device
+    /// holds (even the device itself), so the devices that change are cleared (-1) first.
+    pub async fn set_boot_order(&self, order: &[(String, i64)]) -> Result<(), QmpError> {
+        let mut changing = vec![];
+        for (device, index) in order {
+            if self.bootindex(device).await? != *index {
+                changing.push((device, *index));
+            }
+        }
+        for (device, _) in &changing {
+            self.set_bootindex(device, -1).await?;
+        }
+        for (device, index) in &changing {
+            self.set_bootindex(device, *index).await?;
+        }
+        Ok(())
+    }
+
+    /// Powers on: `cont`, after a `system_reset` unless the VM never ran (`prelaunch`), so
+    /// a VM that was off boots afresh. Nothing when already running.
+    pub async fn power_on(&self) -> Result<(), QmpError> {
+        let (running, status) = self.status().await?;
+        if running {
+            return Ok(());
+        }
+        if status != "prelaunch" {
+            self.execute("system_reset", json!({})).await?;
+        }
+        self.execute("cont", json!({})).await.map(drop)
+    }
+
+    /// Powers off: the VM stops (vCPUs halted); nothing when not running.
+    pub async fn power_off(&self) -> Result<(), QmpError> {
+        if self.status().await?.0 {
+            self.execute("stop", json!({})).await?;
+        }
+        Ok(())
+    }
+
     /// `query-status`: (`running`, QEMU's status string).
     pub async fn status(&self) -> Result<(bool, String), QmpError> {
         let status = self.execute("query-status", json!({})).await?;

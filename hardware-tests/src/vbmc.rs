@@ -274,29 +274,6 @@ impl Shared {
         }
     }
 
-    async fn bootindex(&self, device: &str) -> Result<i64, Response> {
-        let value = self
-            .qmp
-            .execute(
-                "qom-get",
-                json!({"path": format!("/machine/peripheral/{device}"), "property": "bootindex"}),
-            )
-            .await
-            .map_err(qmp_error)?;
-        Ok(value.as_i64().unwrap_or(-1))
-    }
-
-    async fn set_bootindex(&self, device: &str, index: i64) -> Result<(), Response> {
-        self.qmp
-            .execute(
-                "qom-set",
-                json!({"path": format!("/machine/peripheral/{device}"), "property": "bootindex", "value": index}),
-            )
-            .await
-            .map(drop)
-            .map_err(qmp_error)
-    }
-
     /// The boot order for `target`: (device, bootindex) for every NIC and the disk.
     fn boot_order(&self, target: &str) -> Vec<(String, i64)> {
         let mut order: Vec<(String, i64)> = self
@@ -319,22 +296,12 @@ impl Shared {
         order
     }
 
-    /// Applies the boot order for `target`. QEMU refuses a `bootindex` another device
-    /// holds (even the same device), so devices that change are cleared (-1) first.
+    /// Applies the boot order for `target`.
     async fn apply_boot(&self, target: &str) -> Result<(), Response> {
-        let mut changing = vec![];
-        for (device, index) in self.boot_order(target) {
-            if self.bootindex(&device).await? != index {
-                changing.push((device, index));
-            }
-        }
-        for (device, _) in &changing {
-            self.set_bootindex(device, -1).await?;
-        }
-        for (device, index) in &changing {
-            self.set_bootindex(device, *index).await?;
-        }
-        Ok(())
+        self.qmp
+            .set_boot_order(&self.boot_order(target))
+            .await
+            .map_err(qmp_error)
     }
 
     async fn patch(self: &Arc<Self>, body: &[u8]) -> Response {
@@ -417,17 +384,10 @@ impl Shared {
             );
         };
         let result = async {
-            let (running, status) = self.qmp.status().await?;
+            let (running, _) = self.qmp.status().await?;
             match reset_type.as_str() {
-                "On" if !running => {
-                    if status != "prelaunch" {
-                        self.qmp.execute("system_reset", json!({})).await?;
-                    }
-                    self.qmp.execute("cont", json!({})).await?;
-                }
-                "ForceOff" if running => {
-                    self.qmp.execute("stop", json!({})).await?;
-                }
+                "On" => self.qmp.power_on().await?,
+                "ForceOff" => self.qmp.power_off().await?,
                 "GracefulShutdown" if running => {
                     self.qmp.execute("system_powerdown", json!({})).await?;
                 }

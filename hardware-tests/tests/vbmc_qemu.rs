@@ -4,14 +4,15 @@
 //! CSDL schemas of the `nv-redfish-schema` crate). A second QMP socket lets the test see
 //! what the BMC did to the VM.
 
+mod common;
 #[path = "../../xtask/src/venv.rs"]
 mod venv;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
+use common::{MAC, UUID, Vm, bootindex, qmp, start_vm};
 use hardware_tests::qmp::Qmp;
 use hardware_tests::vbmc::{Vbmc, VbmcConfig, VbmcNic};
 use provisioner::bmc::redfish::RedfishBmc;
@@ -19,79 +20,6 @@ use provisioner::bmc::{
     Bmc, BmcConfig, BmcError, BootDevice, BootMode, BootOverride, Credentials, PowerAction,
     PowerState, Secret,
 };
-use serde_json::json;
-
-const UUID: &str = "6b1f4c2e-0d3a-4b7e-9f10-2a3b4c5d6e01";
-const MAC: &str = "52:54:00:aa:00:01";
-
-/// QEMU, killed (by PID, through its `Child`) when dropped.
-struct Vm {
-    child: Child,
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_vm(dir: &Path) -> Result<Vm> {
-    std::fs::write(dir.join("disk.img"), vec![0u8; 1 << 20])?;
-    let child = Command::new("qemu-system-x86_64")
-        .current_dir(dir)
-        .args(["-S", "-no-shutdown", "-nodefaults", "-display", "none"])
-        .args(["-machine", "q35", "-accel", "tcg", "-m", "256", "-smp", "2"])
-        .args(["-uuid", UUID, "-smbios", "type=1,serial=LAB-VM-0001"])
-        .args(["-qmp", "unix:bmc.qmp,server=on,wait=off"])
-        .args(["-qmp", "unix:test.qmp,server=on,wait=off"])
-        .args(["-netdev", "user,id=n0,restrict=on"])
-        .args([
-            "-device",
-            &format!("virtio-net-pci,netdev=n0,id=nic0,mac={MAC},bootindex=2,romfile="),
-        ])
-        .args(["-drive", "file=disk.img,if=none,id=d0,format=raw"])
-        .args(["-device", "virtio-blk-pci,drive=d0,id=disk0,bootindex=1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("qemu.log"))?)
-        .spawn()
-        .context("starting qemu-system-x86_64 (install it with `cargo xtask deps`)")?;
-    Ok(Vm { child })
-}
-
-async fn qmp(vm: &mut Vm, path: &Path, dir: &Path) -> Result<Qmp> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if path.exists()
-            && let Ok(qmp) = Qmp::connect(path).await
-        {
-            return Ok(qmp);
-        }
-        if let Some(status) = vm.child.try_wait()? {
-            bail!(
-                "QEMU exited ({status}): {}",
-                std::fs::read_to_string(dir.join("qemu.log")).unwrap_or_default()
-            );
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "no QMP socket at {}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn bootindex(qmp: &Qmp, device: &str) -> Result<i64> {
-    let value = qmp
-        .execute(
-            "qom-get",
-            json!({"path": format!("/machine/peripheral/{device}"), "property": "bootindex"}),
-        )
-        .await?;
-    value.as_i64().context("bootindex is not a number")
-}
 
 fn config(url: &str, password: &str) -> Result<BmcConfig> {
     let mut config = BmcConfig::new(
