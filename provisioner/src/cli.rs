@@ -939,7 +939,7 @@ async fn bmc_run(bmc: &crate::bmc::AnyBmc, command: BmcCommand) -> anyhow::Resul
                     value["bmc"] = json!(url);
                     print_json(&value)?;
                 }
-                Output::Table => print_inventory(&url, &inventory),
+                Output::Table => print!("{}", render_inventory(&url, &inventory)),
             }
             for warning in &inventory.warnings {
                 eprintln!("warning: {warning}");
@@ -949,7 +949,10 @@ async fn bmc_run(bmc: &crate::bmc::AnyBmc, command: BmcCommand) -> anyhow::Resul
     Ok(())
 }
 
-fn print_inventory(url: &str, inv: &crate::bmc::Inventory) {
+/// The inventory as aligned `key  value` lines.
+fn render_inventory(url: &str, inv: &crate::bmc::Inventory) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
     let memory_gib = inv.memory_gib.or_else(|| {
         let mib: u64 = inv.memory.iter().filter_map(|m| m.capacity_mib).sum();
@@ -978,10 +981,11 @@ fn print_inventory(url: &str, inv: &crate::bmc::Inventory) {
         ),
     ];
     for (key, value) in rows {
-        println!("{key:>8}  {value}");
+        let _ = writeln!(out, "{key:>8}  {value}");
     }
     for p in &inv.processors {
-        println!(
+        let _ = writeln!(
+            out,
             "{:>8}  {} {} ({} cores, {} threads)",
             "cpu",
             p.socket.as_deref().unwrap_or(&p.id),
@@ -991,7 +995,8 @@ fn print_inventory(url: &str, inv: &crate::bmc::Inventory) {
         );
     }
     for m in &inv.memory {
-        println!(
+        let _ = writeln!(
+            out,
             "{:>8}  {} {} MiB {}",
             "dimm",
             m.id,
@@ -1000,10 +1005,17 @@ fn print_inventory(url: &str, inv: &crate::bmc::Inventory) {
         );
     }
     for n in &inv.nics {
-        println!("{:>8}  {} {}", "nic", n.mac.as_deref().unwrap_or("-"), n.id);
+        let _ = writeln!(
+            out,
+            "{:>8}  {} {}",
+            "nic",
+            n.mac.as_deref().unwrap_or("-"),
+            n.id
+        );
     }
     for d in &inv.drives {
-        println!(
+        let _ = writeln!(
+            out,
             "{:>8}  {} {} {} bytes",
             "drive",
             d.model.as_deref().unwrap_or("-"),
@@ -1012,7 +1024,8 @@ fn print_inventory(url: &str, inv: &crate::bmc::Inventory) {
         );
     }
     for d in &inv.pcie_devices {
-        println!(
+        let _ = writeln!(
+            out,
             "{:>8}  {} {} {}",
             "pcie",
             d.name.as_deref().unwrap_or(&d.id),
@@ -1020,11 +1033,45 @@ fn print_inventory(url: &str, inv: &crate::bmc::Inventory) {
             d.model.as_deref().unwrap_or("-")
         );
     }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inventory_table_shows_identity_cpus_memory_and_macs() {
+        use crate::bmc::{Inventory, Nic, PowerState};
+        let inventory = Inventory {
+            system: "/redfish/v1/Systems/1".into(),
+            vendor: Some("Fake Computers".into()),
+            serial: Some("SN1".into()),
+            uuid: Some("00000000-0000-4000-8000-000000000001".into()),
+            power_state: Some(PowerState::On),
+            processor_count: Some(2),
+            memory_gib: Some(64.0),
+            nics: vec![Nic {
+                id: "NIC0".into(),
+                mac: Some("52:54:00:00:01:00".into()),
+                ..Nic::default()
+            }],
+            ..Inventory::default()
+        };
+        insta::assert_snapshot!(render_inventory("redfish://bmc:443", &inventory), @r"
+             bmc  redfish://bmc:443
+          system  /redfish/v1/Systems/1
+          vendor  Fake Computers
+           model  -
+          serial  SN1
+            uuid  00000000-0000-4000-8000-000000000001
+            bios  -
+           power  on
+            cpus  2
+          memory  64 GiB
+             nic  52:54:00:00:01:00 NIC0
+        ");
+    }
 
     #[test]
     fn the_command_line_definition_is_consistent() {
