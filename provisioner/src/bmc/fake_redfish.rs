@@ -33,6 +33,13 @@ pub struct FakeRedfishOptions {
     pub boot_mode_field: bool,
     /// Include `Members@odata.count` in collections.
     pub members_count: bool,
+    /// Split collections into pages of this many members (`Members@odata.nextLink`).
+    pub page_size: Option<usize>,
+    /// Give the reset action's allowed values through `@Redfish.ActionInfo` (without
+    /// PowerCycle) instead of inline.
+    pub action_info: bool,
+    /// Answer the first PATCH with 412, as if someone changed the system in between.
+    pub etag_race: bool,
 }
 
 impl Default for FakeRedfishOptions {
@@ -44,6 +51,9 @@ impl Default for FakeRedfishOptions {
             require_if_match: false,
             boot_mode_field: true,
             members_count: true,
+            page_size: None,
+            action_info: false,
+            etag_race: false,
         }
     }
 }
@@ -80,6 +90,8 @@ struct Inner {
     next_session: u64,
     requests: u64,
     resets: Vec<String>,
+    /// The first PATCH already met its 412 (`etag_race`).
+    raced: bool,
 }
 
 /// A running fake; dropping it stops the server.
@@ -103,6 +115,8 @@ const ALLOWED_RESETS: &[&str] = &[
     "ForceRestart",
     "PowerCycle",
 ];
+/// What the ActionInfo variant allows: no PowerCycle.
+const ACTION_INFO_RESETS: &[&str] = &["On", "ForceOff", "GracefulShutdown", "ForceRestart"];
 const ALLOWED_TARGETS: &[&str] = &["None", "Pxe", "Hdd", "UefiHttp"];
 
 fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -121,12 +135,49 @@ fn collection(path: &str, members: &[String], count: bool) -> Value {
     v
 }
 
-/// The static resources of system `i` (1-based): processors, memory, NICs, storage, chassis.
-fn static_resources(i: usize, count: bool, out: &mut HashMap<String, Value>) {
+/// A collection at `path`; with `page_size`, split into pages linked by
+/// `Members@odata.nextLink` (`{path}/Page2`, ...).
+fn insert_collection(
+    out: &mut HashMap<String, Value>,
+    path: &str,
+    links: &[String],
+    options: &FakeRedfishOptions,
+) {
+    let size = options.page_size.unwrap_or(usize::MAX).max(1);
+    let pages: Vec<&[String]> = if links.is_empty() {
+        vec![&[]]
+    } else {
+        links.chunks(size).collect()
+    };
+    let page_path = |n: usize| {
+        if n == 0 {
+            path.to_owned()
+        } else {
+            format!("{path}/Page{}", n + 1)
+        }
+    };
+    for (n, page) in pages.iter().enumerate() {
+        let mut value = collection(&page_path(n), page, options.members_count);
+        if n + 1 < pages.len() {
+            value["Members@odata.nextLink"] = json!(page_path(n + 1));
+        }
+        out.insert(page_path(n), value);
+    }
+}
+
+/// The static resources of system `i` (1-based): processors, memory, NICs, storage, chassis,
+/// the reset ActionInfo.
+fn static_resources(i: usize, options: &FakeRedfishOptions, out: &mut HashMap<String, Value>) {
     let sys = format!("/redfish/v1/Systems/{i}");
+    out.insert(
+        format!("{sys}/ResetActionInfo"),
+        json!({"@odata.id": format!("{sys}/ResetActionInfo"), "Id": "ResetActionInfo",
+               "Parameters": [{"Name": "ResetType", "Required": true, "DataType": "String",
+                               "AllowableValues": ACTION_INFO_RESETS}]}),
+    );
     let mut add_collection = |path: String, members: Vec<(String, Value)>| {
         let links: Vec<String> = members.iter().map(|(p, _)| p.clone()).collect();
-        out.insert(path.clone(), collection(&path, &links, count));
+        insert_collection(out, &path, &links, options);
         for (p, mut v) in members {
             v["@odata.id"] = json!(p);
             out.insert(p, v);
@@ -192,7 +243,7 @@ fn static_resources(i: usize, count: bool, out: &mut HashMap<String, Value>) {
     );
     let mut add_collection = |path: String, members: Vec<(String, Value)>| {
         let links: Vec<String> = members.iter().map(|(p, _)| p.clone()).collect();
-        out.insert(path.clone(), collection(&path, &links, count));
+        insert_collection(out, &path, &links, options);
         for (p, mut v) in members {
             v["@odata.id"] = json!(p);
             out.insert(p, v);
@@ -252,7 +303,7 @@ impl FakeRedfish {
         let mut resources = HashMap::new();
         let systems = (1..=options.systems)
             .map(|i| {
-                static_resources(i, options.members_count, &mut resources);
+                static_resources(i, &options, &mut resources);
                 System {
                     power: "Off",
                     boot_target: "None".to_owned(),
@@ -271,6 +322,7 @@ impl FakeRedfish {
             next_session: 1,
             requests: 0,
             resets: vec![],
+            raced: false,
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -429,9 +481,12 @@ fn system_json(i: usize, s: &System, options: &FakeRedfishOptions) -> Value {
         "EthernetInterfaces": {"@odata.id": format!("{sys}/Nics")},
         "Storage": {"@odata.id": format!("{sys}/Storage")},
         "Links": {"Chassis": [{"@odata.id": format!("/redfish/v1/Chassis/{i}")}]},
-        "Actions": {"#ComputerSystem.Reset": {
-            "target": format!("{sys}/Oem/DoReset"),
-            "ResetType@Redfish.AllowableValues": ALLOWED_RESETS,
+        "Actions": {"#ComputerSystem.Reset": if options.action_info {
+            json!({"target": format!("{sys}/Oem/DoReset"),
+                   "@Redfish.ActionInfo": format!("{sys}/ResetActionInfo")})
+        } else {
+            json!({"target": format!("{sys}/Oem/DoReset"),
+                   "ResetType@Redfish.AllowableValues": ALLOWED_RESETS})
         }},
         "Oem": {"Vendor": {"Unknown": true}},
     })
@@ -570,6 +625,15 @@ fn route(
 }
 
 fn patch_system(inner: &mut Inner, i: usize, headers: &HeaderMap, body: &[u8]) -> Response {
+    if inner.options.etag_race && !inner.raced {
+        inner.raced = true;
+        inner.systems[i - 1].etag += 1;
+        return error(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            "The resource changed since it was read.",
+        );
+    }
     let current = format!("W/\"{}\"", inner.systems[i - 1].etag);
     match headers.get("if-match").and_then(|v| v.to_str().ok()) {
         None if inner.options.require_if_match => {

@@ -182,6 +182,42 @@ async fn vendor_quirks_if_match_no_boot_mode_no_member_count() {
 }
 
 #[tokio::test]
+async fn paged_collections_action_info_and_a_lost_etag_race() {
+    let (fake, bmc) = fake(FakeRedfishOptions {
+        page_size: Some(1),
+        action_info: true,
+        etag_race: true,
+        members_count: false,
+        ..FakeRedfishOptions::default()
+    })
+    .await;
+    // One member per page: every member is still found through the nextLinks.
+    let inventory = bmc.inventory().await.unwrap();
+    assert_eq!(inventory.warnings, Vec::<String>::new());
+    assert_eq!(
+        (
+            inventory.processors.len(),
+            inventory.memory.len(),
+            inventory.nics.len()
+        ),
+        (2, 4, 2)
+    );
+    // The allowed reset types come from the ActionInfo resource, which has no PowerCycle.
+    let err = bmc.power(PowerAction::Cycle).await.unwrap_err();
+    assert!(matches!(err, BmcError::NotSupported { .. }), "{err}");
+    assert!(
+        err.to_string().contains("the BMC allows On, ForceOff"),
+        "{err}"
+    );
+    bmc.power(PowerAction::On).await.unwrap();
+    bmc.power(PowerAction::Reset).await.unwrap();
+    assert_eq!(fake.resets(), ["On", "ForceRestart"]);
+    // The first PATCH loses a race (412): the driver reads the new ETag and tries again.
+    bmc.set_boot(PXE_ONCE).await.unwrap();
+    assert_eq!(fake.boot(1).0, "Pxe");
+}
+
+#[tokio::test]
 async fn several_systems_need_a_path() {
     let fake = FakeRedfish::start(FakeRedfishOptions {
         systems: 3,
