@@ -92,6 +92,8 @@ struct Inner {
     resets: Vec<String>,
     /// The first PATCH already met its 412 (`etag_race`).
     raced: bool,
+    /// Served instead of every system resource (fuzzing the client).
+    system_override: Option<Value>,
 }
 
 /// A running fake; dropping it stops the server.
@@ -323,6 +325,7 @@ impl FakeRedfish {
             requests: 0,
             resets: vec![],
             raced: false,
+            system_override: None,
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -372,6 +375,12 @@ impl FakeRedfish {
             s.boot_enabled.clone(),
             s.boot_mode.clone(),
         )
+    }
+
+    /// Serves `value` (any JSON) instead of every system resource; `None` goes back to the
+    /// real ones. For fuzzing clients.
+    pub fn set_system_json(&self, value: Option<Value>) {
+        lock(&self.inner).system_override = value;
     }
 
     /// Sessions currently open.
@@ -598,6 +607,9 @@ fn route(
         {
             match (method.clone(), tail) {
                 (Method::GET, "") => {
+                    if let Some(replacement) = &inner.system_override {
+                        return axum::Json(replacement.clone()).into_response();
+                    }
                     let s = &inner.systems[i - 1];
                     let mut response =
                         axum::Json(system_json(i, s, &inner.options)).into_response();
