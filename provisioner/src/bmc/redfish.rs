@@ -10,7 +10,8 @@
 //! one (so a hung BMC costs one timeout, not several); 5xx answers and connection errors are
 //! retried with exponential back-off; a BMC's answer never makes this module panic.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -240,6 +241,61 @@ fn path_of(link: &str) -> &str {
     link
 }
 
+/// What makes two HTTP clients different: the roots they trust (the CA file's bytes, so
+/// a changed file gets a new client).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ClientKey {
+    WebPki,
+    Ca(Vec<u8>),
+    Insecure,
+}
+
+type ClientCache = HashMap<(ClientKey, Duration), reqwest::Client>;
+
+static CLIENTS: OnceLock<Mutex<ClientCache>> = OnceLock::new();
+
+/// The process's HTTP client for `key` and `timeout`, built on first use.
+fn shared_client(
+    key: ClientKey,
+    timeout: Duration,
+    tls: &TlsPolicy,
+) -> Result<reqwest::Client, String> {
+    let cache = CLIENTS.get_or_init(Mutex::default);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(client) = cache.get(&(key.clone(), timeout)) {
+        return Ok(client.clone());
+    }
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("provisioner/", env!("CARGO_PKG_VERSION")));
+    match &key {
+        ClientKey::WebPki => {}
+        ClientKey::Ca(pem) => {
+            let path = match tls {
+                TlsPolicy::CaFile(path) => path.display().to_string(),
+                _ => "the CA file".to_owned(),
+            };
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("CA file {path} is not PEM: {e}"))?;
+            if certs.is_empty() {
+                return Err(format!("CA file {path} holds no certificate"));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        ClientKey::Insecure => builder = builder.danger_accept_invalid_certs(true),
+    }
+    let client = builder
+        .build()
+        .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+    cache.insert((key, timeout), client.clone());
+    Ok(client)
+}
+
 impl RedfishBmc {
     /// Connects: reads the service root, logs in (session, else Basic), finds the system.
     pub async fn connect(config: BmcConfig) -> Result<RedfishBmc, BmcError> {
@@ -255,39 +311,22 @@ impl RedfishBmc {
             bmc: name.clone(),
             detail,
         };
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("provisioner/", env!("CARGO_PKG_VERSION")));
-        match &config.tls {
-            TlsPolicy::WebPki => {}
-            TlsPolicy::CaFile(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| tls_err(format!("cannot read CA file {}: {e}", path.display())))?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| tls_err(format!("CA file {} is not PEM: {e}", path.display())))?;
-                if certs.is_empty() {
-                    return Err(tls_err(format!(
-                        "CA file {} holds no certificate",
-                        path.display()
-                    )));
-                }
-                builder = builder.tls_built_in_root_certs(false);
-                for cert in certs {
-                    builder = builder.add_root_certificate(cert);
-                }
-            }
+        // One HTTP client (connection pool, TLS configuration) per TLS policy and timeout,
+        // shared by every driver in the process: 200 BMCs do not need 200 pools.
+        let key = match &config.tls {
+            TlsPolicy::WebPki => ClientKey::WebPki,
+            TlsPolicy::CaFile(path) => ClientKey::Ca(
+                std::fs::read(path)
+                    .map_err(|e| tls_err(format!("cannot read CA file {}: {e}", path.display())))?,
+            ),
             TlsPolicy::Insecure => {
                 if matches!(config.url.kind, crate::site::BmcKind::Redfish { tls: true }) {
                     tracing::warn!(bmc = %name, "TLS certificate NOT verified (insecure asked for)");
                 }
-                builder = builder.danger_accept_invalid_certs(true);
+                ClientKey::Insecure
             }
-        }
-        let http = builder
-            .build()
-            .map_err(|e| tls_err(format!("cannot set up the HTTP client: {e}")))?;
+        };
+        let http = shared_client(key, config.timeout, &config.tls).map_err(tls_err)?;
         let mut bmc = RedfishBmc {
             url: config.url.clone(),
             name,
