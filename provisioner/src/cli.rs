@@ -671,6 +671,7 @@ fn print_node(node: &Value, output: Output) -> anyhow::Result<()> {
         ("bmc", text(&node["bmc_url"])),
         ("bmc user", text(&node["bmc_username"])),
         ("bmc password", text(&node["bmc_credential"])),
+        ("bmc tls", text(&node["bmc_tls"])),
         ("boot mac", text(&node["boot_mac"])),
         ("serial", text(&node["serial"])),
         ("profile", text(&node["matched_profile"])),

@@ -161,6 +161,7 @@ pub fn enroll_spec(node: &site::NodeSpec) -> EnrollSpec {
             bmc_url: bmc.map(|b| b.url.to_string()),
             bmc_username: bmc.map(|b| b.username.clone()),
             bmc_credential: bmc.map(|b| b.credential.reference()),
+            bmc_tls: bmc.and_then(|b| b.tls.reference()),
             boot_mac: node.boot_mac.map(|mac| mac.to_string()),
             serial: node.serial.clone(),
             profile_override: node.profile.clone(),
@@ -384,7 +385,21 @@ impl App {
             }),
             _ => None,
         };
-        Ok(BmcConfig::new(url, credentials))
+        let mut config = BmcConfig::new(url, credentials);
+        config.tls = match node.config.bmc_tls.as_deref() {
+            None => bmc::TlsPolicy::WebPki,
+            Some("insecure") => bmc::TlsPolicy::Insecure,
+            Some(other) => match other.strip_prefix("ca:") {
+                Some(path) => bmc::TlsPolicy::CaFile(path.into()),
+                None => {
+                    return Err(DaemonError::BadRequest(format!(
+                        "node `{}` has an unknown BMC TLS setting {other:?} in the store",
+                        node.name
+                    )));
+                }
+            },
+        };
+        Ok(config)
     }
 
     /// Reads (and with `action`, changes) a node's power through its BMC, and records

@@ -97,6 +97,9 @@ pub struct NodeConfig {
     pub bmc_username: Option<String>,
     /// Reference to the BMC password: `env:VAR` or `file:PATH`.
     pub bmc_credential: Option<String>,
+    /// How the BMC's HTTPS certificate is checked: `ca:PATH`, `insecure`, or
+    /// absent for the web PKI.
+    pub bmc_tls: Option<String>,
     pub boot_mac: Option<String>,
     pub serial: Option<String>,
     pub profile_override: Option<String>,
@@ -208,7 +211,7 @@ fn parse_state(name: &str, column: &'static str, value: &str) -> Result<State, S
     })
 }
 
-const NODE_COLUMNS: &str = "name, source, in_site, bmc_url, bmc_username, bmc_credential, boot_mac, \
+const NODE_COLUMNS: &str = "name, source, in_site, bmc_url, bmc_username, bmc_credential, bmc_tls, boot_mac, \
     serial, profile_override, role_override, state, failed_from, generation, maintenance, \
     maintenance_reason, last_error, matched_profile, inventory IS NOT NULL AS has_inventory, \
     deadline, created_at, updated_at, state_since";
@@ -233,6 +236,7 @@ fn node_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<NodeRecord, StoreError
             bmc_url: row.try_get("bmc_url")?,
             bmc_username: row.try_get("bmc_username")?,
             bmc_credential: row.try_get("bmc_credential")?,
+            bmc_tls: row.try_get("bmc_tls")?,
             boot_mac: row.try_get("boot_mac")?,
             serial: row.try_get("serial")?,
             profile_override: row.try_get("profile_override")?,
@@ -338,14 +342,15 @@ impl Store {
                 None => {
                     let id: i64 = sqlx::query_scalar(
                         "INSERT INTO nodes (name, source, in_site, bmc_url, bmc_username, \
-                         bmc_credential, boot_mac, serial, profile_override, role_override, state, \
+                         bmc_credential, bmc_tls, boot_mac, serial, profile_override, role_override, state, \
                          generation, created_at, updated_at, state_since) \
-                         VALUES (?, 'site', 1, ?, ?, ?, ?, ?, ?, ?, 'enrolled', 1, ?, ?, ?) RETURNING id",
+                         VALUES (?, 'site', 1, ?, ?, ?, ?, ?, ?, ?, ?, 'enrolled', 1, ?, ?, ?) RETURNING id",
                     )
                     .bind(&spec.name)
                     .bind(&c.bmc_url)
                     .bind(&c.bmc_username)
                     .bind(&c.bmc_credential)
+                    .bind(&c.bmc_tls)
                     .bind(&c.boot_mac)
                     .bind(&c.serial)
                     .bind(&c.profile_override)
@@ -377,12 +382,13 @@ impl Store {
                     };
                     sqlx::query(
                         "UPDATE nodes SET in_site = 1, bmc_url = ?, bmc_username = ?, bmc_credential = ?, \
-                         boot_mac = ?, serial = ?, profile_override = ?, role_override = ?, \
+                         bmc_tls = ?, boot_mac = ?, serial = ?, profile_override = ?, role_override = ?, \
                          generation = ?, updated_at = ? WHERE id = ?",
                     )
                     .bind(&c.bmc_url)
                     .bind(&c.bmc_username)
                     .bind(&c.bmc_credential)
+                    .bind(&c.bmc_tls)
                     .bind(&c.boot_mac)
                     .bind(&c.serial)
                     .bind(&c.profile_override)
@@ -453,9 +459,9 @@ impl Store {
         let c = &spec.config;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let inserted = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO nodes (name, source, in_site, bmc_url, bmc_username, bmc_credential, boot_mac, \
+            "INSERT INTO nodes (name, source, in_site, bmc_url, bmc_username, bmc_credential, bmc_tls, boot_mac, \
              serial, profile_override, role_override, state, generation, created_at, updated_at, state_since) \
-             VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, 'enrolled', 1, ?, ?, ?) \
+             VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, 'enrolled', 1, ?, ?, ?) \
              ON CONFLICT (name) DO NOTHING RETURNING id",
         )
         .bind(&spec.name)
@@ -463,6 +469,7 @@ impl Store {
         .bind(&c.bmc_url)
         .bind(&c.bmc_username)
         .bind(&c.bmc_credential)
+        .bind(&c.bmc_tls)
         .bind(&c.boot_mac)
         .bind(&c.serial)
         .bind(&c.profile_override)
@@ -801,6 +808,30 @@ mod tests {
         assert_eq!(report.missing, ["a"]);
         assert_eq!(store.history("a").await.unwrap().len(), history.len());
         assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    }
+
+    #[tokio::test]
+    async fn bmc_tls_settings_are_stored_and_updated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let now = Utc::now();
+        let mut a = spec("a", "52:54:00:00:00:01");
+        a.config.bmc_tls = Some("insecure".into());
+        store
+            .sync_site(std::slice::from_ref(&a), now)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.node("a").await.unwrap().config.bmc_tls.as_deref(),
+            Some("insecure")
+        );
+        a.config.bmc_tls = Some("ca:/etc/site/ca.pem".into());
+        let report = store
+            .sync_site(std::slice::from_ref(&a), now)
+            .await
+            .unwrap();
+        assert_eq!(report.updated, ["a"]);
+        assert_eq!(store.node("a").await.unwrap().config, a.config);
     }
 
     #[tokio::test]

@@ -5,3 +5,7 @@ CREATE TABLE node_power (
     state      TEXT NOT NULL,
     checked_at TEXT NOT NULL
 );
+
+-- How each node's BMC certificate is checked: 'ca:PATH', 'insecure', or NULL for the
+-- public web PKI (nodes.yaml `ca_file` / `insecure`).
+ALTER TABLE nodes ADD COLUMN bmc_tls TEXT;
