@@ -85,11 +85,24 @@ impl Simulator {
             hook.display()
         );
         std::fs::write(dir.path().join("lan.conf"), lan)?;
+        // FRU 0: the system's identity, as a real BMC keeps it.
+        let fru = provisioner::bmc::fru::build(
+            "CH-0007",
+            ["Board Co", "Mainboard X", "BRD-0007"],
+            ["Acme", "Server 9000", "PN-1", "v2", "SRV-0042"],
+        );
+        // Inline bytes: ipmi_sim 2.0.33 silently never starts its LAN with the `file` form.
+        let bytes: Vec<String> = fru.iter().map(|b| format!("{b:#04x}")).collect();
         std::fs::write(
             dir.path().join("lab.emu"),
-            "mc_setbmc 0x20\n\
-             mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n\
-             mc_enable 0x20\n",
+            format!(
+                "mc_setbmc 0x20\n\
+                 mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n\
+                 mc_add_fru_data 0x20 0 {} data {}\n\
+                 mc_enable 0x20\n",
+                fru.len(),
+                bytes.join(" ")
+            ),
         )?;
         std::fs::create_dir(dir.path().join("state"))?;
         let log = std::fs::File::create(dir.path().join("sim.log"))?;
@@ -247,12 +260,25 @@ async fn inventory_scenario(sim: &Simulator, bmc: &IpmiBmc) -> Result<()> {
         theirs == Some(uuid.as_str()),
         "ours {uuid}, ipmitool:\n{guid}"
     );
-    let info = sim.ipmitool(&["mc", "info"]).await?;
+    // Identity from FRU 0, as ipmitool reads it too.
+    let fru = sim.ipmitool(&["fru", "print", "0"]).await?;
+    for (field, ours) in [
+        ("Product Serial", inventory.serial.as_deref()),
+        ("Product Name", inventory.model.as_deref()),
+        ("Product Manufacturer", inventory.vendor.as_deref()),
+    ] {
+        let theirs = fru
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(field))
+            .map(|v| v.trim_start_matches([' ', ':']).trim());
+        ensure!(
+            theirs.is_some() && theirs == ours,
+            "{field}: ours {ours:?}, ipmitool:\n{fru}"
+        );
+    }
     ensure!(
-        info.lines()
-            .any(|l| l.starts_with("Manufacturer ID") && l.trim_end().ends_with(": 4753"))
-            && inventory.vendor.as_deref() == Some("IANA enterprise 4753"),
-        "{inventory:?}\n{info}"
+        inventory.serial.as_deref() == Some("SRV-0042"),
+        "{inventory:?}"
     );
     ensure!(inventory.power_state.is_some(), "{inventory:?}");
     Ok(())

@@ -27,6 +27,16 @@ const NETFN_APP: u8 = 0x06;
 const CMD_SET_SESSION_PRIVILEGE: u8 = 0x3b;
 /// Administrator.
 const PRIVILEGE_ADMIN: u8 = 0x04;
+/// Storage network function (FRU).
+const NETFN_STORAGE: u8 = 0x0a;
+/// Get FRU Inventory Area Info.
+const CMD_FRU_INFO: u8 = 0x10;
+/// Read FRU Data.
+const CMD_READ_FRU: u8 = 0x11;
+/// FRU bytes asked for per Read FRU Data (fits every RMCP+ payload).
+const FRU_CHUNK: u16 = 32;
+/// FRU images larger than this are not read (the areas we use sit at the start).
+const FRU_MAX: u16 = 4096;
 /// Chassis network function.
 const NETFN_CHASSIS: u8 = 0x00;
 /// Set System Boot Options.
@@ -266,10 +276,10 @@ impl IpmiBmc {
         self.blocking(what, move || f(&client)).await
     }
 
-    async fn raw(&self, cmd: u8, data: &[u8], what: &str) -> Result<Vec<u8>, BmcError> {
+    async fn raw(&self, netfn: u8, cmd: u8, data: &[u8], what: &str) -> Result<Vec<u8>, BmcError> {
         let data = data.to_vec();
         let response = self
-            .call(what, move |c| c.send_raw(NETFN_CHASSIS, cmd, &data))
+            .call(what, move |c| c.send_raw(netfn, cmd, &data))
             .await?;
         if response.completion_code != 0 {
             return Err(self.error(
@@ -282,11 +292,52 @@ impl IpmiBmc {
         Ok(response.data)
     }
 
+    /// The FRU image of FRU device 0 (the system's), read in chunks.
+    pub async fn read_fru(&self) -> Result<Vec<u8>, BmcError> {
+        let what = "reading the FRU inventory";
+        let info = self.raw(NETFN_STORAGE, CMD_FRU_INFO, &[0], what).await?;
+        let [lo, hi, ..] = info[..] else {
+            return Err(BmcError::Protocol {
+                bmc: self.name.clone(),
+                what: what.to_owned(),
+                detail: format!("FRU area info {info:02x?} is too short"),
+            });
+        };
+        let size = u16::from_le_bytes([lo, hi]).min(FRU_MAX);
+        let mut image = Vec::with_capacity(usize::from(size));
+        let mut offset = 0u16;
+        while offset < size {
+            let count = FRU_CHUNK.min(size - offset);
+            let [off_lo, off_hi] = offset.to_le_bytes();
+            let chunk = self
+                .raw(
+                    NETFN_STORAGE,
+                    CMD_READ_FRU,
+                    &[0, off_lo, off_hi, count as u8],
+                    what,
+                )
+                .await?;
+            let got = chunk.first().map_or(0, |n| usize::from(*n));
+            let bytes = chunk.get(1..1 + got).unwrap_or_default();
+            if bytes.is_empty() {
+                break;
+            }
+            image.extend_from_slice(bytes);
+            offset += bytes.len() as u16;
+        }
+        Ok(image)
+    }
+
     /// The boot flags as the BMC reports them: forced device, persistent, EFI.
     pub async fn boot_flags(&self) -> Result<(Option<BootDevice>, bool, bool), BmcError> {
         let what = "reading the boot flags";
         let data = self
-            .raw(CMD_GET_BOOT_OPTIONS, &[PARAM_BOOT_FLAGS, 0, 0], what)
+            .raw(
+                NETFN_CHASSIS,
+                CMD_GET_BOOT_OPTIONS,
+                &[PARAM_BOOT_FLAGS, 0, 0],
+                what,
+            )
             .await?;
         parse_boot_flags(&data).ok_or_else(|| BmcError::Protocol {
             bmc: self.name.clone(),
@@ -349,9 +400,14 @@ impl Bmc for IpmiBmc {
         })?;
         let mut data = vec![PARAM_BOOT_FLAGS];
         data.extend_from_slice(&flags);
-        self.raw(CMD_SET_BOOT_OPTIONS, &data, "setting the boot flags")
-            .await
-            .map(drop)
+        self.raw(
+            NETFN_CHASSIS,
+            CMD_SET_BOOT_OPTIONS,
+            &data,
+            "setting the boot flags",
+        )
+        .await
+        .map(drop)
     }
 
     async fn inventory(&self) -> Result<Inventory, BmcError> {
@@ -378,14 +434,33 @@ impl Bmc for IpmiBmc {
                 None
             }
         };
+        let fru = match self.read_fru().await {
+            Ok(image) => match super::fru::parse(&image) {
+                Ok(fru) => fru,
+                Err(e) => {
+                    warnings.push(format!("{}: FRU 0: {e}", self.name));
+                    super::fru::Fru::default()
+                }
+            },
+            Err(e) => {
+                warnings.push(e.to_string());
+                super::fru::Fru::default()
+            }
+        };
         warnings.push(format!(
-            "{}: IPMI gives no serial number, processors, memory, NICs or drives here (FRU and \
-             SDR reading are not implemented); use Redfish or the agent's inspection",
+            "{}: IPMI gives no processors, memory, NICs or drives here (SDR reading is not \
+             implemented); use Redfish or the agent's inspection",
             self.name
         ));
         Ok(Inventory {
             system: format!("product {:#06x}", device.product_id),
-            vendor: Some(vendor_name(device.manufacturer_id)),
+            vendor: fru
+                .product_manufacturer
+                .clone()
+                .or(fru.board_manufacturer.clone())
+                .or_else(|| Some(vendor_name(device.manufacturer_id))),
+            model: fru.product_name.clone().or(fru.board_product.clone()),
+            serial: fru.serial().map(str::to_owned),
             uuid,
             power_state,
             warnings,

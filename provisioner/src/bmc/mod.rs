@@ -12,6 +12,7 @@
 
 pub mod fake;
 pub mod fake_redfish;
+pub mod fru;
 pub mod ipmi;
 pub mod redfish;
 
