@@ -22,7 +22,8 @@ use clap::{Parser, Subcommand};
     long_about = "Developer and CI tasks for this workspace.\n\n\
         Start with `cargo xtask deps` (installs the Debian packages the tests need), then \
         `cargo xtask test` (the exact checks CI runs). `cargo xtask bench api` measures the \
-        provisioner daemon's API against a static file server."
+        provisioner daemon's API against a static file server; `cargo xtask bench bmc` the \
+        Redfish driver against 200 fake BMCs."
 )]
 struct Cli {
     #[command(subcommand)]
