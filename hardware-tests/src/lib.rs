@@ -1,10 +1,14 @@
-//! The virtual lab: the example lab site (`sites/lab/`) today; the QEMU
-//! harness (network namespace, bridge, taps, VMs, virtual BMCs) and the
-//! end-to-end scenarios come with the boot-services work.
+//! The virtual lab: the example lab site (`sites/lab/`) and the virtual BMC
+//! ([`vbmc`]: Redfish in front of a VM's QMP socket, [`qmp`]) today; the QEMU
+//! harness (network namespace, bridge, taps, VMs) and the end-to-end scenarios
+//! come with the boot-services work.
 //!
 //! Invariant: the lab only ever touches network namespaces, bridges and taps it
 //! created itself, and removes them (and kills the processes it started, by
 //! PID) on every exit path.
+
+pub mod qmp;
+pub mod vbmc;
 
 use std::path::PathBuf;
 

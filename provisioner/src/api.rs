@@ -21,7 +21,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::daemon::{App, DaemonError, SiteStatus};
+use crate::bmc::{BmcError, PowerAction};
+use crate::daemon::{App, DaemonError, PowerReport, SiteStatus};
 use crate::lifecycle::{Event, TransitionError};
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::store::{HistoryEntry, NodeRecord, StoreError, SyncReport};
@@ -56,6 +57,14 @@ pub struct EventRequest {
     pub event: Event,
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// `POST /api/v1/nodes/{name}/power`: a power change through the node's BMC.
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PowerRequest {
+    /// on, graceful_off, force_off, reset or cycle.
+    pub action: PowerAction,
 }
 
 /// An API failure, mapped to HTTP by [`status_of`].
@@ -116,6 +125,27 @@ fn status_of(err: &ApiError) -> (StatusCode, Option<String>) {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Some("see the daemon log".into()),
             ),
+            D::NoBmc(_) => (StatusCode::CONFLICT, None),
+            D::Bmc(err) => match err {
+                BmcError::Credential { .. } => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Some("give the daemon the variable or file the node's password_env / password_file names".into()),
+                ),
+                BmcError::Auth { .. } => (
+                    StatusCode::BAD_GATEWAY,
+                    Some("check the node's BMC username and password in nodes.yaml and on the BMC".into()),
+                ),
+                BmcError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
+                BmcError::Unreachable { .. }
+                | BmcError::Tls { .. }
+                | BmcError::Refused { .. }
+                | BmcError::Protocol { .. } => (StatusCode::BAD_GATEWAY, None),
+                BmcError::NotSupported { .. } => (StatusCode::NOT_IMPLEMENTED, None),
+                BmcError::AmbiguousSystem { .. } => (
+                    StatusCode::BAD_GATEWAY,
+                    Some("add the system path to the node's BMC URL in nodes.yaml".into()),
+                ),
+            },
         },
     }
 }
@@ -176,6 +206,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/nodes/{name}/history"),
     ("put", "/api/v1/nodes/{name}/maintenance"),
     ("post", "/api/v1/nodes/{name}/events"),
+    ("get", "/api/v1/nodes/{name}/power"),
+    ("post", "/api/v1/nodes/{name}/power"),
     ("get", "/api/v1/site"),
     ("post", "/api/v1/site/reload"),
 ];
@@ -188,6 +220,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/nodes/{name}/history", get(node_history))
         .route("/api/v1/nodes/{name}/maintenance", put(set_maintenance))
         .route("/api/v1/nodes/{name}/events", post(node_event))
+        .route(
+            "/api/v1/nodes/{name}/power",
+            get(read_power).post(change_power),
+        )
         .route("/api/v1/site", get(site_status))
         .route("/api/v1/site/reload", post(site_reload))
         .route_layer(middleware::from_fn_with_state(
@@ -333,6 +369,22 @@ async fn node_event(
     Ok(Json(app.fire(&name, request.event, reason).await?))
 }
 
+async fn read_power(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> ApiResult<PowerReport> {
+    Ok(Json(app.node_power(&name, None).await?))
+}
+
+async fn change_power(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: Result<Json<PowerRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<PowerReport> {
+    let Json(request) = body.map_err(|e| ApiError::BadJson(e.body_text()))?;
+    Ok(Json(app.node_power(&name, Some(request.action)).await?))
+}
+
 async fn site_status(State(app): State<Arc<App>>) -> ApiResult<SiteStatus> {
     Ok(Json(app.site_status()))
 }
@@ -360,6 +412,8 @@ pub fn openapi() -> serde_json::Value {
         generator.subschema_for::<MaintenanceRequest>(),
     );
     add("Event", generator.subschema_for::<EventRequest>());
+    add("PowerRequest", generator.subschema_for::<PowerRequest>());
+    add("Power", generator.subschema_for::<PowerReport>());
     add("SiteStatus", generator.subschema_for::<SiteStatus>());
     add("SyncReport", generator.subschema_for::<SyncReport>());
     add("Error", generator.subschema_for::<ErrorBody>());
@@ -415,6 +469,11 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/nodes/{name}/events": {
                 "parameters": name_param,
                 "post": {"summary": "Send a manual lifecycle event", "security": [{"bearer": []}], "requestBody": json_body("Event"), "responses": with_errors(json!({"200": ok("the node after the transition", "Node"), "400": ok("bad body or not a manual event", "Error")}))}
+            },
+            "/api/v1/nodes/{name}/power": {
+                "parameters": name_param,
+                "get": {"summary": "Read the node's power state from its BMC", "security": [{"bearer": []}], "responses": with_errors(json!({"200": ok("power state", "Power"), "502": ok("the BMC failed or refused", "Error"), "504": ok("the BMC did not answer in time", "Error")}))},
+                "post": {"summary": "Change the node's power through its BMC", "security": [{"bearer": []}], "requestBody": json_body("PowerRequest"), "responses": with_errors(json!({"200": ok("accepted; the state read after", "Power"), "400": ok("bad body", "Error"), "501": ok("the BMC does not offer this", "Error"), "502": ok("the BMC failed or refused", "Error"), "504": ok("the BMC did not answer in time", "Error")}))}
             },
             "/api/v1/site": {"get": {"summary": "Active site and last refused change", "security": [{"bearer": []}], "responses": with_errors(json!({"200": ok("site status", "SiteStatus")}))}},
             "/api/v1/site/reload": {"post": {"summary": "Reload the site directory", "security": [{"bearer": []}], "responses": with_errors(json!({"200": ok("what changed", "SyncReport"), "422": ok("the change was refused; the last good site stays", "Error")}))}}

@@ -8,9 +8,13 @@
 //!   compare-and-swap write, then actions. A lost race is retried on fresh data.
 //! - Wait-state deadlines live in the database, so a restart (even after
 //!   `kill -9`) resumes every timer: an overdue node times out on the first sweep.
-//! - BMC and boot actions are not performed yet: the executor that drives BMCs
-//!   comes with the BMC and lifecycle-executor work. They are logged, and the
-//!   wait-state timer still guarantees the node cannot wait forever.
+//! - Lifecycle BMC and boot actions are not performed yet: the executor comes with
+//!   the lifecycle-executor work. They are logged, and the wait-state timer still
+//!   guarantees the node cannot wait forever. Operators drive power by hand
+//!   ([`App::node_power`]), and a periodic sync ([`App::sync_power`]) records every
+//!   power change a BMC reports in the node's history.
+//! - BMC passwords are read from their references (`env:`, `file:`) when a BMC is
+//!   contacted, held in a `bmc::Secret` and never logged or stored.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -24,6 +28,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tracing::{error, info, warn};
 
+use crate::bmc::{self, Bmc as _, BmcConfig, BmcError, Credentials, PowerAction, PowerState};
 use crate::lifecycle::{self, Action, Event, TransitionError, WaitKind};
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::site::{self, Site};
@@ -49,7 +54,12 @@ pub struct ServeOptions {
     pub listen: Option<SocketAddr>,
     /// Run without the boot services (TFTP today; DHCP and HTTP boot later).
     pub api_only: bool,
+    /// How often every node's power state is read from its BMC; `None`: never.
+    pub power_sync: Option<Duration>,
 }
+
+/// How many BMCs the power sync talks to at once.
+const POWER_SYNC_CONCURRENCY: usize = 16;
 
 /// How long a wait state may last before the node fails (site.yaml `lifecycle`).
 fn timeout_of(config: &site::LifecycleConfig, kind: WaitKind) -> Duration {
@@ -73,6 +83,22 @@ pub enum DaemonError {
     BadRequest(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("node `{0}` has no BMC: add a `bmc:` section for it in nodes.yaml")]
+    NoBmc(String),
+    #[error(transparent)]
+    Bmc(#[from] BmcError),
+}
+
+/// What `provisioner node power` reports.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct PowerReport {
+    pub node: String,
+    pub bmc: String,
+    /// The change asked for, if any (none: a reading only).
+    pub action: Option<PowerAction>,
+    /// The power state read from the BMC after the action was accepted (a change can take
+    /// a while to land).
+    pub power_state: PowerState,
 }
 
 /// The last site change that was refused.
@@ -121,6 +147,7 @@ pub fn enroll_spec(node: &site::NodeSpec) -> EnrollSpec {
             bmc_url: bmc.map(|b| b.url.to_string()),
             bmc_username: bmc.map(|b| b.username.clone()),
             bmc_credential: bmc.map(|b| b.credential.reference()),
+            bmc_tls: bmc.and_then(|b| b.tls.reference()),
             boot_mac: node.boot_mac.map(|mac| mac.to_string()),
             serial: node.serial.clone(),
             profile_override: node.profile.clone(),
@@ -335,6 +362,115 @@ impl App {
         }
     }
 
+    /// How to reach a node's BMC, from the node's configuration; the password is read
+    /// from its reference now.
+    fn bmc_config(&self, node: &NodeRecord) -> Result<BmcConfig, DaemonError> {
+        let url = node
+            .config
+            .bmc_url
+            .as_deref()
+            .ok_or_else(|| DaemonError::NoBmc(node.name.clone()))?;
+        let url: site::BmcUrl = url.parse().map_err(|e: site::BmcUrlError| {
+            DaemonError::BadRequest(format!("node `{}`: {e}", node.name))
+        })?;
+        let credentials = match (&node.config.bmc_username, &node.config.bmc_credential) {
+            (Some(username), Some(reference)) => Some(Credentials {
+                username: username.clone(),
+                password: bmc::password_from_reference(&url.to_string(), reference)?,
+            }),
+            _ => None,
+        };
+        let mut config = BmcConfig::new(url, credentials);
+        config.tls = match node.config.bmc_tls.as_deref() {
+            None => bmc::TlsPolicy::WebPki,
+            Some("insecure") => bmc::TlsPolicy::Insecure,
+            Some(other) => match other.strip_prefix("ca:") {
+                Some(path) => bmc::TlsPolicy::CaFile(path.into()),
+                None => {
+                    return Err(DaemonError::BadRequest(format!(
+                        "node `{}` has an unknown BMC TLS setting {other:?} in the store",
+                        node.name
+                    )));
+                }
+            },
+        };
+        Ok(config)
+    }
+
+    /// Reads (and with `action`, changes) a node's power through its BMC, and records
+    /// the reading.
+    pub async fn node_power(
+        &self,
+        name: &str,
+        action: Option<PowerAction>,
+    ) -> Result<PowerReport, DaemonError> {
+        let node = self.store.node(name).await?;
+        let config = self.bmc_config(&node)?;
+        let bmc_url = config.url.to_string();
+        let driver = bmc::connect(config).await?;
+        let result = async {
+            if let Some(action) = action {
+                driver.power(action).await?;
+                info!(node = %name, bmc = %bmc_url, ?action, "power action accepted by the BMC");
+            }
+            driver.power_state().await
+        }
+        .await;
+        if let Err(err) = driver.close().await {
+            warn!(node = %name, %err, "closing the BMC session failed");
+        }
+        let power_state = result?;
+        self.store
+            .record_power(name, power_state.as_str(), Utc::now())
+            .await?;
+        Ok(PowerReport {
+            node: name.to_owned(),
+            bmc: bmc_url,
+            action,
+            power_state,
+        })
+    }
+
+    /// Reads the power state of every node with a BMC (a few at a time) and records each
+    /// change in the node's history. Returns how many changed; failures are logged.
+    pub async fn sync_power(app: &Arc<App>) -> usize {
+        let nodes = match app.store.nodes().await {
+            Ok(nodes) => nodes,
+            Err(err) => {
+                error!(%err, "power sync: cannot list nodes");
+                return 0;
+            }
+        };
+        let limit = Arc::new(tokio::sync::Semaphore::new(POWER_SYNC_CONCURRENCY));
+        let mut tasks = tokio::task::JoinSet::new();
+        for node in nodes.into_iter().filter(|n| n.config.bmc_url.is_some()) {
+            let (app, limit) = (Arc::clone(app), Arc::clone(&limit));
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let before = app.store.power(&node.name).await.ok().flatten();
+                match app.node_power(&node.name, None).await {
+                    Ok(report) => {
+                        let changed = before.map(|(state, _)| state)
+                            != Some(report.power_state.as_str().to_owned());
+                        if changed {
+                            info!(node = %node.name, power = %report.power_state, "power state changed");
+                        }
+                        changed
+                    }
+                    Err(err) => {
+                        warn!(node = %node.name, %err, "power sync: BMC not read");
+                        false
+                    }
+                }
+            });
+        }
+        let mut changed = 0;
+        while let Some(result) = tasks.join_next().await {
+            changed += usize::from(result.unwrap_or(false));
+        }
+        changed
+    }
+
     /// Fails every node whose wait-state deadline has passed.
     pub async fn sweep_timeouts(&self) -> Result<usize, StoreError> {
         self.sweep_timeouts_at(Utc::now()).await
@@ -534,11 +670,27 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         })
     };
 
+    let power_sync = options.power_sync.map(|period| {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            // The first reading comes one period after start, not during it.
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                App::sync_power(&app).await;
+            }
+        })
+    });
+
     axum::serve(listener, crate::api::router(Arc::clone(&app)))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("API server failed")?;
     background.abort();
+    if let Some(task) = power_sync {
+        task.abort();
+    }
     app.store.close().await;
     info!("stopped");
     Ok(())

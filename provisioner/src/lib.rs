@@ -3,6 +3,7 @@
 //! that talks to it. `main.rs` is wiring only.
 
 pub mod api;
+pub mod bmc;
 pub mod cli;
 pub mod daemon;
 pub mod lifecycle;

@@ -97,6 +97,9 @@ pub struct NodeConfig {
     pub bmc_username: Option<String>,
     /// Reference to the BMC password: `env:VAR` or `file:PATH`.
     pub bmc_credential: Option<String>,
+    /// How the BMC's HTTPS certificate is checked: `ca:PATH`, `insecure`, or
+    /// absent for the web PKI.
+    pub bmc_tls: Option<String>,
     pub boot_mac: Option<String>,
     pub serial: Option<String>,
     pub profile_override: Option<String>,
@@ -208,7 +211,7 @@ fn parse_state(name: &str, column: &'static str, value: &str) -> Result<State, S
     })
 }
 
-const NODE_COLUMNS: &str = "name, source, in_site, bmc_url, bmc_username, bmc_credential, boot_mac, \
+const NODE_COLUMNS: &str = "name, source, in_site, bmc_url, bmc_username, bmc_credential, bmc_tls, boot_mac, \
     serial, profile_override, role_override, state, failed_from, generation, maintenance, \
     maintenance_reason, last_error, matched_profile, inventory IS NOT NULL AS has_inventory, \
     deadline, created_at, updated_at, state_since";
@@ -233,6 +236,7 @@ fn node_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<NodeRecord, StoreError
             bmc_url: row.try_get("bmc_url")?,
             bmc_username: row.try_get("bmc_username")?,
             bmc_credential: row.try_get("bmc_credential")?,
+            bmc_tls: row.try_get("bmc_tls")?,
             boot_mac: row.try_get("boot_mac")?,
             serial: row.try_get("serial")?,
             profile_override: row.try_get("profile_override")?,
@@ -350,12 +354,13 @@ impl Store {
                     };
                     sqlx::query(
                         "UPDATE nodes SET in_site = 1, bmc_url = ?, bmc_username = ?, bmc_credential = ?, \
-                         boot_mac = ?, serial = ?, profile_override = ?, role_override = ?, \
+                         bmc_tls = ?, boot_mac = ?, serial = ?, profile_override = ?, role_override = ?, \
                          generation = ?, updated_at = ? WHERE id = ?",
                     )
                     .bind(&c.bmc_url)
                     .bind(&c.bmc_username)
                     .bind(&c.bmc_credential)
+                    .bind(&c.bmc_tls)
                     .bind(&c.boot_mac)
                     .bind(&c.serial)
                     .bind(&c.profile_override)
@@ -577,6 +582,83 @@ impl Store {
         self.node(name).await
     }
 
+    /// Records the power state just read from a node's BMC. When it differs from the last
+    /// reading (or is the first), a history row (event `power`, the node's state unchanged)
+    /// is written in the same transaction and the previous reading is returned as
+    /// `Some(previous)`; `None` means unchanged.
+    pub async fn record_power(
+        &self,
+        name: &str,
+        power: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        let now_s = timestamp(now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let node = sqlx::query("SELECT id, state, generation FROM nodes WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        let id: i64 = node.try_get("id")?;
+        let state_s: String = node.try_get("state")?;
+        let state = parse_state(name, "state", &state_s)?;
+        let generation: i64 = node.try_get("generation")?;
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT state FROM node_power WHERE node_id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO node_power (node_id, state, checked_at) VALUES (?, ?, ?) \
+             ON CONFLICT (node_id) DO UPDATE SET state = excluded.state, \
+             checked_at = excluded.checked_at",
+        )
+        .bind(id)
+        .bind(power)
+        .bind(&now_s)
+        .execute(&mut *tx)
+        .await?;
+        let changed = previous.as_deref() != Some(power);
+        if changed {
+            let reason = match &previous {
+                Some(before) => format!("power {before} -> {power} (read from the BMC)"),
+                None => format!("power {power} (first reading from the BMC)"),
+            };
+            insert_history(
+                &mut tx,
+                id,
+                &now_s,
+                Some(state),
+                state,
+                "power",
+                Some(&reason),
+                generation,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(changed.then_some(previous))
+    }
+
+    /// The last power reading of a node: state and when, if any.
+    pub async fn power(&self, name: &str) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let id = self.node_id(name).await?;
+        let row = sqlx::query("SELECT state, checked_at FROM node_power WHERE node_id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let at: String = row.try_get("checked_at")?;
+                Ok(Some((
+                    row.try_get("state")?,
+                    parse_time(name, "node_power.checked_at", &at)?,
+                )))
+            }
+        }
+    }
+
     /// Names of nodes whose wait-state deadline has passed, outside maintenance.
     pub async fn overdue(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
@@ -612,9 +694,10 @@ async fn insert_node(
 ) -> Result<Option<i64>, StoreError> {
     let c = &spec.config;
     let id = sqlx::query_scalar::<_, i64>(
-        "INSERT INTO nodes (name, source, in_site, bmc_url, bmc_username, bmc_credential, boot_mac, \
-         serial, profile_override, role_override, state, generation, created_at, updated_at, state_since) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'enrolled', 1, ?, ?, ?) \
+        "INSERT INTO nodes (name, source, in_site, bmc_url, bmc_username, bmc_credential, bmc_tls, \
+         boot_mac, serial, profile_override, role_override, state, generation, created_at, updated_at, \
+         state_since) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'enrolled', 1, ?, ?, ?) \
          ON CONFLICT (name) DO NOTHING RETURNING id",
     )
     .bind(&spec.name)
@@ -623,6 +706,7 @@ async fn insert_node(
     .bind(&c.bmc_url)
     .bind(&c.bmc_username)
     .bind(&c.bmc_credential)
+    .bind(&c.bmc_tls)
     .bind(&c.boot_mac)
     .bind(&c.serial)
     .bind(&c.profile_override)
@@ -721,6 +805,69 @@ mod tests {
         assert_eq!(report.missing, ["a"]);
         assert_eq!(store.history("a").await.unwrap().len(), history.len());
         assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    }
+
+    #[tokio::test]
+    async fn bmc_tls_settings_are_stored_and_updated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let now = Utc::now();
+        let mut a = spec("a", "52:54:00:00:00:01");
+        a.config.bmc_tls = Some("insecure".into());
+        store
+            .sync_site(std::slice::from_ref(&a), now)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.node("a").await.unwrap().config.bmc_tls.as_deref(),
+            Some("insecure")
+        );
+        a.config.bmc_tls = Some("ca:/etc/site/ca.pem".into());
+        let report = store
+            .sync_site(std::slice::from_ref(&a), now)
+            .await
+            .unwrap();
+        assert_eq!(report.updated, ["a"]);
+        assert_eq!(store.node("a").await.unwrap().config, a.config);
+    }
+
+    #[tokio::test]
+    async fn power_readings_enter_the_history_only_when_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let now = Utc::now();
+        store
+            .sync_site(&[spec("n1", "52:54:00:00:00:01")], now)
+            .await
+            .unwrap();
+        let before = store.history("n1").await.unwrap().len();
+        assert_eq!(store.power("n1").await.unwrap(), None);
+        assert_eq!(
+            store.record_power("n1", "off", now).await.unwrap(),
+            Some(None)
+        );
+        assert_eq!(store.record_power("n1", "off", now).await.unwrap(), None);
+        assert_eq!(
+            store.record_power("n1", "on", now).await.unwrap(),
+            Some(Some("off".to_owned()))
+        );
+        let history = store.history("n1").await.unwrap();
+        assert_eq!(history.len(), before + 2);
+        let last = history.last().unwrap();
+        assert_eq!(last.event, "power");
+        assert_eq!(last.from, Some(State::Enrolled));
+        assert_eq!(last.to, State::Enrolled);
+        assert_eq!(
+            last.reason.as_deref(),
+            Some("power off -> on (read from the BMC)")
+        );
+        assert_eq!(store.power("n1").await.unwrap().unwrap().0, "on");
+        assert!(matches!(
+            store.record_power("nope", "on", now).await,
+            Err(StoreError::NotFound(_))
+        ));
+        // The node's status is untouched: same generation.
+        assert_eq!(store.node("n1").await.unwrap().generation, last.generation);
     }
 
     #[tokio::test]

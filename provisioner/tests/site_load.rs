@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use provisioner::site::{self, BmcKind, Credential, DhcpAnswer, DhcpMode, ImageSource};
+use provisioner::site::{self, BmcKind, BmcTls, Credential, DhcpAnswer, DhcpMode, ImageSource};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -366,5 +366,69 @@ fn profile_layout_errors_and_certain_ties_have_positions() {
             "p.yaml:5:41: hugepages.pages[0].percent: percent 150 is out of range: use 1 to 100"
         ),
         "{text:?}"
+    );
+}
+
+#[test]
+fn bmc_certificate_settings() {
+    let nodes = "nodes:
+  - name: a
+    bmc: {url: redfish://10.0.0.5, username: root, password_env: PW, ca_file: pki/site-ca.pem}
+  - name: b
+    bmc: {url: redfish://10.0.0.6, username: root, password_env: PW, insecure: true}
+  - name: c
+    bmc: {url: redfish://10.0.0.7, username: root, password_env: PW}
+";
+    let dir = site_dir(&[("site.yaml", GOOD_SITE), ("nodes.yaml", nodes)]);
+    let site = site::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let tls: Vec<_> = site
+        .nodes
+        .iter()
+        .map(|n| n.bmc.as_ref().unwrap().tls.clone())
+        .collect();
+    assert_eq!(
+        tls,
+        [
+            BmcTls::CaFile(dir.path().join("pki/site-ca.pem")),
+            BmcTls::Insecure,
+            BmcTls::Verify
+        ]
+    );
+    assert_eq!(BmcTls::Insecure.reference().as_deref(), Some("insecure"));
+    assert_eq!(BmcTls::Verify.reference(), None);
+
+    let nodes = "nodes:
+  - name: a
+    bmc: {url: redfish://10.0.0.5, username: root, password_env: PW, ca_file: ca.pem, insecure: true}
+  - name: b
+    bmc: {url: ipmi://10.0.0.6, username: root, password_env: PW, insecure: true}
+  - name: c
+    bmc: {url: redfish+http://10.0.0.7, username: root, password_env: PW, ca_file: ca.pem}
+  - name: d
+    bmc: {url: redfish://10.0.0.8, username: root, password_env: PW, ca_file: ''}
+";
+    let dir = site_dir(&[("site.yaml", GOOD_SITE), ("nodes.yaml", nodes)]);
+    let got = errors(dir.path());
+    assert_eq!(got.len(), 4, "{got:#?}");
+    assert!(
+        got[0]
+            .contains("nodes[0].bmc.insecure: give either `ca_file` or `insecure: true`, not both"),
+        "{got:#?}"
+    );
+    assert!(
+        got[1].contains(
+            "nodes[1].bmc.insecure: certificate settings apply to redfish:// (HTTPS) only"
+        ),
+        "{got:#?}"
+    );
+    assert!(
+        got[2].contains(
+            "nodes[2].bmc.ca_file: certificate settings apply to redfish:// (HTTPS) only"
+        ),
+        "{got:#?}"
+    );
+    assert!(
+        got[3].contains("nodes[3].bmc.ca_file: empty path"),
+        "{got:#?}"
     );
 }

@@ -38,6 +38,31 @@ pub const DEPS: &[Dep] = &[
         why: "curl's TFTP client (blksize, no options) against our TFTP server",
         from_backports: false,
     },
+    Dep {
+        package: "qemu-system-x86",
+        why: "the virtual BMC drives a QEMU VM through QMP (hardware-tests/tests/vbmc_qemu.rs)",
+        from_backports: true,
+    },
+    Dep {
+        package: "openipmi",
+        why: "the IPMI driver is tested against `ipmi_sim` (provisioner/tests/bmc_ipmi.rs)",
+        from_backports: false,
+    },
+    Dep {
+        package: "ipmitool",
+        why: "the IPMI tests cross-check every result with `ipmitool -I lanplus -C 3`",
+        from_backports: false,
+    },
+    Dep {
+        package: "openssl",
+        why: "the Redfish TLS test makes a certificate and serves it with `openssl s_server`",
+        from_backports: false,
+    },
+    Dep {
+        package: "python3-venv",
+        why: "the BMC tests run sushy-tools' Redfish emulator from a venv (target/venv)",
+        from_backports: false,
+    },
 ];
 
 pub const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/backports.sources";

@@ -22,7 +22,8 @@ use clap::{Parser, Subcommand};
     long_about = "Developer and CI tasks for this workspace.\n\n\
         Start with `cargo xtask deps` (installs the Debian packages the tests need), then \
         `cargo xtask test` (the exact checks CI runs). `cargo xtask bench api` measures the \
-        provisioner daemon's API against a static file server."
+        provisioner daemon's API against a static file server; `cargo xtask bench bmc` the \
+        Redfish driver against 200 fake BMCs."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -44,9 +45,10 @@ enum Command {
     #[command(
         long_about = "Run exactly what CI runs, in order, stopping at the first failure:\n\n\
         1. cargo xtask deps\n\
-        2. cargo fmt --all -- --check\n\
-        3. cargo clippy --workspace --all-targets --locked -- -D warnings\n\
-        4. cargo test --workspace --locked [EXTRA ARGS]\n\n\
+        2. the PyPI peers (sushy-tools) into <target>/venv\n\
+        3. cargo fmt --all -- --check\n\
+        4. cargo clippy --workspace --all-targets --locked -- -D warnings\n\
+        5. cargo test --workspace --locked [EXTRA ARGS]\n\n\
         Output is streamed; each step's duration is printed, then a summary line. \
         The target directory is the caller's (CARGO_TARGET_DIR is respected).\n\n\
         Example: cargo xtask test --no-deps -- --nocapture"

@@ -10,7 +10,8 @@ use anyhow::{Result, bail};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Skip the `deps` step (e.g. on a machine where you cannot or need not install packages).
+    /// Skip the `deps` and `venv` steps (e.g. on a machine where you cannot or need not install
+    /// packages; the peer tests still create their venv when it is missing).
     #[arg(long)]
     no_deps: bool,
     /// Extra arguments for `cargo test`, after `--` (e.g. `-- lease` runs only tests whose
@@ -22,6 +23,8 @@ pub struct Args {
 /// One CI step: a name for humans and what it runs.
 enum Step {
     Deps,
+    /// The PyPI peers in `<target>/venv` (sushy-tools, ...).
+    Venv,
     Cargo(Vec<OsString>),
 }
 
@@ -30,6 +33,7 @@ fn steps(args: &Args) -> Vec<(String, Step)> {
     let mut steps = vec![];
     if !args.no_deps {
         steps.push(("deps".to_owned(), Step::Deps));
+        steps.push(("venv".to_owned(), Step::Venv));
     }
     steps.push(("fmt".to_owned(), cargo(&["fmt", "--all", "--", "--check"])));
     steps.push((
@@ -53,6 +57,10 @@ fn steps(args: &Args) -> Vec<(String, Step)> {
 fn describe(step: &Step) -> String {
     match step {
         Step::Deps => "cargo xtask deps".to_owned(),
+        Step::Venv => format!(
+            "pip install into <target>/venv: {}",
+            crate::venv::PEERS.join(" ")
+        ),
         Step::Cargo(args) => {
             let args: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
             format!("cargo {}", args.join(" "))
@@ -63,6 +71,9 @@ fn describe(step: &Step) -> String {
 fn run_step(step: &Step) -> Result<()> {
     match step {
         Step::Deps => crate::deps::run(&crate::deps::Args::default()),
+        Step::Venv => {
+            crate::venv::ensure(&crate::workspace::target_dir()?, crate::venv::PEERS).map(drop)
+        }
         Step::Cargo(args) => {
             let status = crate::workspace::cargo().args(args).status()?;
             if !status.success() {

@@ -1,15 +1,30 @@
 //! A Python virtualenv under the target directory (`<target>/venv`) for peers that only
 //! exist on PyPI (sushy-tools, DMTF's Redfish validators, ...).
 //!
-//! Creating the venv needs Debian's `python3-venv` (add it to `deps::DEPS` when a test starts
-//! using this). Packages are installed only when missing; nothing is ever upgraded.
-// Not called yet: the first peer tests that need PyPI packages will use it.
+//! Creating the venv needs Debian's `python3-venv` (in `deps::DEPS`). Packages are installed
+//! only when missing; nothing is ever upgraded.
+//!
+//! The peer tests include this very file (`#[path]`) to create the venv themselves when it
+//! is missing, so `cargo test` works after `cargo xtask deps` alone; `cargo xtask test`
+//! prepares it before the tests run. [`PEERS`] is the one list both use.
+// Not every item is used by every crate that includes this file.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+/// Every PyPI package the tests need, pinned.
+pub const PEERS: &[&str] = &[
+    // The Redfish emulator the BMC driver is tested against (provisioner/tests/bmc_sushy.rs).
+    "sushy-tools==2.2.0",
+    // DMTF's conformance checker, run against the lab's virtual BMC
+    // (hardware-tests/tests/vbmc_qemu.rs).
+    "redfish-service-validator==3.1.8",
+    // OpenStack's Redfish client library (Ironic's), driving the virtual BMC.
+    "sushy==5.14.0",
+];
 
 /// A virtualenv and the interpreter inside it.
 #[derive(Debug, Clone)]

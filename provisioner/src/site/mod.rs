@@ -42,7 +42,7 @@ pub use config::{
 };
 pub use diag::{Diagnostic, SiteErrors};
 pub use mac::{MacAddr, MacAddrError};
-pub use nodes::{BmcSpec, BmcWire, Credential, NodeSpec, NodeWire, NodesFile};
+pub use nodes::{BmcSpec, BmcTls, BmcWire, Credential, NodeSpec, NodeWire, NodesFile};
 
 use diag::{At, FileCtx};
 

@@ -72,6 +72,17 @@ pub struct BmcWire {
     /// `password_env`, `password_file`.
     #[serde(default)]
     pub password_file: Option<String>,
+    /// PEM file of the CA that signed this BMC's HTTPS certificate (relative
+    /// paths are relative to the site directory); the certificate is checked
+    /// against it instead of the public web PKI. `redfish://` only; not with
+    /// `insecure`.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Do not check this BMC's HTTPS certificate at all (labs only: anyone on
+    /// the path can then pose as the BMC). `redfish://` only; not with
+    /// `ca_file`.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 // -------------------------------------------------------------- domain types
@@ -102,6 +113,31 @@ pub struct BmcSpec {
     pub username: String,
     /// Where the password is.
     pub credential: Credential,
+    /// How its HTTPS certificate is checked.
+    pub tls: BmcTls,
+}
+
+/// How a BMC's HTTPS certificate is checked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BmcTls {
+    /// Against the public web PKI (also: not HTTPS at all).
+    #[default]
+    Verify,
+    /// Against this CA certificate (relative paths already joined to the site directory).
+    CaFile(PathBuf),
+    /// Not at all (`insecure: true`).
+    Insecure,
+}
+
+impl BmcTls {
+    /// How the store and the API show it: `None` (web PKI), `ca:PATH` or `insecure`.
+    pub fn reference(&self) -> Option<String> {
+        match self {
+            BmcTls::Verify => None,
+            BmcTls::CaFile(path) => Some(format!("ca:{}", path.display())),
+            BmcTls::Insecure => Some("insecure".to_owned()),
+        }
+    }
 }
 
 /// Where a BMC password is kept.
@@ -379,6 +415,40 @@ fn check_bmc(
         }
         (None, Some(f)) => Some(Credential::File(dir.join(f))),
     };
+    let https = matches!(
+        url.as_ref().map(|u| u.kind),
+        Some(super::BmcKind::Redfish { tls: true }) | None
+    );
+    let tls = match (&b.ca_file, b.insecure) {
+        (Some(_), true) => {
+            ctx.report(
+                &format!("{ptr}/insecure"),
+                At::Key,
+                "give either `ca_file` or `insecure: true`, not both",
+            );
+            None
+        }
+        (Some(_), _) | (None, true) if !https => {
+            let key = if b.insecure { "insecure" } else { "ca_file" };
+            ctx.report(
+                &format!("{ptr}/{key}"),
+                At::Key,
+                "certificate settings apply to redfish:// (HTTPS) only: remove this key",
+            );
+            None
+        }
+        (Some(f), false) if f.is_empty() => {
+            ctx.report(
+                &format!("{ptr}/ca_file"),
+                At::Value,
+                "empty path: give the CA certificate (PEM)",
+            );
+            None
+        }
+        (Some(f), false) => Some(BmcTls::CaFile(dir.join(f))),
+        (None, true) => Some(BmcTls::Insecure),
+        (None, false) => Some(BmcTls::Verify),
+    };
     if b.username.is_empty() {
         return None;
     }
@@ -386,6 +456,7 @@ fn check_bmc(
         url: url?,
         username: b.username.clone(),
         credential: credential?,
+        tls: tls?,
     })
 }
 

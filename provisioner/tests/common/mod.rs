@@ -45,6 +45,16 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(site: &Path, state: &Path) -> Daemon {
+        Daemon::start_with(site, state, &[], &[])
+    }
+
+    /// Starts the daemon with extra `serve` arguments and environment variables.
+    pub fn start_with(
+        site: &Path,
+        state: &Path,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Daemon {
         std::fs::create_dir_all(state).unwrap();
         let url_file = state.join("api-url");
         let _ = std::fs::remove_file(&url_file);
@@ -66,6 +76,8 @@ impl Daemon {
             .arg(site)
             .arg("--state")
             .arg(state)
+            .args(extra_args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

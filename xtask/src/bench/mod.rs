@@ -6,6 +6,7 @@
 //! module and a variant to [`Bench`].
 
 mod api;
+mod bmc;
 mod peer;
 mod process;
 mod stats;
@@ -28,11 +29,15 @@ enum Bench {
     /// The TFTP server of `provisioner serve` next to dnsmasq: one large file, many clients.
     #[command(long_about = tftp::LONG_ABOUT)]
     Tftp(tftp::Args),
+    /// The Redfish BMC driver: 200 concurrent power-status queries, p50/p99, memory.
+    #[command(long_about = bmc::LONG_ABOUT)]
+    Bmc(bmc::Args),
 }
 
 pub fn run(args: Args) -> Result<()> {
     match args.bench {
         Bench::Api(args) => api::run(&args),
         Bench::Tftp(args) => tftp::run(&args),
+        Bench::Bmc(args) => bmc::run(&args),
     }
 }

@@ -45,6 +45,11 @@ impl ChildGuard {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// The child's stdout, when it was spawned with `Stdio::piped()` (once).
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.as_mut()?.stdout.take()
+    }
+
     /// `Some(status)` when the child has exited.
     pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
         match &mut self.child {
