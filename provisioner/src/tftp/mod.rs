@@ -234,6 +234,48 @@ impl TftpServer {
     }
 }
 
+/// Bytes read from disk ahead of the window, so a lock-step client (window 1)
+/// does not cost a blocking-pool round trip per block.
+#[derive(Debug, Default)]
+struct ReadAhead {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl ReadAhead {
+    /// Read-ahead per refill: 256 KiB (at most 64 MiB over 256 transfers).
+    const CHUNK: u64 = 256 * 1024;
+
+    /// Makes `lo..hi` available, reading from `lo` on when it is not.
+    async fn fill(
+        &mut self,
+        file: &Arc<std::fs::File>,
+        lo: u64,
+        hi: u64,
+        size: u64,
+    ) -> std::io::Result<()> {
+        if lo >= self.start && hi <= self.start + self.bytes.len() as u64 {
+            return Ok(());
+        }
+        let len = (hi - lo).max(Self::CHUNK).min(size - lo) as usize;
+        let file = Arc::clone(file);
+        let mut buffer = std::mem::take(&mut self.bytes);
+        buffer.resize(len, 0);
+        self.bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            file.read_exact_at(&mut buffer, lo)?;
+            Ok(buffer)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.start = lo;
+        Ok(())
+    }
+
+    fn slice(&self, lo: u64, hi: u64) -> &[u8] {
+        &self.bytes[(lo - self.start) as usize..(hi - self.start) as usize]
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn serve_read(
     local: SocketAddr,
@@ -251,6 +293,7 @@ async fn serve_read(
     let (mut transfer, mut step) = ReadTransfer::start(options, size, config.limits);
     let mut out = Vec::with_capacity(usize::from(transfer.blksize()) + 4);
     let mut datagrams: Vec<u8> = Vec::new();
+    let mut read_ahead = ReadAhead::default();
     let mut incoming = vec![0u8; 2048];
     loop {
         match &step {
@@ -260,50 +303,26 @@ async fn serve_read(
             }
             Step::SendBlocks { first, last } => {
                 let (first, last) = (*first, *last);
-                let ranges: Vec<(u64, usize)> =
-                    (first..=last).map(|b| transfer.block_range(b)).collect();
-                let total: usize = ranges.iter().map(|(_, len)| len + 4).sum();
+                let (lo, _) = transfer.block_range(first);
+                let (last_offset, last_len) = transfer.block_range(last);
+                let hi = last_offset + last_len as u64;
+                let bytes: &[u8] = match &source {
+                    Source::Memory(bytes) => &bytes[lo as usize..hi as usize],
+                    Source::Disk(file) => {
+                        read_ahead.fill(file, lo, hi, size).await?;
+                        read_ahead.slice(lo, hi)
+                    }
+                };
                 // One buffer holds the whole window: header + payload per block.
                 datagrams.clear();
-                datagrams.resize(total, 0);
-                let mut at = 0;
-                let mut bounds = Vec::with_capacity(ranges.len());
-                for (i, (_, len)) in ranges.iter().enumerate() {
-                    let block = first + i as u64;
-                    datagrams[at..at + 4].copy_from_slice(&codec::data_header(block as u16));
-                    bounds.push((at, at + 4 + len));
-                    at += 4 + len;
-                }
-                match &source {
-                    Source::Memory(bytes) => {
-                        for ((offset, len), (start, _)) in ranges.iter().zip(&bounds) {
-                            let offset = *offset as usize;
-                            datagrams[start + 4..start + 4 + len]
-                                .copy_from_slice(&bytes[offset..offset + len]);
-                        }
-                    }
-                    Source::Disk(file) => {
-                        let file = Arc::clone(file);
-                        let mut buffer = std::mem::take(&mut datagrams);
-                        let jobs: Vec<(u64, usize, usize)> = ranges
-                            .iter()
-                            .zip(&bounds)
-                            .map(|((o, l), (s, _))| (*o, *l, *s))
-                            .collect();
-                        buffer =
-                            tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                                for (offset, len, start) in jobs {
-                                    file.read_exact_at(
-                                        &mut buffer[start + 4..start + 4 + len],
-                                        offset,
-                                    )?;
-                                }
-                                Ok(buffer)
-                            })
-                            .await
-                            .map_err(std::io::Error::other)??;
-                        datagrams = buffer;
-                    }
+                let mut bounds = Vec::with_capacity((last - first + 1) as usize);
+                for block in first..=last {
+                    let (offset, len) = transfer.block_range(block);
+                    let start = datagrams.len();
+                    datagrams.extend_from_slice(&codec::data_header(block as u16));
+                    let at = (offset - lo) as usize;
+                    datagrams.extend_from_slice(&bytes[at..at + len]);
+                    bounds.push((start, datagrams.len()));
                 }
                 for (start, end) in &bounds {
                     socket.send(&datagrams[*start..*end]).await?;
