@@ -99,20 +99,9 @@ impl RequestOptions {
     }
 }
 
-/// The options the server acknowledges in its OACK.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AckedOptions {
-    pub blksize: Option<u16>,
-    pub timeout: Option<u8>,
-    pub tsize: Option<u64>,
-    pub windowsize: Option<u16>,
-}
-
-impl AckedOptions {
-    pub fn is_empty(&self) -> bool {
-        *self == AckedOptions::default()
-    }
-}
+/// The options a server acknowledges in its OACK: the same four, with the
+/// values granted (RFC 2347 lets the server answer a smaller blksize).
+pub type AckedOptions = RequestOptions;
 
 /// A decoded packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,16 +244,6 @@ fn request_options(pairs: &[(&str, &str)]) -> Result<RequestOptions, DecodeError
     Ok(options)
 }
 
-fn acked_options(pairs: &[(&str, &str)]) -> Result<AckedOptions, DecodeError> {
-    let r = request_options(pairs)?;
-    Ok(AckedOptions {
-        blksize: r.blksize,
-        timeout: r.timeout,
-        tsize: r.tsize,
-        windowsize: r.windowsize,
-    })
-}
-
 /// Decodes one datagram.
 pub fn decode(bytes: &[u8]) -> Result<Packet<'_>, DecodeError> {
     let mut reader = Reader { rest: bytes };
@@ -308,7 +287,7 @@ pub fn decode(bytes: &[u8]) -> Result<Packet<'_>, DecodeError> {
             };
             Ok(Packet::Error { code, message })
         }
-        op::OACK => Ok(Packet::Oack(acked_options(&read_options(&mut reader)?)?)),
+        op::OACK => Ok(Packet::Oack(request_options(&read_options(&mut reader)?)?)),
         other => Err(DecodeError::UnknownOpcode(other)),
     }
 }
@@ -323,6 +302,21 @@ fn push_option(out: &mut Vec<u8>, name: &str, value: impl fmt::Display) {
     push_cstr(out, &value.to_string());
 }
 
+fn push_options(out: &mut Vec<u8>, options: &RequestOptions) {
+    if let Some(v) = options.blksize {
+        push_option(out, "blksize", v);
+    }
+    if let Some(v) = options.timeout {
+        push_option(out, "timeout", v);
+    }
+    if let Some(v) = options.tsize {
+        push_option(out, "tsize", v);
+    }
+    if let Some(v) = options.windowsize {
+        push_option(out, "windowsize", v);
+    }
+}
+
 /// Encodes a packet into `out` (cleared first), reusing its allocation.
 pub fn encode_into(packet: &Packet<'_>, out: &mut Vec<u8>) {
     out.clear();
@@ -335,18 +329,7 @@ pub fn encode_into(packet: &Packet<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(&op::RRQ.to_be_bytes());
             push_cstr(out, filename);
             push_cstr(out, mode_name(*mode));
-            if let Some(v) = options.blksize {
-                push_option(out, "blksize", v);
-            }
-            if let Some(v) = options.timeout {
-                push_option(out, "timeout", v);
-            }
-            if let Some(v) = options.tsize {
-                push_option(out, "tsize", v);
-            }
-            if let Some(v) = options.windowsize {
-                push_option(out, "windowsize", v);
-            }
+            push_options(out, options);
         }
         Packet::Write { filename, mode } => {
             out.extend_from_slice(&op::WRQ.to_be_bytes());
@@ -370,18 +353,7 @@ pub fn encode_into(packet: &Packet<'_>, out: &mut Vec<u8>) {
         }
         Packet::Oack(options) => {
             out.extend_from_slice(&op::OACK.to_be_bytes());
-            if let Some(v) = options.blksize {
-                push_option(out, "blksize", v);
-            }
-            if let Some(v) = options.timeout {
-                push_option(out, "timeout", v);
-            }
-            if let Some(v) = options.tsize {
-                push_option(out, "tsize", v);
-            }
-            if let Some(v) = options.windowsize {
-                push_option(out, "windowsize", v);
-            }
+            push_options(out, options);
         }
     }
 }
@@ -539,12 +511,7 @@ mod tests {
                 2 => Packet::Data { block, data: &data },
                 3 => Packet::Ack { block },
                 4 => Packet::Error { code: ErrorCode::from_code(code), message: name },
-                _ => Packet::Oack(AckedOptions {
-                    blksize: options.blksize,
-                    timeout: options.timeout,
-                    tsize: options.tsize,
-                    windowsize: options.windowsize,
-                }),
+                _ => Packet::Oack(options),
             };
             let bytes = encode(&packet);
             prop_assert_eq!(decode(&bytes).unwrap(), packet);
