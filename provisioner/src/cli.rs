@@ -156,6 +156,10 @@ struct ServeArgs {
     /// Listen here instead of site.yaml's api.listen (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Seconds between checks of the site files for changes (0: reload only on
+    /// `provisioner site reload`).
+    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
+    site_poll_interval: u64,
     /// Run only the API, the store and the timers: no boot services on the
     /// provisioning network (to try the CLI on a site away from its network).
     #[arg(long)]
@@ -313,6 +317,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 state: cli.state,
                 listen: args.listen,
                 api_only: args.api_only,
+                site_poll: (args.site_poll_interval > 0)
+                    .then(|| std::time::Duration::from_secs(args.site_poll_interval)),
                 power_sync: (args.power_sync_interval > 0)
                     .then(|| std::time::Duration::from_secs(args.power_sync_interval)),
             }))?;

@@ -40,8 +40,6 @@ use crate::store::{
 pub const TOKEN_FILE: &str = "api-token";
 /// The daemon writes its API base URL here so the CLI finds the local daemon.
 pub const URL_FILE: &str = "api-url";
-/// How often the site directory is checked for changes.
-const SITE_POLL: Duration = Duration::from_secs(2);
 /// How often overdue wait states are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
 
@@ -54,6 +52,9 @@ pub struct ServeOptions {
     pub listen: Option<SocketAddr>,
     /// Run without the boot services (TFTP today; DHCP and HTTP boot later).
     pub api_only: bool,
+    /// How often the site files are checked for changes; `None`: only on
+    /// `provisioner site reload`.
+    pub site_poll: Option<Duration>,
     /// How often every node's power state is read from its BMC; `None`: never.
     pub power_sync: Option<Duration>,
 }
@@ -652,23 +653,28 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", options.state.join(URL_FILE).display()))?;
     info!(%local, "API listening");
 
-    let background = {
+    let sweeper = {
         let app = Arc::clone(&app);
         tokio::spawn(async move {
-            let mut site_tick = tokio::time::interval(SITE_POLL);
-            let mut sweep_tick = tokio::time::interval(SWEEP);
+            let mut tick = tokio::time::interval(SWEEP);
             loop {
-                tokio::select! {
-                    _ = site_tick.tick() => app.poll_site().await,
-                    _ = sweep_tick.tick() => {
-                        if let Err(err) = app.sweep_timeouts().await {
-                            error!(%err, "timeout sweep failed");
-                        }
-                    }
+                tick.tick().await;
+                if let Err(err) = app.sweep_timeouts().await {
+                    error!(%err, "timeout sweep failed");
                 }
             }
         })
     };
+    let site_watcher = options.site_poll.map(|period| {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                app.poll_site().await;
+            }
+        })
+    });
 
     let power_sync = options.power_sync.map(|period| {
         let app = Arc::clone(&app);
@@ -687,8 +693,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("API server failed")?;
-    background.abort();
-    if let Some(task) = power_sync {
+    sweeper.abort();
+    for task in [site_watcher, power_sync].into_iter().flatten() {
         task.abort();
     }
     app.store.close().await;

@@ -284,7 +284,8 @@ fn site_changes_are_applied_or_refused_as_a_whole() {
     let dir = tempfile::tempdir().unwrap();
     let (site, state) = (dir.path().join("site"), dir.path().join("state"));
     write_site(&site, 3);
-    let daemon = Daemon::start(&site, &state);
+    // No watcher: each reload below is the one that applies the change it checks.
+    let daemon = Daemon::start_with(&site, &state, &["--site-poll-interval", "0"], &[]);
     let token = Some(daemon.token.as_str());
     let reload = format!("{}/api/v1/site/reload", daemon.base);
 
@@ -334,8 +335,32 @@ fn site_changes_are_applied_or_refused_as_a_whole() {
     assert_eq!(nodes.as_array().unwrap().len(), 4);
     let (_, status_doc, _) = http("GET", &format!("{}/api/v1/site", daemon.base), token, None);
     assert!(status_doc["refused"]["errors"].as_array().unwrap().len() >= 2);
+}
 
-    // The watcher notices a fixed file by itself.
+#[test]
+fn the_watcher_applies_a_fixed_site_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (site, state) = (dir.path().join("site"), dir.path().join("state"));
+    write_site(&site, 1);
+    let daemon = Daemon::start_with(&site, &state, &["--site-poll-interval", "1"], &[]);
+    let token = Some(daemon.token.as_str());
+
+    // A broken file is refused by the watcher and shown in the site status.
+    std::fs::write(site.join("nodes.yaml"), "nodes: [\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, status_doc, _) = http("GET", &format!("{}/api/v1/site", daemon.base), token, None);
+        if status_doc["refused"].is_object() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watcher did not refuse the broken file"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Fixed: applied without anyone asking.
     write_nodes(
         &site,
         vec![
