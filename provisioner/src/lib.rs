@@ -6,6 +6,7 @@ pub mod api;
 pub mod bmc;
 pub mod cli;
 pub mod daemon;
+pub mod dhcp;
 pub mod lifecycle;
 pub mod metrics;
 pub mod plan;

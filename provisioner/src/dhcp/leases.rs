@@ -1,0 +1,433 @@
+//! Lease state of *full* mode: one pool inside one subnet, reservations
+//! (MAC -> IP, from the site's nodes), leases, declined addresses; the RFC
+//! 2131 server rules for choosing, binding, extending and freeing addresses.
+//!
+//! Invariants: pure (time is passed in as Unix seconds); one address is never
+//! leased to two MACs and one MAC holds at most one lease (proptest over
+//! random event sequences); every change to the lease table is returned as
+//! [`LeaseChange`]s, in order, so the edge can persist them (`dhcp_leases`:
+//! mac primary key, ip unique): applying them in order never violates either
+//! key. No ping before an offer (it costs clients 3 s).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use super::codec::Mac;
+
+/// Unix time in seconds.
+pub type Secs = u64;
+
+/// Pool and timers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub subnet: Ipv4Net,
+    /// First and last address handed out dynamically, inside `subnet`.
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+    /// Lease time of a bound address.
+    pub lease_secs: u32,
+    /// How long an offered address stays held for the client.
+    pub offer_secs: u32,
+    /// How long a declined address is not handed out.
+    pub decline_secs: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("pool {first}..={last} is not inside subnet {subnet}")]
+    OutsideSubnet {
+        first: Ipv4Addr,
+        last: Ipv4Addr,
+        subnet: Ipv4Net,
+    },
+    #[error("pool first {first} is after last {last}")]
+    Empty { first: Ipv4Addr, last: Ipv4Addr },
+    #[error("reservation {ip} for {mac} is outside subnet {subnet}")]
+    ReservationOutside {
+        mac: Mac,
+        ip: Ipv4Addr,
+        subnet: Ipv4Net,
+    },
+    #[error("address {ip} is reserved for both {a} and {b}")]
+    DuplicateReservation { ip: Ipv4Addr, a: Mac, b: Mac },
+    #[error("restored lease {ip} for {mac} conflicts with the lease of {other}")]
+    Conflict { mac: Mac, ip: Ipv4Addr, other: Mac },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    Offered,
+    Bound,
+}
+
+impl LeaseState {
+    /// The `dhcp_leases.state` text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseState::Offered => "offered",
+            LeaseState::Bound => "bound",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub mac: Mac,
+    pub ip: Ipv4Addr,
+    pub expires_at: Secs,
+    pub state: LeaseState,
+    pub hostname: Option<String>,
+}
+
+/// A change of the lease table, to persist in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseChange {
+    /// Insert or replace the row of `lease.mac`.
+    Upsert(Lease),
+    /// Delete the row of `mac`.
+    Remove { mac: Mac, ip: Ipv4Addr },
+}
+
+/// Why a REQUEST is refused (the reason goes into the NAK's option 56).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nak {
+    WrongSubnet,
+    Taken,
+    Declined,
+    NotInPool,
+    /// The client has a reservation elsewhere.
+    Reserved,
+}
+
+impl Nak {
+    pub fn message(self) -> &'static str {
+        match self {
+            Nak::WrongSubnet => "address not in this network",
+            Nak::Taken => "address leased to another client",
+            Nak::Declined => "address declined recently",
+            Nak::NotInPool => "address not served here",
+            Nak::Reserved => "client has another reserved address",
+        }
+    }
+}
+
+/// The lease table.
+#[derive(Debug, Clone)]
+pub struct Leases {
+    config: PoolConfig,
+    reservations: BTreeMap<Mac, Ipv4Addr>,
+    by_mac: BTreeMap<Mac, Lease>,
+    by_ip: BTreeMap<Ipv4Addr, Mac>,
+    /// Declined addresses and when they become usable again.
+    declined: BTreeMap<Ipv4Addr, Secs>,
+}
+
+impl Leases {
+    pub fn new(config: PoolConfig) -> Result<Self, PoolError> {
+        let (first, last, subnet) = (config.first, config.last, config.subnet);
+        if first > last {
+            return Err(PoolError::Empty { first, last });
+        }
+        if !subnet.contains(&first) || !subnet.contains(&last) {
+            return Err(PoolError::OutsideSubnet {
+                first,
+                last,
+                subnet,
+            });
+        }
+        Ok(Leases {
+            config,
+            reservations: BTreeMap::new(),
+            by_mac: BTreeMap::new(),
+            by_ip: BTreeMap::new(),
+            declined: BTreeMap::new(),
+        })
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    /// Replaces the reservations (the site's nodes). A reservation may lie
+    /// outside the pool but must be inside the subnet. Existing leases are
+    /// kept; an address now reserved for another MAC is not extended.
+    pub fn set_reservations(
+        &mut self,
+        reservations: impl IntoIterator<Item = (Mac, Ipv4Addr)>,
+    ) -> Result<(), PoolError> {
+        let mut map = BTreeMap::new();
+        let mut seen: BTreeMap<Ipv4Addr, Mac> = BTreeMap::new();
+        for (mac, ip) in reservations {
+            if !self.config.subnet.contains(&ip) {
+                return Err(PoolError::ReservationOutside {
+                    mac,
+                    ip,
+                    subnet: self.config.subnet,
+                });
+            }
+            if let Some(&a) = seen.get(&ip)
+                && a != mac
+            {
+                return Err(PoolError::DuplicateReservation { ip, a, b: mac });
+            }
+            seen.insert(ip, mac);
+            map.insert(mac, ip);
+        }
+        self.reservations = map;
+        Ok(())
+    }
+
+    /// Restores a lease from the store at start.
+    pub fn restore(&mut self, lease: Lease) -> Result<(), PoolError> {
+        if let Some(&other) = self.by_ip.get(&lease.ip)
+            && other != lease.mac
+        {
+            return Err(PoolError::Conflict {
+                mac: lease.mac,
+                ip: lease.ip,
+                other,
+            });
+        }
+        if let Some(old) = self.by_mac.remove(&lease.mac) {
+            self.by_ip.remove(&old.ip);
+        }
+        self.by_ip.insert(lease.ip, lease.mac);
+        self.by_mac.insert(lease.mac, lease);
+        Ok(())
+    }
+
+    pub fn lease_of(&self, mac: Mac) -> Option<&Lease> {
+        self.by_mac.get(&mac)
+    }
+
+    pub fn holder_of(&self, ip: Ipv4Addr) -> Option<Mac> {
+        self.by_ip.get(&ip).copied()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Lease> {
+        self.by_mac.values()
+    }
+
+    pub fn in_subnet(&self, ip: Ipv4Addr) -> bool {
+        self.config.subnet.contains(&ip)
+    }
+
+    fn in_pool(&self, ip: Ipv4Addr) -> bool {
+        self.config.first <= ip && ip <= self.config.last
+    }
+
+    fn reserved_for_other(&self, ip: Ipv4Addr, mac: Mac) -> bool {
+        self.reservations.iter().any(|(&m, &r)| r == ip && m != mac)
+    }
+
+    fn is_declined(&self, ip: Ipv4Addr, now: Secs) -> bool {
+        self.declined.get(&ip).is_some_and(|&until| now < until)
+    }
+
+    /// Held by another MAC's unexpired lease.
+    fn held_by_other(&self, ip: Ipv4Addr, mac: Mac, now: Secs) -> bool {
+        match self.by_ip.get(&ip) {
+            Some(&m) if m != mac => self.by_mac[&m].expires_at > now,
+            _ => false,
+        }
+    }
+
+    /// May `mac` have `ip` now? `None` when yes.
+    fn refusal(&self, mac: Mac, ip: Ipv4Addr, now: Secs) -> Option<Nak> {
+        if !self.in_subnet(ip) {
+            return Some(Nak::WrongSubnet);
+        }
+        if let Some(&r) = self.reservations.get(&mac) {
+            if r != ip {
+                return Some(Nak::Reserved);
+            }
+            return self.held_by_other(ip, mac, now).then_some(Nak::Taken);
+        }
+        if self.reserved_for_other(ip, mac) || self.held_by_other(ip, mac, now) {
+            return Some(Nak::Taken);
+        }
+        if self.is_declined(ip, now) {
+            return Some(Nak::Declined);
+        }
+        // Outside the pool only a reservation (above) or the client's own
+        // lease: the rest of the subnet may be routers and static hosts.
+        let own = self.by_mac.get(&mac).is_some_and(|l| l.ip == ip);
+        if !self.in_pool(ip) && !own {
+            return Some(Nak::NotInPool);
+        }
+        None
+    }
+
+    /// Gives `ip` to `mac`, removing whatever stood in the way (the client's
+    /// other lease, an expired lease of another client).
+    fn assign(
+        &mut self,
+        mac: Mac,
+        ip: Ipv4Addr,
+        state: LeaseState,
+        expires_at: Secs,
+        hostname: Option<String>,
+    ) -> Vec<LeaseChange> {
+        let mut changes = Vec::new();
+        if let Some(&other) = self.by_ip.get(&ip)
+            && other != mac
+        {
+            // Only expired leases get here (callers check `refusal`).
+            self.by_ip.remove(&ip);
+            self.by_mac.remove(&other);
+            changes.push(LeaseChange::Remove { mac: other, ip });
+        }
+        if let Some(old) = self.by_mac.get(&mac)
+            && old.ip != ip
+        {
+            let old_ip = old.ip;
+            self.by_ip.remove(&old_ip);
+            self.by_mac.remove(&mac);
+            // The row is replaced by the upsert below (same MAC), but the old
+            // address must be free first for the UNIQUE ip column.
+            changes.push(LeaseChange::Remove { mac, ip: old_ip });
+        }
+        let hostname = hostname.or_else(|| self.by_mac.get(&mac).and_then(|l| l.hostname.clone()));
+        let lease = Lease {
+            mac,
+            ip,
+            expires_at,
+            state,
+            hostname,
+        };
+        self.by_ip.insert(ip, mac);
+        self.by_mac.insert(mac, lease.clone());
+        changes.push(LeaseChange::Upsert(lease));
+        changes
+    }
+
+    /// DISCOVER: the address to offer, held for `offer_secs`. Order: the
+    /// client's reservation, its previous lease, the address it asked for,
+    /// the lowest free address of the pool. `None`: nothing free.
+    pub fn offer(
+        &mut self,
+        mac: Mac,
+        requested: Option<Ipv4Addr>,
+        hostname: Option<String>,
+        now: Secs,
+    ) -> Option<(Ipv4Addr, Vec<LeaseChange>)> {
+        let ip = self.pick(mac, requested, now)?;
+        let (state, expires_at) = match self.by_mac.get(&mac) {
+            // A bound client that asks again keeps its binding (INIT after a
+            // reboot without INIT-REBOOT): never shorten it.
+            Some(l) if l.ip == ip && l.state == LeaseState::Bound && l.expires_at > now => {
+                (LeaseState::Bound, l.expires_at)
+            }
+            _ => (LeaseState::Offered, now + u64::from(self.config.offer_secs)),
+        };
+        Some((ip, self.assign(mac, ip, state, expires_at, hostname)))
+    }
+
+    fn pick(&self, mac: Mac, requested: Option<Ipv4Addr>, now: Secs) -> Option<Ipv4Addr> {
+        if let Some(&r) = self.reservations.get(&mac) {
+            // A reserved address held by a live lease of another MAC (given
+            // out before the reservation existed) waits for that lease to end.
+            return (!self.held_by_other(r, mac, now)).then_some(r);
+        }
+        let usable = |ip: Ipv4Addr| self.refusal(mac, ip, now).is_none();
+        if let Some(l) = self.by_mac.get(&mac)
+            && usable(l.ip)
+        {
+            return Some(l.ip);
+        }
+        if let Some(ip) = requested
+            && self.in_pool(ip)
+            && usable(ip)
+        {
+            return Some(ip);
+        }
+        let (first, last) = (u32::from(self.config.first), u32::from(self.config.last));
+        (first..=last)
+            .map(Ipv4Addr::from)
+            .find(|&ip| {
+                !self.by_ip.contains_key(&ip)
+                    && !self.reserved_for_other(ip, mac)
+                    && !self.is_declined(ip, now)
+            })
+            .or_else(|| {
+                // No never-used address left: reuse the lowest expired one.
+                (first..=last).map(Ipv4Addr::from).find(|&ip| usable(ip))
+            })
+    }
+
+    /// REQUEST (SELECTING, INIT-REBOOT, RENEWING, REBINDING): bind `ip` to
+    /// `mac` for `lease_secs`, or say why not.
+    pub fn request(
+        &mut self,
+        mac: Mac,
+        ip: Ipv4Addr,
+        hostname: Option<String>,
+        now: Secs,
+    ) -> Result<Vec<LeaseChange>, Nak> {
+        if let Some(nak) = self.refusal(mac, ip, now) {
+            return Err(nak);
+        }
+        let expires_at = now + u64::from(self.config.lease_secs);
+        Ok(self.assign(mac, ip, LeaseState::Bound, expires_at, hostname))
+    }
+
+    /// RELEASE: frees the client's lease on `ip` (nothing if it holds none).
+    pub fn release(&mut self, mac: Mac, ip: Ipv4Addr) -> Vec<LeaseChange> {
+        match self.by_mac.get(&mac) {
+            Some(l) if l.ip == ip => {
+                self.by_mac.remove(&mac);
+                self.by_ip.remove(&ip);
+                vec![LeaseChange::Remove { mac, ip }]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// DECLINE: the client found `ip` in use; free its lease and keep the
+    /// address out of offers for `decline_secs`.
+    pub fn decline(&mut self, mac: Mac, ip: Ipv4Addr, now: Secs) -> Vec<LeaseChange> {
+        if self.by_mac.get(&mac).is_none_or(|l| l.ip != ip) {
+            return Vec::new();
+        }
+        self.declined
+            .insert(ip, now + u64::from(self.config.decline_secs));
+        self.release(mac, ip)
+    }
+
+    /// Removes expired leases and decline marks; returns the removals.
+    pub fn expire(&mut self, now: Secs) -> Vec<LeaseChange> {
+        self.declined.retain(|_, &mut until| now < until);
+        let expired: Vec<(Mac, Ipv4Addr)> = self
+            .by_mac
+            .values()
+            .filter(|l| l.expires_at <= now)
+            .map(|l| (l.mac, l.ip))
+            .collect();
+        expired
+            .into_iter()
+            .flat_map(|(mac, ip)| self.release(mac, ip))
+            .collect()
+    }
+
+    /// Checks the table's internal consistency (tests and debug builds).
+    pub fn check(&self) -> Result<(), String> {
+        if self.by_mac.len() != self.by_ip.len() {
+            return Err(format!(
+                "{} MACs but {} addresses",
+                self.by_mac.len(),
+                self.by_ip.len()
+            ));
+        }
+        for (mac, lease) in &self.by_mac {
+            if lease.mac != *mac {
+                return Err(format!("lease of {mac} says {}", lease.mac));
+            }
+            if self.by_ip.get(&lease.ip) != Some(mac) {
+                return Err(format!("{} of {mac} is not indexed to it", lease.ip));
+            }
+        }
+        Ok(())
+    }
+}
