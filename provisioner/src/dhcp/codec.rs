@@ -310,8 +310,11 @@ fn decode_header(datagram: &[u8]) -> Result<Message, DecodeError> {
     if cookie != MAGIC_COOKIE {
         return Err(DecodeError::BadCookie { found: cookie });
     }
-    // dhcproto reads the fixed header; its options are walked again below.
-    Message::decode(&mut Decoder::new(datagram)).map_err(|e| DecodeError::Header(e.to_string()))
+    // dhcproto reads the fixed header only: its option decoder panics on some
+    // inputs (a `debug_assert!` on option 152's length, `len - 1` on option
+    // 151), so it never sees the options; they are walked here.
+    Message::decode(&mut Decoder::new(&datagram[..OPTIONS_OFFSET]))
+        .map_err(|e| DecodeError::Header(e.to_string()))
 }
 
 fn mac_of(datagram: &[u8]) -> Result<Mac, DecodeError> {
@@ -555,12 +558,23 @@ pub fn encode(reply: &Reply) -> Result<Vec<u8>, EncodeError> {
     if let Some(m) = &reply.message {
         opts.insert(bytes_option(opt::MESSAGE, m.as_bytes().to_vec())?);
     }
-    if let Some(r) = &reply.relay_agent_info {
-        opts.insert(bytes_option(opt::RELAY_AGENT_INFO, r.clone())?);
-    }
     let mut buf = Vec::with_capacity(548);
     msg.encode(&mut Encoder::new(&mut buf))
         .map_err(|e| EncodeError::Dhcproto(e.to_string()))?;
+    // Option 82 is appended here, last as RFC 3046 wants: dhcproto 0.15
+    // writes an option 82 given as raw bytes twice.
+    if let Some(r) = &reply.relay_agent_info {
+        let len = u8::try_from(r.len()).map_err(|_| EncodeError::OptionTooLong {
+            code: opt::RELAY_AGENT_INFO,
+            len: r.len(),
+        })?;
+        if buf.last() == Some(&255) {
+            buf.pop();
+        }
+        buf.extend_from_slice(&[opt::RELAY_AGENT_INFO, len]);
+        buf.extend_from_slice(r);
+        buf.push(255);
+    }
     Ok(buf)
 }
 
@@ -639,4 +653,485 @@ pub fn decode_reply(datagram: &[u8]) -> Result<Reply, DecodeError> {
         message: text(opt::MESSAGE),
         relay_agent_info: options.get(&opt::RELAY_AGENT_INFO).cloned(),
     })
+}
+
+/// Hand-built request datagrams for tests.
+#[cfg(test)]
+pub(crate) mod build {
+    use std::net::Ipv4Addr;
+
+    pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xaa, 0x00, 0x01];
+
+    /// A BOOTREQUEST: header fields, then `options` as raw TLVs (or raw bytes
+    /// when the code is `None`), then End.
+    #[derive(Debug, Clone)]
+    pub struct Packet {
+        pub op: u8,
+        pub htype: u8,
+        pub hlen: u8,
+        pub hops: u8,
+        pub xid: u32,
+        pub flags: u16,
+        pub ciaddr: Ipv4Addr,
+        pub giaddr: Ipv4Addr,
+        pub mac: [u8; 6],
+        pub file: [u8; 128],
+        pub options: Vec<u8>,
+    }
+
+    impl Packet {
+        pub fn new(message_type: u8) -> Self {
+            Packet {
+                op: 1,
+                htype: 1,
+                hlen: 6,
+                hops: 0,
+                xid: 0x1234_5678,
+                flags: 0,
+                ciaddr: Ipv4Addr::UNSPECIFIED,
+                giaddr: Ipv4Addr::UNSPECIFIED,
+                mac: MAC,
+                file: [0; 128],
+                options: Vec::new(),
+            }
+            .opt(53, &[message_type])
+        }
+
+        pub fn opt(mut self, code: u8, value: &[u8]) -> Self {
+            self.options.push(code);
+            self.options.push(value.len() as u8);
+            self.options.extend_from_slice(value);
+            self
+        }
+
+        pub fn raw(mut self, bytes: &[u8]) -> Self {
+            self.options.extend_from_slice(bytes);
+            self
+        }
+
+        pub fn bytes(&self) -> Vec<u8> {
+            let mut b = vec![self.op, self.htype, self.hlen, self.hops];
+            b.extend_from_slice(&self.xid.to_be_bytes());
+            b.extend_from_slice(&[0, 4]); // secs
+            b.extend_from_slice(&self.flags.to_be_bytes());
+            b.extend_from_slice(&self.ciaddr.octets());
+            b.extend_from_slice(&[0; 8]); // yiaddr, siaddr
+            b.extend_from_slice(&self.giaddr.octets());
+            b.extend_from_slice(&self.mac);
+            b.extend_from_slice(&[0; 10]);
+            b.extend_from_slice(&[0; 64]);
+            b.extend_from_slice(&self.file);
+            b.extend_from_slice(&super::MAGIC_COOKIE);
+            b.extend_from_slice(&self.options);
+            b.push(255);
+            b
+        }
+    }
+
+    pub const PRL: &[u8] = &[1, 3, 6, 12, 15, 43, 60, 66, 67, 93, 175];
+
+    pub fn bios_pxe() -> Packet {
+        Packet::new(1)
+            .opt(57, &[5, 192])
+            .opt(93, &[0, 0])
+            .opt(94, &[1, 2, 1])
+            .opt(97, &[0; 17])
+            .opt(55, PRL)
+            .opt(60, b"PXEClient:Arch:00000:UNDI:002001")
+    }
+
+    pub fn uefi_pxe() -> Packet {
+        Packet::new(1)
+            .opt(55, PRL)
+            .opt(93, &[0, 7])
+            .opt(94, &[1, 3, 16])
+            .opt(60, b"PXEClient:Arch:00007:UNDI:003016")
+    }
+
+    pub fn http_boot() -> Packet {
+        Packet::new(1)
+            .opt(55, PRL)
+            .opt(93, &[0, 16])
+            .opt(60, b"HTTPClient:Arch:00016:UNDI:003001")
+    }
+
+    pub fn ipxe() -> Packet {
+        Packet::new(1)
+            .opt(61, &[1, 0x52, 0x54, 0x00, 0xaa, 0x00, 0x01])
+            .opt(12, b"node1")
+            .opt(175, &[177, 5, 1, 0x10, 0xec, 0x81, 0x39, 19, 1, 1])
+            .opt(77, b"iPXE")
+            .opt(93, &[0, 0])
+            .opt(60, b"PXEClient:Arch:00000:UNDI:002001")
+            .opt(55, PRL)
+    }
+
+    /// Ordinary Linux dhclient-like DISCOVER.
+    pub fn ordinary() -> Packet {
+        Packet::new(1)
+            .opt(55, &[1, 3, 6, 15, 28])
+            .opt(12, b"laptop")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build::*;
+    use super::*;
+    use proptest::prelude::*;
+
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 1);
+
+    #[test]
+    fn decodes_the_boot_clients() {
+        struct Case {
+            name: &'static str,
+            packet: Packet,
+            arch: Option<u16>,
+            vendor: Option<&'static [u8]>,
+            ipxe: bool,
+        }
+        let cases = [
+            Case {
+                name: "BIOS PXE",
+                packet: bios_pxe(),
+                arch: Some(0),
+                vendor: Some(b"PXEClient:Arch:00000:UNDI:002001"),
+                ipxe: false,
+            },
+            Case {
+                name: "UEFI PXE",
+                packet: uefi_pxe(),
+                arch: Some(7),
+                vendor: Some(b"PXEClient:Arch:00007:UNDI:003016"),
+                ipxe: false,
+            },
+            Case {
+                name: "HTTP boot",
+                packet: http_boot(),
+                arch: Some(16),
+                vendor: Some(b"HTTPClient:Arch:00016:UNDI:003001"),
+                ipxe: false,
+            },
+            Case {
+                name: "iPXE",
+                packet: ipxe(),
+                arch: Some(0),
+                vendor: Some(b"PXEClient:Arch:00000:UNDI:002001"),
+                ipxe: true,
+            },
+            Case {
+                name: "ordinary",
+                packet: ordinary(),
+                arch: None,
+                vendor: None,
+                ipxe: false,
+            },
+        ];
+        for case in cases {
+            let r = decode(&case.packet.bytes()).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            assert_eq!(r.message_type, ClientMessage::Discover, "{}", case.name);
+            assert_eq!(r.xid, 0x1234_5678, "{}", case.name);
+            assert_eq!(r.mac, Mac(MAC), "{}", case.name);
+            assert_eq!(r.client_arch, case.arch, "{}", case.name);
+            assert_eq!(r.vendor_class.as_deref(), case.vendor, "{}", case.name);
+            assert_eq!(r.is_ipxe(), case.ipxe, "{}", case.name);
+            assert!(!r.parameter_request_list.is_empty(), "{}", case.name);
+        }
+        let r = decode(&ipxe().bytes()).unwrap();
+        assert_eq!(r.hostname.as_deref(), Some("node1"));
+        assert_eq!(
+            r.client_id.as_deref(),
+            Some(&[1, 0x52, 0x54, 0x00, 0xaa, 0x00, 0x01][..])
+        );
+        assert_eq!(r.mac.to_string(), "52:54:00:aa:00:01");
+    }
+
+    #[test]
+    fn decodes_a_relayed_request() {
+        let mut p = Packet::new(3)
+            .opt(50, &[10, 213, 1, 20])
+            .opt(54, &[10, 213, 0, 1])
+            .opt(82, &[1, 4, b'e', b't', b'h', b'0']);
+        p.giaddr = Ipv4Addr::new(10, 213, 1, 1);
+        p.hops = 1;
+        p.flags = 0x8000;
+        let r = decode(&p.bytes()).unwrap();
+        assert_eq!(r.message_type, ClientMessage::Request);
+        assert_eq!(r.giaddr, Ipv4Addr::new(10, 213, 1, 1));
+        assert_eq!(r.hops, 1);
+        assert!(r.broadcast);
+        assert_eq!(r.requested_ip, Some(Ipv4Addr::new(10, 213, 1, 20)));
+        assert_eq!(r.server_id, Some(SERVER));
+        assert_eq!(
+            r.relay_agent_info.as_deref(),
+            Some(&[1, 4, b'e', b't', b'h', b'0'][..])
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_read() {
+        let mut not_request = bios_pxe();
+        not_request.op = 2;
+        let mut token_ring = bios_pxe();
+        token_ring.htype = 6;
+        let mut bad_cookie = bios_pxe().bytes();
+        bad_cookie[236] = 0;
+        let cases: Vec<(&str, Vec<u8>, fn(&DecodeError) -> bool)> = vec![
+            ("empty", vec![], |e| {
+                matches!(e, DecodeError::TooShort { len: 0 })
+            }),
+            ("header only", vec![1; 239], |e| {
+                matches!(e, DecodeError::TooShort { .. })
+            }),
+            ("bad cookie", bad_cookie, |e| {
+                matches!(e, DecodeError::BadCookie { .. })
+            }),
+            ("op 2", not_request.bytes(), |e| {
+                matches!(e, DecodeError::NotRequest { op: 2 })
+            }),
+            ("token ring", token_ring.bytes(), |e| {
+                matches!(e, DecodeError::UnsupportedHardware { htype: 6, hlen: 6 })
+            }),
+            (
+                "no type",
+                Packet {
+                    options: vec![],
+                    ..bios_pxe()
+                }
+                .bytes(),
+                |e| *e == DecodeError::NoMessageType,
+            ),
+            (
+                "type of 2 bytes",
+                Packet {
+                    options: vec![53, 2, 1, 1],
+                    ..bios_pxe()
+                }
+                .bytes(),
+                |e| {
+                    matches!(
+                        e,
+                        DecodeError::BadOption {
+                            code: 53,
+                            len: 2,
+                            ..
+                        }
+                    )
+                },
+            ),
+            ("arch of 3 bytes", bios_pxe().opt(93, &[0]).bytes(), |e| {
+                // 93 repeated: concatenated to 3 bytes (RFC 3396), not a list of u16.
+                matches!(
+                    e,
+                    DecodeError::BadOption {
+                        code: 93,
+                        len: 3,
+                        ..
+                    }
+                )
+            }),
+            (
+                "option without length",
+                Packet {
+                    options: vec![53, 1, 1, 60],
+                    ..bios_pxe()
+                }
+                .bytes()[..=243]
+                    .to_vec(),
+                |e| matches!(e, DecodeError::Malformed { .. }),
+            ),
+        ];
+        for (name, bytes, want) in cases {
+            let got = decode(&bytes);
+            assert!(got.as_ref().is_err_and(want), "{name}: {got:?}");
+        }
+    }
+
+    /// An option whose length runs past the end, in the middle of the
+    /// options: dhcproto returns the options before it and nothing after;
+    /// we refuse the packet.
+    #[test]
+    fn a_malformed_option_in_the_middle_is_refused() {
+        let mut bytes = Packet::new(1).opt(93, &[0, 7]).bytes();
+        bytes.pop(); // End
+        bytes.extend_from_slice(&[60, 200, b'P', b'X', b'E']);
+        let dhcproto = Message::decode(&mut Decoder::new(&bytes)).unwrap();
+        assert!(
+            dhcproto
+                .opts()
+                .get(OptionCode::ClientSystemArchitecture)
+                .is_some()
+        );
+        assert!(dhcproto.opts().get(OptionCode::ClassIdentifier).is_none());
+        let err = decode(&bytes).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::Malformed {
+                offset: 247,
+                reason: "option 60 of length 200 runs past the end (3 bytes left)".into()
+            }
+        );
+
+        // A well-formed TLV that dhcproto cannot read (option 50 of 3 bytes)
+        // also makes it drop every later option (here 60 and 93); we name it.
+        let bytes = Packet::new(1)
+            .opt(50, &[10, 0, 0])
+            .opt(60, b"PXEClient")
+            .opt(93, &[0, 7])
+            .bytes();
+        let dhcproto = Message::decode(&mut Decoder::new(&bytes)).unwrap();
+        assert!(dhcproto.opts().get(OptionCode::ClassIdentifier).is_none());
+        assert_eq!(
+            decode(&bytes).unwrap_err(),
+            DecodeError::BadOption {
+                code: 50,
+                len: 3,
+                expected: "4"
+            }
+        );
+    }
+
+    /// dhcproto's option decoder panics on this (debug builds): it must never
+    /// see a client's options.
+    #[test]
+    fn options_dhcproto_panics_on_are_read_here() {
+        let bytes = Packet::new(1).opt(152, &[1]).opt(151, &[]).bytes();
+        let r = decode(&bytes).unwrap();
+        assert_eq!(r.message_type, ClientMessage::Discover);
+        let dhcproto = std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(&bytes)));
+        // The panic is a `debug_assert!`: only debug builds (tests) see it.
+        assert_eq!(dhcproto.is_err(), cfg!(debug_assertions));
+    }
+
+    #[test]
+    fn reads_options_overloaded_into_file() {
+        let mut p = Packet::new(1).opt(52, &[1]);
+        p.file[..6].copy_from_slice(&[93, 2, 0, 9, 255, 0]);
+        let r = decode(&p.bytes()).unwrap();
+        assert_eq!(r.client_arch, Some(9));
+    }
+
+    fn offer() -> Reply {
+        let request = decode(&bios_pxe().bytes()).unwrap();
+        let mut reply = Reply::to(&request, ReplyType::Offer, SERVER);
+        reply.yiaddr = Ipv4Addr::new(10, 213, 0, 100);
+        reply.siaddr = SERVER;
+        reply.file = Some("undionly.kpxe".into());
+        reply.sname = Some("provisioner".into());
+        reply.lease_time = Some(3600);
+        reply.subnet_mask = Some(Ipv4Addr::new(255, 255, 255, 0));
+        reply.vendor_class = Some("PXEClient".into());
+        reply.ipxe_no_pxedhcp = true;
+        reply
+    }
+
+    #[test]
+    fn encodes_file_and_sname_without_the_nul_dhcproto_keeps() {
+        let reply = offer();
+        let bytes = encode(&reply).unwrap();
+        assert_eq!(&bytes[108..121], b"undionly.kpxe");
+        assert!(bytes[121..236].iter().all(|&b| b == 0));
+        assert_eq!(&bytes[44..55], b"provisioner");
+        // dhcproto's own view keeps the NUL; decode_reply strips it.
+        let dhcproto = Message::decode(&mut Decoder::new(&bytes)).unwrap();
+        assert_eq!(dhcproto.fname(), Some(&b"undionly.kpxe\0"[..]));
+        assert_eq!(decode_reply(&bytes).unwrap(), reply);
+        // Option 67 carries the same name, option 175 the no-pxedhcp flag.
+        let needle = [67, 13];
+        let at = bytes.windows(2).position(|w| w == needle).unwrap();
+        assert_eq!(&bytes[at + 2..at + 15], b"undionly.kpxe");
+        assert!(bytes[240..].windows(5).any(|w| w == [175, 3, 176, 1, 1]));
+    }
+
+    #[test]
+    fn refuses_names_that_leave_no_room_for_the_nul() {
+        let mut reply = offer();
+        reply.file = Some("f".repeat(127));
+        assert!(encode(&reply).is_ok());
+        reply.file = Some("f".repeat(128));
+        assert!(matches!(
+            encode(&reply),
+            Err(EncodeError::Field {
+                field: "file",
+                max: 127,
+                ..
+            })
+        ));
+        reply.file = Some("a\0b".into());
+        assert!(matches!(
+            encode(&reply),
+            Err(EncodeError::Field { field: "file", .. })
+        ));
+        let mut reply = offer();
+        reply.sname = Some("s".repeat(64));
+        assert!(matches!(
+            encode(&reply),
+            Err(EncodeError::Field {
+                field: "sname",
+                max: 63,
+                ..
+            })
+        ));
+    }
+
+    fn ip() -> impl Strategy<Value = Ipv4Addr> {
+        any::<u32>().prop_map(Ipv4Addr::from)
+    }
+
+    fn text(max: usize) -> impl Strategy<Value = String> {
+        proptest::string::string_regex(&format!("[a-zA-Z0-9:/._-]{{1,{max}}}")).unwrap()
+    }
+
+    prop_compose! {
+        fn reply()(
+            message_type in prop_oneof![Just(ReplyType::Offer), Just(ReplyType::Ack), Just(ReplyType::Nak)],
+            xid in any::<u32>(), broadcast in any::<bool>(), mac in any::<[u8; 6]>(),
+            (ciaddr, yiaddr, siaddr, giaddr, server_id) in (ip(), ip(), ip(), ip(), ip()),
+            sname in proptest::option::of(text(63)), file in proptest::option::of(text(127)),
+            times in proptest::option::of((any::<u32>(), any::<u32>(), any::<u32>())),
+            subnet_mask in proptest::option::of(ip()),
+            routers in proptest::collection::vec(ip(), 0..4),
+            dns_servers in proptest::collection::vec(ip(), 0..4),
+            domain_name in proptest::option::of(text(60)),
+            vendor_class in proptest::option::of(text(40)),
+            ipxe_no_pxedhcp in any::<bool>(),
+            message in proptest::option::of(text(60)),
+            relay_agent_info in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..40)),
+        ) -> Reply {
+            Reply {
+                message_type, xid, broadcast, mac: Mac(mac), ciaddr, yiaddr, siaddr, giaddr,
+                sname, file, server_id,
+                lease_time: times.map(|t| t.0), renewal_time: times.map(|t| t.1),
+                rebinding_time: times.map(|t| t.2),
+                subnet_mask, routers, dns_servers, domain_name, vendor_class, ipxe_no_pxedhcp,
+                message, relay_agent_info,
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = decode(&bytes);
+            let _ = decode_reply(&bytes);
+        }
+
+        /// Arbitrary options after a valid header: the interesting part.
+        #[test]
+        fn decode_never_panics_on_random_options(
+            options in proptest::collection::vec(any::<u8>(), 0..400),
+            file in proptest::collection::vec(any::<u8>(), 128),
+        ) {
+            let mut p = Packet::new(1).raw(&options);
+            p.file.copy_from_slice(&file);
+            let _ = decode(&p.bytes());
+        }
+
+        #[test]
+        fn replies_round_trip(reply in reply()) {
+            let bytes = encode(&reply).unwrap();
+            prop_assert_eq!(decode_reply(&bytes).unwrap(), reply);
+        }
+    }
 }
