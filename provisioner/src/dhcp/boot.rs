@@ -155,3 +155,116 @@ pub fn choose(request: &Request, config: &BootConfig) -> Option<BootAnswer> {
         ClientKind::Ordinary => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dhcp::codec::{build, decode};
+
+    fn config(uefi_loader: UefiLoader) -> BootConfig {
+        BootConfig {
+            tftp_server: Ipv4Addr::new(10, 213, 0, 1),
+            http: SocketAddrV4::new(Ipv4Addr::new(10, 213, 0, 1), 8080),
+            uefi_loader,
+        }
+    }
+
+    #[test]
+    fn boot_file_by_client() {
+        let tftp = Some(Ipv4Addr::new(10, 213, 0, 1));
+        let pxe = |file: &str| {
+            Some(BootAnswer {
+                file: file.into(),
+                transport: Transport::Tftp,
+                next_server: tftp,
+                vendor_class: Some("PXEClient"),
+                ipxe_no_pxedhcp: true,
+            })
+        };
+        let efi_bc = build::Packet::new(1)
+            .opt(93, &[0, 9])
+            .opt(60, b"PXEClient:Arch:00009");
+        let arm64 = build::Packet::new(1)
+            .opt(93, &[0, 11])
+            .opt(60, b"PXEClient:Arch:00011");
+        let arch_in_class_only = build::Packet::new(1).opt(60, b"PXEClient:Arch:00007:UNDI:003016");
+        let http_arm = build::Packet::new(1)
+            .opt(93, &[0, 19])
+            .opt(60, b"HTTPClient:Arch:00019");
+        let cases = [
+            (
+                "BIOS",
+                build::bios_pxe(),
+                UefiLoader::SnpOnly,
+                pxe("undionly.kpxe"),
+            ),
+            (
+                "UEFI snponly",
+                build::uefi_pxe(),
+                UefiLoader::SnpOnly,
+                pxe("snponly.efi"),
+            ),
+            (
+                "UEFI ipxe.efi",
+                build::uefi_pxe(),
+                UefiLoader::Ipxe,
+                pxe("ipxe.efi"),
+            ),
+            ("EFI BC", efi_bc, UefiLoader::SnpOnly, pxe("snponly.efi")),
+            (
+                "arch in vendor class",
+                arch_in_class_only,
+                UefiLoader::Ipxe,
+                pxe("ipxe.efi"),
+            ),
+            ("arm64 PXE", arm64, UefiLoader::SnpOnly, None),
+            (
+                "HTTP boot",
+                build::http_boot(),
+                UefiLoader::SnpOnly,
+                Some(BootAnswer {
+                    file: "http://10.213.0.1:8080/boot/snponly.efi".into(),
+                    transport: Transport::Http,
+                    next_server: None,
+                    vendor_class: Some("HTTPClient"),
+                    ipxe_no_pxedhcp: false,
+                }),
+            ),
+            ("HTTP boot arm", http_arm, UefiLoader::SnpOnly, None),
+            (
+                "iPXE",
+                build::ipxe(),
+                UefiLoader::SnpOnly,
+                Some(BootAnswer {
+                    file: "http://10.213.0.1:8080/boot/52:54:00:aa:00:01.ipxe".into(),
+                    transport: Transport::Http,
+                    next_server: None,
+                    vendor_class: None,
+                    ipxe_no_pxedhcp: true,
+                }),
+            ),
+            ("ordinary", build::ordinary(), UefiLoader::SnpOnly, None),
+        ];
+        for (name, packet, loader, want) in cases {
+            let request = decode(&packet.bytes()).unwrap();
+            assert_eq!(choose(&request, &config(loader)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn classifies_ipxe_before_its_pxe_vendor_class() {
+        let kinds = [
+            (build::bios_pxe(), ClientKind::Pxe),
+            (build::http_boot(), ClientKind::HttpBoot),
+            (build::ipxe(), ClientKind::Ipxe),
+            (
+                build::Packet::new(1).opt(77, &[4, b'i', b'P', b'X', b'E']),
+                ClientKind::Ipxe,
+            ),
+            (build::ordinary(), ClientKind::Ordinary),
+        ];
+        for (packet, kind) in kinds {
+            assert_eq!(classify(&decode(&packet.bytes()).unwrap()), kind);
+        }
+    }
+}

@@ -431,3 +431,249 @@ impl Leases {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn mac(n: u8) -> Mac {
+        Mac([0x52, 0x54, 0, 0, 0, n])
+    }
+
+    fn ip(n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, n)
+    }
+
+    fn config() -> PoolConfig {
+        PoolConfig {
+            subnet: "10.0.0.0/24".parse().unwrap(),
+            first: ip(10),
+            last: ip(13),
+            lease_secs: 3600,
+            offer_secs: 60,
+            decline_secs: 600,
+        }
+    }
+
+    /// Pool .10-.13; mac 1 reserved .11 (in the pool), mac 2 reserved .50.
+    fn leases() -> Leases {
+        let mut l = Leases::new(config()).unwrap();
+        l.set_reservations([(mac(1), ip(11)), (mac(2), ip(50))])
+            .unwrap();
+        l
+    }
+
+    #[test]
+    fn refuses_bad_pools_and_reservations() {
+        let outside = PoolConfig {
+            last: Ipv4Addr::new(10, 0, 1, 1),
+            ..config()
+        };
+        assert!(matches!(
+            Leases::new(outside),
+            Err(PoolError::OutsideSubnet { .. })
+        ));
+        let empty = PoolConfig {
+            first: ip(20),
+            ..config()
+        };
+        assert!(matches!(Leases::new(empty), Err(PoolError::Empty { .. })));
+        let mut l = Leases::new(config()).unwrap();
+        let foreign = l.set_reservations([(mac(1), Ipv4Addr::new(192, 168, 0, 1))]);
+        assert!(matches!(foreign, Err(PoolError::ReservationOutside { .. })));
+        let twice = l.set_reservations([(mac(1), ip(11)), (mac(2), ip(11))]);
+        assert!(matches!(twice, Err(PoolError::DuplicateReservation { .. })));
+    }
+
+    #[test]
+    fn offer_order() {
+        let mut l = leases();
+        // Reservations first, even outside the pool.
+        assert_eq!(l.offer(mac(1), Some(ip(12)), None, 0).unwrap().0, ip(11));
+        assert_eq!(l.offer(mac(2), None, None, 0).unwrap().0, ip(50));
+        // Then the requested address when free and in the pool.
+        assert_eq!(l.offer(mac(3), Some(ip(13)), None, 0).unwrap().0, ip(13));
+        // Else the lowest free one, skipping .11 (reserved).
+        assert_eq!(l.offer(mac(4), Some(ip(13)), None, 0).unwrap().0, ip(10));
+        assert_eq!(l.offer(mac(5), Some(ip(99)), None, 0).unwrap().0, ip(12));
+        // The pool is full: nothing for mac 6.
+        assert_eq!(l.offer(mac(6), None, None, 0), None);
+        // A client's previous lease comes before what it asks for.
+        assert_eq!(l.offer(mac(3), Some(ip(10)), None, 1).unwrap().0, ip(13));
+        // Offers expire; the expired address is reclaimed for another client.
+        let (got, changes) = l.offer(mac(6), None, None, 100).unwrap();
+        assert_eq!(got, ip(10));
+        assert_eq!(
+            changes[0],
+            LeaseChange::Remove {
+                mac: mac(4),
+                ip: ip(10)
+            }
+        );
+        assert!(matches!(&changes[1], LeaseChange::Upsert(lease) if lease.mac == mac(6)));
+        l.check().unwrap();
+    }
+
+    #[test]
+    fn request_binds_renews_and_refuses() {
+        let mut l = leases();
+        let (offered, _) = l.offer(mac(3), None, Some("n3".into()), 0).unwrap();
+        let changes = l.request(mac(3), offered, None, 10).unwrap();
+        let bound = Lease {
+            mac: mac(3),
+            ip: offered,
+            expires_at: 3610,
+            state: LeaseState::Bound,
+            hostname: Some("n3".into()),
+        };
+        assert_eq!(changes, vec![LeaseChange::Upsert(bound)]);
+        // Renewing extends.
+        l.request(mac(3), offered, None, 2000).unwrap();
+        assert_eq!(l.lease_of(mac(3)).unwrap().expires_at, 5600);
+        let cases = [
+            (mac(4), Ipv4Addr::new(192, 168, 1, 5), Nak::WrongSubnet),
+            (mac(4), offered, Nak::Taken),
+            (mac(4), ip(11), Nak::Taken),
+            (mac(1), ip(12), Nak::Reserved),
+            (mac(4), ip(1), Nak::NotInPool),
+        ];
+        for (m, a, nak) in cases {
+            assert_eq!(l.request(m, a, None, 2000), Err(nak), "{m} {a}");
+        }
+        // INIT-REBOOT with a free pool address: granted.
+        assert!(l.request(mac(4), ip(13), None, 2000).is_ok());
+        l.check().unwrap();
+    }
+
+    #[test]
+    fn release_decline_expire() {
+        let mut l = leases();
+        l.request(mac(3), ip(10), None, 0).unwrap();
+        // Releasing another's address does nothing.
+        assert_eq!(l.release(mac(4), ip(10)), vec![]);
+        assert_eq!(
+            l.release(mac(3), ip(10)),
+            vec![LeaseChange::Remove {
+                mac: mac(3),
+                ip: ip(10)
+            }]
+        );
+        assert_eq!(l.holder_of(ip(10)), None);
+
+        l.request(mac(3), ip(10), None, 0).unwrap();
+        assert_eq!(l.decline(mac(3), ip(10), 0).len(), 1);
+        assert_eq!(l.request(mac(4), ip(10), None, 10), Err(Nak::Declined));
+        assert_eq!(l.offer(mac(4), None, None, 10).unwrap().0, ip(12));
+        // After decline_secs the address is usable again.
+        assert!(l.request(mac(5), ip(10), None, 600).is_ok());
+
+        let removed = l.expire(600 + 3600);
+        assert_eq!(
+            removed,
+            vec![LeaseChange::Remove {
+                mac: mac(5),
+                ip: ip(10)
+            }]
+        );
+        assert!(l.iter().all(|lease| lease.mac != mac(5)));
+        l.check().unwrap();
+    }
+
+    #[test]
+    fn restore_refuses_a_second_holder() {
+        let mut l = leases();
+        let lease = |m| Lease {
+            mac: m,
+            ip: ip(10),
+            expires_at: 10,
+            state: LeaseState::Bound,
+            hostname: None,
+        };
+        l.restore(lease(mac(3))).unwrap();
+        assert!(matches!(
+            l.restore(lease(mac(4))),
+            Err(PoolError::Conflict { .. })
+        ));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        Offer(u8, Option<u8>),
+        Request(u8, u8),
+        Release(u8, u8),
+        Decline(u8, u8),
+        Expire,
+        Advance(u64),
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        let m = 1..7u8;
+        // Addresses around the pool: .9 (outside), .10-.13 (pool), .50 (mac 2's).
+        let a = prop_oneof![Just(9u8), 10..14u8, Just(50u8)];
+        prop_oneof![
+            (m.clone(), proptest::option::of(a.clone())).prop_map(|(m, a)| Event::Offer(m, a)),
+            (m.clone(), a.clone()).prop_map(|(m, a)| Event::Request(m, a)),
+            (m.clone(), a.clone()).prop_map(|(m, a)| Event::Release(m, a)),
+            (m, a).prop_map(|(m, a)| Event::Decline(m, a)),
+            Just(Event::Expire),
+            (0..2000u64).prop_map(Event::Advance),
+        ]
+    }
+
+    proptest! {
+        /// Whatever clients do, one address is never held by two MACs, and
+        /// the changes, applied in order to a table with `mac` primary key
+        /// and `ip` unique, never violate either key and end equal to the
+        /// lease table.
+        #[test]
+        fn one_address_one_mac(events in proptest::collection::vec(event(), 1..80)) {
+            let mut l = leases();
+            let mut table: BTreeMap<Mac, Lease> = BTreeMap::new();
+            let mut now = 0;
+            for e in events {
+                let changes = match e {
+                    Event::Offer(m, a) => {
+                        l.offer(mac(m), a.map(ip), None, now).map(|(_, c)| c).unwrap_or_default()
+                    }
+                    Event::Request(m, a) => match l.request(mac(m), ip(a), None, now) {
+                        Ok(c) => {
+                            // Never an address reserved for someone else, never
+                            // outside the pool unless it is the client's own.
+                            let own = [(1, 11), (2, 50)].contains(&(m, a));
+                            prop_assert!(own || ((10..14).contains(&a) && a != 11));
+                            c
+                        }
+                        Err(_) => Vec::new(),
+                    },
+                    Event::Release(m, a) => l.release(mac(m), ip(a)),
+                    Event::Decline(m, a) => l.decline(mac(m), ip(a), now),
+                    Event::Expire => l.expire(now),
+                    Event::Advance(s) => {
+                        now += s;
+                        Vec::new()
+                    }
+                };
+                for change in changes {
+                    match change {
+                        LeaseChange::Upsert(lease) => {
+                            let clash = table
+                                .values()
+                                .any(|other| other.ip == lease.ip && other.mac != lease.mac);
+                            prop_assert!(!clash, "UNIQUE ip violated by {:?}", lease);
+                            table.insert(lease.mac, lease);
+                        }
+                        LeaseChange::Remove { mac, ip } => {
+                            let row = table.remove(&mac);
+                            prop_assert_eq!(row.map(|r| r.ip), Some(ip));
+                        }
+                    }
+                }
+                prop_assert_eq!(l.check(), Ok(()));
+                let mine: Vec<&Lease> = l.iter().collect();
+                let theirs: Vec<&Lease> = table.values().collect();
+                prop_assert_eq!(mine, theirs);
+            }
+        }
+    }
+}
