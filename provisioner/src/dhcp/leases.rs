@@ -569,13 +569,18 @@ mod tests {
         assert!(l.request(mac(5), ip(10), None, 600).is_ok());
 
         let removed = l.expire(600 + 3600);
-        assert_eq!(
-            removed,
-            vec![LeaseChange::Remove {
+        // mac 4's offer of .12 expired long ago, mac 5's lease just now.
+        let want = vec![
+            LeaseChange::Remove {
+                mac: mac(4),
+                ip: ip(12),
+            },
+            LeaseChange::Remove {
                 mac: mac(5),
-                ip: ip(10)
-            }]
-        );
+                ip: ip(10),
+            },
+        ];
+        assert_eq!(removed, want);
         assert!(l.iter().all(|lease| lease.mac != mac(5)));
         l.check().unwrap();
     }
