@@ -307,3 +307,404 @@ fn address_reply(
     }
     reply
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddrV4;
+
+    use super::codec::build::{self, Packet};
+    use super::*;
+
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 1);
+    const RELAY: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 254);
+
+    fn config(mode: Mode, policy: AnswerPolicy) -> Config {
+        Config {
+            server_id: SERVER,
+            mode,
+            policy,
+            boot: BootConfig {
+                tftp_server: SERVER,
+                http: SocketAddrV4::new(SERVER, 8080),
+                uefi_loader: UefiLoader::SnpOnly,
+            },
+        }
+    }
+
+    fn full(policy: AnswerPolicy) -> Config {
+        let options = NetworkOptions {
+            routers: vec![RELAY],
+            dns_servers: vec![SERVER],
+            domain_name: Some("lab".into()),
+        };
+        config(Mode::Full(options), policy)
+    }
+
+    fn leases() -> Leases {
+        Leases::new(PoolConfig {
+            subnet: "10.213.0.0/24".parse().unwrap(),
+            first: Ipv4Addr::new(10, 213, 0, 100),
+            last: Ipv4Addr::new(10, 213, 0, 101),
+            lease_secs: 3600,
+            offer_secs: 60,
+            decline_secs: 600,
+        })
+        .unwrap()
+    }
+
+    fn run(
+        packet: &Packet,
+        port: Port,
+        config: &Config,
+        leases: &mut Leases,
+        now: Secs,
+    ) -> Decision {
+        let request = codec::decode(&packet.bytes()).unwrap();
+        let decision = handle(&request, port, config, Some(leases), now);
+        if let Decision::Send { reply, .. } = &decision {
+            // Every reply decided here is encodable and reads back the same.
+            let bytes = codec::encode(reply).unwrap();
+            assert_eq!(&codec::decode_reply(&bytes).unwrap(), reply);
+        }
+        decision
+    }
+
+    fn sent(decision: Decision) -> (Reply, Destination, Vec<LeaseChange>) {
+        match decision {
+            Decision::Send { reply, to, changes } => (reply, to, changes),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    fn ip(n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 213, 0, n)
+    }
+
+    #[test]
+    fn full_mode_pxe_exchange() {
+        let config = full(AnswerPolicy::Pxe);
+        let mut l = leases();
+        let (offer, to, changes) = sent(run(&build::bios_pxe(), Port::Dhcp, &config, &mut l, 0));
+        assert_eq!(offer.message_type, ReplyType::Offer);
+        assert_eq!(offer.yiaddr, ip(100));
+        assert_eq!(offer.siaddr, SERVER);
+        assert_eq!(offer.file.as_deref(), Some("undionly.kpxe"));
+        assert_eq!(offer.vendor_class.as_deref(), Some("PXEClient"));
+        assert!(offer.ipxe_no_pxedhcp);
+        assert_eq!(offer.subnet_mask, Some(Ipv4Addr::new(255, 255, 255, 0)));
+        assert_eq!(offer.lease_time, Some(3600));
+        assert_eq!(
+            (offer.renewal_time, offer.rebinding_time),
+            (Some(1800), Some(3150))
+        );
+        assert_eq!(
+            to,
+            Destination::UnicastHardware {
+                ip: ip(100),
+                mac: offer.mac
+            }
+        );
+        assert!(matches!(&changes[..], [LeaseChange::Upsert(l)] if l.state == LeaseState::Offered));
+
+        // SELECTING: our server id, the offered address.
+        let mut request = build::bios_pxe()
+            .opt(50, &ip(100).octets())
+            .opt(54, &SERVER.octets());
+        request.options[2] = 3;
+        request.flags = 0x8000;
+        let (ack, to, changes) = sent(run(&request, Port::Dhcp, &config, &mut l, 5));
+        assert_eq!(
+            (ack.message_type, ack.yiaddr, to),
+            (ReplyType::Ack, ip(100), Destination::Broadcast)
+        );
+        assert!(
+            matches!(&changes[..], [LeaseChange::Upsert(l)] if l.state == LeaseState::Bound && l.expires_at == 3605)
+        );
+
+        // RENEWING: ciaddr, no 50/54; unicast to the client.
+        let mut renew = Packet::new(3).opt(60, b"PXEClient:Arch:00000");
+        renew.ciaddr = ip(100);
+        let (ack, to, _) = sent(run(&renew, Port::Dhcp, &config, &mut l, 1000));
+        assert_eq!(
+            (ack.message_type, ack.ciaddr, to),
+            (ReplyType::Ack, ip(100), Destination::Unicast(ip(100)))
+        );
+        assert_eq!(l.lease_of(ack.mac).unwrap().expires_at, 4600);
+
+        // SELECTING another server: ignored, the lease untouched.
+        let other = Packet::new(3)
+            .opt(60, b"PXEClient")
+            .opt(50, &ip(100).octets())
+            .opt(54, &[10, 213, 0, 2]);
+        assert_eq!(
+            run(&other, Port::Dhcp, &config, &mut l, 1001),
+            Decision::Ignore(IgnoreReason::OtherServer)
+        );
+
+        // RELEASE frees the address.
+        let mut release = Packet::new(7)
+            .opt(60, b"PXEClient")
+            .opt(54, &SERVER.octets());
+        release.ciaddr = ip(100);
+        let decision = run(&release, Port::Dhcp, &config, &mut l, 1002);
+        assert_eq!(
+            decision,
+            Decision::Recorded {
+                changes: vec![LeaseChange::Remove {
+                    mac: ack.mac,
+                    ip: ip(100)
+                }]
+            }
+        );
+        assert_eq!(l.holder_of(ip(100)), None);
+    }
+
+    #[test]
+    fn init_reboot_nak_and_ack() {
+        let config = full(AnswerPolicy::All);
+        let mut l = leases();
+        let wrong = Packet::new(3).opt(50, &[192, 168, 1, 7]);
+        let (nak, to, changes) = sent(run(&wrong, Port::Dhcp, &config, &mut l, 0));
+        assert_eq!(
+            (nak.message_type, to),
+            (ReplyType::Nak, Destination::Broadcast)
+        );
+        assert_eq!(nak.yiaddr, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(nak.message.as_deref(), Some("address not in this network"));
+        assert!(changes.is_empty());
+
+        let free = Packet::new(3).opt(50, &ip(101).octets());
+        let (ack, _, _) = sent(run(&free, Port::Dhcp, &config, &mut l, 0));
+        assert_eq!((ack.message_type, ack.yiaddr), (ReplyType::Ack, ip(101)));
+
+        // Another MAC asking for the same address is refused.
+        let mut taken = free.clone();
+        taken.mac[5] = 9;
+        let (nak, _, _) = sent(run(&taken, Port::Dhcp, &config, &mut l, 1));
+        assert_eq!(
+            nak.message.as_deref(),
+            Some("address leased to another client")
+        );
+    }
+
+    #[test]
+    fn relayed_requests_go_back_to_the_relay() {
+        let config = full(AnswerPolicy::Pxe);
+        let mut l = leases();
+        let mut discover = build::uefi_pxe().opt(82, &[1, 3, b'p', b'1', b'0']);
+        discover.giaddr = RELAY;
+        discover.hops = 1;
+        let (offer, to, _) = sent(run(&discover, Port::Dhcp, &config, &mut l, 0));
+        assert_eq!(to, Destination::Relay(RELAY));
+        assert_eq!(offer.giaddr, RELAY);
+        assert_eq!(offer.file.as_deref(), Some("snponly.efi"));
+        assert_eq!(
+            offer.relay_agent_info.as_deref(),
+            Some(&[1, 3, b'p', b'1', b'0'][..])
+        );
+
+        let mut nak = Packet::new(3)
+            .opt(60, b"PXEClient")
+            .opt(50, &[192, 168, 1, 7]);
+        nak.giaddr = RELAY;
+        let (reply, to, _) = sent(run(&nak, Port::Dhcp, &config, &mut l, 0));
+        assert_eq!(
+            (reply.message_type, to, reply.broadcast),
+            (ReplyType::Nak, Destination::Relay(RELAY), true)
+        );
+
+        let mut foreign = build::uefi_pxe();
+        foreign.giaddr = Ipv4Addr::new(172, 16, 0, 1);
+        assert_eq!(
+            run(&foreign, Port::Dhcp, &config, &mut l, 0),
+            Decision::Ignore(IgnoreReason::ForeignRelay)
+        );
+    }
+
+    #[test]
+    fn whom_full_mode_answers() {
+        let known = AnswerPolicy::Known([Mac(build::MAC)].into());
+        let mut stranger = build::bios_pxe();
+        stranger.mac[5] = 0x77;
+        let cases = [
+            (
+                "ordinary, policy pxe",
+                AnswerPolicy::Pxe,
+                build::ordinary(),
+                Some(IgnoreReason::NotABootClient),
+            ),
+            (
+                "ordinary, policy all",
+                AnswerPolicy::All,
+                build::ordinary(),
+                None,
+            ),
+            ("ordinary but known", known.clone(), build::ordinary(), None),
+            (
+                "PXE but unknown",
+                known,
+                stranger,
+                Some(IgnoreReason::UnknownMac),
+            ),
+            ("iPXE, policy pxe", AnswerPolicy::Pxe, build::ipxe(), None),
+            (
+                "HTTP boot, policy pxe",
+                AnswerPolicy::Pxe,
+                build::http_boot(),
+                None,
+            ),
+        ];
+        for (name, policy, packet, want) in cases {
+            let decision = run(&packet, Port::Dhcp, &full(policy), &mut leases(), 0);
+            match (want, decision) {
+                (Some(reason), decision) => {
+                    assert_eq!(decision, Decision::Ignore(reason), "{name}")
+                }
+                (None, decision) => {
+                    assert_eq!(sent(decision).0.message_type, ReplyType::Offer, "{name}")
+                }
+            }
+        }
+        // An ordinary client gets an address but no boot file.
+        let (offer, _, _) = sent(run(
+            &build::ordinary(),
+            Port::Dhcp,
+            &full(AnswerPolicy::All),
+            &mut leases(),
+            0,
+        ));
+        assert_eq!(
+            (offer.file, offer.siaddr, offer.ipxe_no_pxedhcp),
+            (None, Ipv4Addr::UNSPECIFIED, false)
+        );
+    }
+
+    #[test]
+    fn ipxe_gets_its_script_and_http_boot_its_url() {
+        let config = full(AnswerPolicy::Pxe);
+        let (offer, _, _) = sent(run(&build::ipxe(), Port::Dhcp, &config, &mut leases(), 0));
+        assert_eq!(
+            offer.file.as_deref(),
+            Some("http://10.213.0.1:8080/boot/52:54:00:aa:00:01.ipxe")
+        );
+        assert!(offer.ipxe_no_pxedhcp);
+        let (offer, _, _) = sent(run(
+            &build::http_boot(),
+            Port::Dhcp,
+            &config,
+            &mut leases(),
+            0,
+        ));
+        assert_eq!(
+            offer.file.as_deref(),
+            Some("http://10.213.0.1:8080/boot/snponly.efi")
+        );
+        assert_eq!(offer.vendor_class.as_deref(), Some("HTTPClient"));
+    }
+
+    #[test]
+    fn pool_exhausted_decline_inform() {
+        let config = full(AnswerPolicy::All);
+        let mut l = leases();
+        for n in 1..=2 {
+            let mut p = build::ordinary();
+            p.mac[5] = n;
+            sent(run(&p, Port::Dhcp, &config, &mut l, 0));
+        }
+        let mut third = build::ordinary();
+        third.mac[5] = 3;
+        assert_eq!(
+            run(&third, Port::Dhcp, &config, &mut l, 0),
+            Decision::Ignore(IgnoreReason::PoolExhausted)
+        );
+
+        // mac ..:01 declines .100: freed and not offered for a while.
+        let mut decline = Packet::new(4)
+            .opt(50, &ip(100).octets())
+            .opt(54, &SERVER.octets());
+        decline.mac[5] = 1;
+        let decision = run(&decline, Port::Dhcp, &config, &mut l, 1);
+        assert!(matches!(decision, Decision::Recorded { changes } if changes.len() == 1));
+        assert_eq!(
+            run(&third, Port::Dhcp, &config, &mut l, 2),
+            Decision::Ignore(IgnoreReason::PoolExhausted)
+        );
+
+        // INFORM: configuration, no address, no lease time.
+        let mut inform = Packet::new(8);
+        inform.ciaddr = ip(50);
+        let (ack, to, changes) = sent(run(&inform, Port::Dhcp, &config, &mut l, 2));
+        assert_eq!(
+            (ack.message_type, ack.yiaddr, ack.lease_time),
+            (ReplyType::Ack, Ipv4Addr::UNSPECIFIED, None)
+        );
+        assert_eq!(
+            (ack.routers.clone(), to),
+            (vec![RELAY], Destination::Unicast(ip(50)))
+        );
+        assert!(changes.is_empty());
+    }
+
+    #[test]
+    fn proxy_mode_gives_boot_options_only() {
+        let config = config(Mode::Proxy, AnswerPolicy::All);
+        let mut l = leases();
+        let (offer, to, changes) = sent(run(&build::bios_pxe(), Port::Dhcp, &config, &mut l, 0));
+        assert_eq!(offer.message_type, ReplyType::Offer);
+        assert_eq!(offer.yiaddr, Ipv4Addr::UNSPECIFIED);
+        assert_eq!((offer.lease_time, offer.subnet_mask), (None, None));
+        assert_eq!(offer.file.as_deref(), Some("undionly.kpxe"));
+        assert_eq!(offer.vendor_class.as_deref(), Some("PXEClient"));
+        assert_eq!(to, Destination::Broadcast);
+        assert!(changes.is_empty());
+
+        // The REQUEST to port 4011: ACK back to its source.
+        let mut request = build::uefi_pxe();
+        request.options[2] = 3;
+        request.ciaddr = ip(23);
+        let (ack, to, _) = sent(run(&request, Port::PxeService, &config, &mut l, 0));
+        assert_eq!(
+            (ack.message_type, to, ack.yiaddr),
+            (ReplyType::Ack, Destination::Source, Ipv4Addr::UNSPECIFIED)
+        );
+        assert_eq!(ack.file.as_deref(), Some("snponly.efi"));
+
+        // iPXE in proxy mode: its script, and the PXEClient class.
+        let (offer, _, _) = sent(run(&build::ipxe(), Port::Dhcp, &config, &mut l, 0));
+        assert!(
+            offer
+                .file
+                .unwrap()
+                .ends_with("/boot/52:54:00:aa:00:01.ipxe")
+        );
+        assert_eq!(offer.vendor_class.as_deref(), Some("PXEClient"));
+
+        let ignored = [
+            ("REQUEST on 67", request, Port::Dhcp),
+            ("ordinary, even policy all", build::ordinary(), Port::Dhcp),
+            (
+                "unknown arch",
+                Packet::new(1).opt(60, b"PXEClient:Arch:00011"),
+                Port::Dhcp,
+            ),
+            ("DISCOVER on 4011", build::bios_pxe(), Port::PxeService),
+        ];
+        for (name, packet, port) in ignored {
+            assert!(
+                matches!(run(&packet, port, &config, &mut l, 0), Decision::Ignore(_)),
+                "{name}"
+            );
+        }
+        assert_eq!(l.iter().count(), 0);
+    }
+
+    #[test]
+    fn full_mode_without_a_table_answers_nothing() {
+        let request = codec::decode(&build::bios_pxe().bytes()).unwrap();
+        let decision = handle(&request, Port::Dhcp, &full(AnswerPolicy::All), None, 0);
+        assert!(matches!(
+            decision,
+            Decision::Ignore(IgnoreReason::Config(_))
+        ));
+    }
+}
