@@ -877,7 +877,8 @@ mod tests {
         token_ring.htype = 6;
         let mut bad_cookie = bios_pxe().bytes();
         bad_cookie[236] = 0;
-        let cases: Vec<(&str, Vec<u8>, fn(&DecodeError) -> bool)> = vec![
+        type Check = fn(&DecodeError) -> bool;
+        let cases: Vec<(&str, Vec<u8>, Check)> = vec![
             ("empty", vec![], |e| {
                 matches!(e, DecodeError::TooShort { len: 0 })
             }),
