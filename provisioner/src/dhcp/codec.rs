@@ -27,6 +27,8 @@ const OPTIONS_OFFSET: usize = 240;
 /// Offset and size of the `sname` and `file` header fields.
 const SNAME: (usize, usize) = (44, 64);
 const FILE: (usize, usize) = (108, 128);
+/// Replies are padded to this size (BOOTP, RFC 1542).
+const MIN_MESSAGE: usize = 300;
 
 /// Option codes read or written here.
 pub mod opt {
@@ -575,6 +577,11 @@ pub fn encode(reply: &Reply) -> Result<Vec<u8>, EncodeError> {
         buf.extend_from_slice(r);
         buf.push(255);
     }
+    // BOOTP's minimum message size (RFC 1542 section 2.1): some relays and
+    // old PXE ROMs drop shorter messages. Pad bytes after End.
+    if buf.len() < MIN_MESSAGE {
+        buf.resize(MIN_MESSAGE, 0);
+    }
     Ok(buf)
 }
 
@@ -1043,6 +1050,15 @@ mod tests {
         let at = bytes.windows(2).position(|w| w == needle).unwrap();
         assert_eq!(&bytes[at + 2..at + 15], b"undionly.kpxe");
         assert!(bytes[240..].windows(5).any(|w| w == [175, 3, 176, 1, 1]));
+        // A short NAK is padded to BOOTP's 300 bytes.
+        let nak = Reply::to(
+            &decode(&bios_pxe().bytes()).unwrap(),
+            ReplyType::Nak,
+            SERVER,
+        );
+        let bytes = encode(&nak).unwrap();
+        assert_eq!(bytes.len(), 300);
+        assert_eq!(decode_reply(&bytes).unwrap(), nak);
     }
 
     #[test]
