@@ -229,7 +229,7 @@ impl Leases {
     /// Held by another MAC's unexpired lease.
     fn held_by_other(&self, ip: Ipv4Addr, mac: Mac, now: Secs) -> bool {
         match self.by_ip.get(&ip) {
-            Some(&m) if m != mac => self.by_mac[&m].expires_at > now,
+            Some(&m) if m != mac => self.by_mac.get(&m).is_some_and(|l| l.expires_at > now),
             _ => false,
         }
     }
