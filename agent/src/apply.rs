@@ -151,7 +151,20 @@ impl Run<'_> {
     /// sequence; stops at the first failed write.
     fn set(&mut self, what: &str, path: &str, before: Option<String>, values: &[&str]) {
         let wanted = values.last().map(|v| (*v).to_owned());
-        for value in values {
+        let steps: Vec<(&str, &str)> = values.iter().map(|value| (path, *value)).collect();
+        self.write_steps(what, before, wanted, &steps);
+    }
+
+    /// Performs `(path, value)` writes in order, recording one item for the
+    /// whole sequence; stops at the first failed write.
+    fn write_steps(
+        &mut self,
+        what: &str,
+        before: Option<String>,
+        wanted: Option<String>,
+        steps: &[(&str, &str)],
+    ) {
+        for (path, value) in steps {
             if let Err(e) = self.sys.write(path, value) {
                 self.item(
                     what,
@@ -413,20 +426,11 @@ fn bind_vf(run: &mut Run<'_>, vf: &SriovPlan, index: u32, addr: &str) {
     if wrong_driver || bound.is_none() {
         steps.push(("/sys/bus/pci/drivers_probe".to_owned(), addr.to_owned()));
     }
-    for (path, value) in &steps {
-        if let Err(e) = run.sys.write(path, value) {
-            run.item(
-                what,
-                Status::Failed,
-                before,
-                wanted,
-                Some(format!("writing {value:?} to {path} failed: {e}")),
-            );
-            return;
-        }
-    }
-    let status = run.changed();
-    run.item(what, status, before, wanted, None);
+    let steps: Vec<(&str, &str)> = steps
+        .iter()
+        .map(|(p, v)| (p.as_str(), v.as_str()))
+        .collect();
+    run.write_steps(&what, before, wanted, &steps);
 }
 
 fn apply_hugepages(run: &mut Run<'_>, hp: &NodeHugepages) {
