@@ -269,6 +269,16 @@ enum NodeCommand {
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Inspect a node (again): one-time network boot and power on through its BMC, then
+    /// the agent reports the inventory. Allowed when enrolled, available or failed.
+    Inspect {
+        name: String,
+        /// Why (recorded in the history).
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Send a lifecycle event by hand (the daemon refuses one that the node's state does not allow).
     Event {
         name: String,
@@ -602,20 +612,21 @@ async fn node_command(client: &Client, command: NodeCommand) -> anyhow::Result<(
                 .await?;
             print_node(&node, output)?;
         }
+        NodeCommand::Inspect {
+            name,
+            reason,
+            output,
+        } => {
+            let node = send_event(client, &name, "inspect", reason).await?;
+            print_node(&node, output)?;
+        }
         NodeCommand::Event {
             name,
             event,
             reason,
             output,
         } => {
-            let body = json!({"event": event.as_str(), "reason": reason});
-            let node = client
-                .call(
-                    reqwest::Method::POST,
-                    &format!("{}/events", node_path(&name)),
-                    Some(body),
-                )
-                .await?;
+            let node = send_event(client, &name, event.as_str(), reason).await?;
             print_node(&node, output)?;
         }
         NodeCommand::Power {
@@ -844,6 +855,22 @@ fn state_text(node: &Value) -> String {
         Some(from) => format!("{} (from {from})", text(&node["state"])),
         None => text(&node["state"]),
     }
+}
+
+/// Sends a lifecycle event to a node through the daemon; returns the node after it.
+async fn send_event(
+    client: &Client,
+    name: &str,
+    event: &str,
+    reason: Option<String>,
+) -> anyhow::Result<Value> {
+    client
+        .call(
+            reqwest::Method::POST,
+            &format!("{}/events", node_path(name)),
+            Some(json!({"event": event, "reason": reason})),
+        )
+        .await
 }
 
 fn print_node_table(nodes: &Value) {

@@ -8,11 +8,11 @@
 //!   compare-and-swap write, then actions. A lost race is retried on fresh data.
 //! - Wait-state deadlines live in the database, so a restart (even after
 //!   `kill -9`) resumes every timer: an overdue node times out on the first sweep.
-//! - Lifecycle BMC and boot actions are not performed yet: the executor comes with
-//!   the lifecycle-executor work. They are logged, and the wait-state timer still
-//!   guarantees the node cannot wait forever. Operators drive power by hand
-//!   ([`App::node_power`]), and a periodic sync ([`App::sync_power`]) records every
-//!   power change a BMC reports in the node's history.
+//! - Lifecycle BMC actions (boot device, power) are queued with their transition and
+//!   carried out by [`crate::executor`] (not in `--api-only` mode, which only records
+//!   them); the wait-state timer still guarantees no node waits forever. Operators
+//!   can drive power by hand ([`App::node_power`]), and a periodic sync
+//!   ([`App::sync_power`]) records every power change a BMC reports.
 //! - BMC passwords are read from their references (`env:`, `file:`) when a BMC is
 //!   contacted, held in a `bmc::Secret` and never logged or stored.
 
@@ -63,7 +63,7 @@ pub struct ServeOptions {
 const POWER_SYNC_CONCURRENCY: usize = 16;
 
 /// How long a wait state may last before the node fails (site.yaml `lifecycle`).
-fn timeout_of(config: &site::LifecycleConfig, kind: WaitKind) -> Duration {
+pub(crate) fn timeout_of(config: &site::LifecycleConfig, kind: WaitKind) -> Duration {
     match kind {
         WaitKind::Inspect => config.inspect_timeout,
         WaitKind::Deploy => config.deploy_timeout,
@@ -137,6 +137,8 @@ pub struct App {
     reload_lock: tokio::sync::Mutex<()>,
     /// Counters of the TFTP server, when it runs.
     tftp: Option<Arc<crate::tftp::TftpStats>>,
+    /// Wakes the lifecycle executor when a transition queued BMC actions.
+    pub(crate) wake: tokio::sync::Notify,
 }
 
 /// The node as the store should hold it, from the site's declaration.
@@ -177,6 +179,7 @@ impl App {
             status: Mutex::new(status),
             reload_lock: tokio::sync::Mutex::new(()),
             tftp: None,
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -322,6 +325,19 @@ impl App {
                 Event::MaintenanceOff => None,
                 _ => node.maintenance_reason.clone(),
             };
+            let lifecycle_config = self.site().config.lifecycle;
+            let bmc_actions: Vec<Action> = transition
+                .actions
+                .iter()
+                .filter(|a| crate::executor::is_bmc_action(a))
+                .filter(|a| {
+                    !(event == Event::InventoryReceived
+                        && **a == Action::PowerOff
+                        && !lifecycle_config.power_off_after_inspection)
+                })
+                .copied()
+                .collect();
+            let queued = !bmc_actions.is_empty();
             let change = StatusChange {
                 status: next,
                 maintenance_reason,
@@ -329,6 +345,7 @@ impl App {
                 deadline,
                 event: event.as_str().to_owned(),
                 reason: reason.clone(),
+                bmc_actions,
             };
             match self
                 .store
@@ -337,6 +354,9 @@ impl App {
             {
                 Ok(updated) => {
                     info!(node = %name, %event, from = %node.state, to = %updated.state, "transition");
+                    if queued {
+                        self.wake.notify_one();
+                    }
                     self.execute(&updated, &transition.actions);
                     return Ok(updated);
                 }
@@ -346,18 +366,19 @@ impl App {
         }
     }
 
-    /// Performs the actions of a persisted transition. Timers are already done
-    /// (the deadline was written with the status); BMC and profile actions
-    /// wait for their executor.
+    /// Performs the inline actions of a persisted transition. Timers are already
+    /// done (the deadline was written with the status) and BMC actions were queued
+    /// for the executor in the same transaction.
     fn execute(&self, node: &NodeRecord, actions: &[Action]) {
         for action in actions {
             match action {
-                Action::StartTimer { .. } | Action::CancelTimer => {}
-                Action::SetBootDevice { .. }
+                Action::StartTimer { .. }
+                | Action::CancelTimer
+                | Action::SetBootDevice { .. }
                 | Action::PowerOnOrReset
-                | Action::PowerOff
-                | Action::MatchProfile => {
-                    info!(node = %node.name, %action, "action not performed: this build has no BMC executor yet");
+                | Action::PowerOff => {}
+                Action::MatchProfile => {
+                    info!(node = %node.name, %action, "action not performed: profile matching on inventory is not wired yet");
                 }
             }
         }
@@ -365,7 +386,7 @@ impl App {
 
     /// How to reach a node's BMC, from the node's configuration; the password is read
     /// from its reference now.
-    fn bmc_config(&self, node: &NodeRecord) -> Result<BmcConfig, DaemonError> {
+    pub(crate) fn bmc_config(&self, node: &NodeRecord) -> Result<BmcConfig, DaemonError> {
         let url = node
             .config
             .bmc_url
@@ -487,20 +508,15 @@ impl App {
                 continue;
             };
             let waited = humantime(timeout_of(&self.site().config.lifecycle, kind));
-            let reason = match kind {
-                WaitKind::Inspect => format!(
-                    "inspection timed out after {waited}: no inventory arrived; check that the node \
-                     network-boots from its boot MAC and reaches the provisioner"
-                ),
-                WaitKind::Deploy => format!(
-                    "deployment timed out after {waited}: the agent never reported completion; check \
-                     the node's console"
-                ),
-                WaitKind::Clean => format!(
-                    "cleaning timed out after {waited}: the agent never reported completion; check \
-                     the node's console"
-                ),
-            };
+            let steps = self.store.progress(&name).await?;
+            let pending = self.store.job_of(&name).await?;
+            let reason = crate::executor::explain_timeout(
+                kind,
+                &waited,
+                &steps,
+                node.config.boot_mac.as_deref(),
+                pending.as_ref().and_then(|job| job.last_error.as_deref()),
+            );
             match self.fire(&name, Event::Timeout, Some(reason)).await {
                 Ok(_) => {
                     failed += 1;
@@ -653,6 +669,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", options.state.join(URL_FILE).display()))?;
     info!(%local, "API listening");
 
+    // The executor carries out BMC actions; an API-only daemon only records them.
+    let executor =
+        (!options.api_only).then(|| tokio::spawn(crate::executor::run(Arc::clone(&app))));
     let sweeper = {
         let app = Arc::clone(&app);
         tokio::spawn(async move {
@@ -694,7 +713,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         .await
         .context("API server failed")?;
     sweeper.abort();
-    for task in [site_watcher, power_sync].into_iter().flatten() {
+    for task in [site_watcher, power_sync, executor].into_iter().flatten() {
         task.abort();
     }
     app.store.close().await;

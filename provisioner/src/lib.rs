@@ -7,6 +7,7 @@ pub mod bmc;
 pub mod cli;
 pub mod daemon;
 pub mod dhcp;
+pub mod executor;
 pub mod lifecycle;
 pub mod metrics;
 pub mod plan;

@@ -25,7 +25,7 @@ use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use crate::lifecycle::{NodeStatus, State};
+use crate::lifecycle::{Action, NodeStatus, State};
 
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "provisioner.db";
@@ -168,6 +168,9 @@ pub struct StatusChange {
     /// The event name recorded in the history.
     pub event: String,
     pub reason: Option<String>,
+    /// The transition's BMC actions, queued for the executor in the same transaction
+    /// (replacing whatever the node had queued; empty: nothing queued).
+    pub bmc_actions: Vec<Action>,
 }
 
 /// What a site sync did.
@@ -193,7 +196,11 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn parse_time(name: &str, column: &'static str, value: &str) -> Result<DateTime<Utc>, StoreError> {
+pub(crate) fn parse_time(
+    name: &str,
+    column: &'static str,
+    value: &str,
+) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| StoreError::Corrupt {
@@ -298,6 +305,12 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The connection pool, for the store extensions of other modules
+    /// (`executor::jobs`).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -578,6 +591,14 @@ impl Store {
             generation,
         )
         .await?;
+        crate::executor::jobs::replace_in(&mut tx, id, generation, &change.bmc_actions, &now_s)
+            .await?;
+        if from != to {
+            sqlx::query("DELETE FROM node_progress WHERE node_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         self.node(name).await
     }
@@ -891,6 +912,7 @@ mod tests {
             deadline: Some(now),
             event: "inspect".into(),
             reason: Some("operator".into()),
+            bmc_actions: vec![],
         };
         let after = store
             .commit_status("n1", node.generation, &change, now)

@@ -440,7 +440,7 @@ fn the_daemon_serves_boot_files_over_tftp_when_the_site_enables_it() {
         ),
     )
     .unwrap();
-    let daemon = Daemon::start(&site, &state);
+    let daemon = Daemon::start_with(&site, &state, &[], &[]);
 
     let got = dir.path().join("got");
     let out = std::process::Command::new("curl")

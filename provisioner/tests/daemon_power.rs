@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{Daemon, stderr, stdout};
 use provisioner::bmc::fake_redfish::{FakeRedfish, FakeRedfishOptions};
 
@@ -45,18 +43,6 @@ fn power_history(daemon: &Daemon, node: &str) -> Vec<String> {
         .filter(|e| e["event"] == "power")
         .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
         .collect()
-}
-
-fn wait_for(what: &str, daemon: &Daemon, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not after 20 s; daemon log:\n{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -99,11 +85,11 @@ fn node_power_and_the_power_sync() {
     assert_eq!(fake.power(2), "Off");
 
     // The sync records node-002's first reading, then a change made behind our back.
-    wait_for("node-002's first power reading", &daemon, || {
+    daemon.wait_for("node-002's first power reading", 20, || {
         !power_history(&daemon, "node-002").is_empty()
     });
     fake.set_power(2, true);
-    wait_for("node-002's power change", &daemon, || {
+    daemon.wait_for("node-002's power change", 20, || {
         power_history(&daemon, "node-002")
             .last()
             .is_some_and(|r| r.contains("off -> on"))

@@ -99,6 +99,21 @@ pub struct LifecycleWire {
     #[serde(default)]
     #[schemars(range(min = 10, max = 604800))]
     pub clean_timeout: Option<u64>,
+    /// How many nodes may be booting (powered on and not yet through their wait
+    /// state) at once; the others wait their turn, and their timeout starts when
+    /// they are powered on. Default 8; 1 to 1000.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_concurrent_boots: Option<usize>,
+    /// Attempts at a BMC call (boot device, power) before the node fails; transient
+    /// failures only (unreachable, timeout, the BMC's 5xx), with exponential back-off
+    /// from 1 s to 30 s. Default 6; 1 to 20.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 20))]
+    pub bmc_attempts: Option<u32>,
+    /// Power a node off once its inventory has arrived. Default true.
+    #[serde(default)]
+    pub power_off_after_inspection: Option<bool>,
 }
 
 /// The provisioning network.
@@ -245,6 +260,9 @@ pub struct LifecycleConfig {
     pub inspect_timeout: Duration,
     pub deploy_timeout: Duration,
     pub clean_timeout: Duration,
+    pub max_concurrent_boots: usize,
+    pub bmc_attempts: u32,
+    pub power_off_after_inspection: bool,
 }
 
 impl Default for LifecycleConfig {
@@ -253,6 +271,9 @@ impl Default for LifecycleConfig {
             inspect_timeout: Duration::from_secs(20 * 60),
             deploy_timeout: Duration::from_secs(60 * 60),
             clean_timeout: Duration::from_secs(60 * 60),
+            max_concurrent_boots: 8,
+            bmc_attempts: 6,
+            power_off_after_inspection: true,
         }
     }
 }
@@ -707,7 +728,36 @@ fn check_lifecycle(ctx: &mut FileCtx<'_>, w: LifecycleWire) -> Option<LifecycleC
         ),
         deploy_timeout: seconds("deploy_timeout", w.deploy_timeout, defaults.deploy_timeout),
         clean_timeout: seconds("clean_timeout", w.clean_timeout, defaults.clean_timeout),
+        max_concurrent_boots: w
+            .max_concurrent_boots
+            .unwrap_or(defaults.max_concurrent_boots),
+        bmc_attempts: w.bmc_attempts.unwrap_or(defaults.bmc_attempts),
+        power_off_after_inspection: w
+            .power_off_after_inspection
+            .unwrap_or(defaults.power_off_after_inspection),
     };
+    if !(1..=1000).contains(&config.max_concurrent_boots) {
+        ctx.report(
+            "/lifecycle/max_concurrent_boots",
+            At::Value,
+            format!(
+                "max_concurrent_boots is {}: give a number of nodes between 1 and 1000",
+                config.max_concurrent_boots
+            ),
+        );
+        ok = false;
+    }
+    if !(1..=20).contains(&config.bmc_attempts) {
+        ctx.report(
+            "/lifecycle/bmc_attempts",
+            At::Value,
+            format!(
+                "bmc_attempts is {}: give a number of attempts between 1 and 20",
+                config.bmc_attempts
+            ),
+        );
+        ok = false;
+    }
     ok.then_some(config)
 }
 

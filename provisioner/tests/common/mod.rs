@@ -45,7 +45,7 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(site: &Path, state: &Path) -> Daemon {
-        Daemon::start_with(site, state, &[], &[])
+        Daemon::start_with(site, state, &["--api-only"], &[])
     }
 
     /// Starts the daemon with extra `serve` arguments and environment variables.
@@ -114,6 +114,20 @@ impl Daemon {
             .trim()
             .to_owned();
         daemon
+    }
+
+    /// Polls `done` every 100 ms until it holds; panics with the daemon's log after
+    /// `limit_secs`.
+    pub fn wait_for(&self, what: &str, limit_secs: u64, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(limit_secs);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not after {limit_secs} s; daemon log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn log_text(&self) -> String {

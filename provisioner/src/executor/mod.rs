@@ -1,0 +1,362 @@
+//! The lifecycle executor: carries out the BMC actions of committed transitions.
+//!
+//! [`crate::daemon::App::fire`] writes each transition's BMC actions (boot device,
+//! power) to the `node_jobs` outbox in the transition's own transaction; this loop
+//! drains the outbox. So a `kill -9` between the commit and the BMC call loses
+//! nothing: the restarted daemon finds the job and carries it out, and a node whose
+//! actions never succeed still leaves its wait state through the timeout sweep.
+//!
+//! Invariants:
+//! - Only the latest transition's actions run: a newer transition replaces or removes
+//!   the job, and a job is finished or rescheduled only while it is still the node's.
+//! - At most `lifecycle.max_concurrent_boots` nodes boot at once; a node waiting for
+//!   its turn keeps its job, and its wait-state timeout is armed again when the BMC
+//!   accepts the power-on (time in the queue does not count).
+//! - Transient BMC failures are retried with back-off ([`retry`]); the last failure
+//!   fails the node with the BMC's message, which says what to check.
+//! - A node without a BMC is powered by hand: its job is dropped with a log line, and
+//!   the wait state's timeout still applies.
+
+pub mod jobs;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::{error, info, warn};
+
+use crate::bmc::{self, Bmc as _, BootMode, BootOverride, PowerAction, PowerState};
+use crate::daemon::{App, DaemonError};
+use crate::lifecycle::{Action, BootDevice, Event, WaitKind};
+use jobs::{Job, Step};
+use retry::{RetryPolicy, Verdict};
+
+/// How often the outbox is looked at when nothing wakes the loop.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Which actions of a transition are the executor's (the others are done inline).
+pub fn is_bmc_action(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::SetBootDevice { .. } | Action::PowerOnOrReset | Action::PowerOff
+    )
+}
+
+/// Nodes whose job is running, and whether that job powers the node on.
+type Running = Arc<Mutex<HashMap<String, bool>>>;
+
+/// Runs the executor until the task is aborted.
+pub async fn run(app: Arc<App>) {
+    let running: Running = Arc::default();
+    loop {
+        if let Err(err) = tick(&app, &running).await {
+            error!(%err, "executor: cannot read the job queue; retrying");
+        }
+        tokio::select! {
+            () = app.wake.notified() => {}
+            () = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// Starts every due job that may start now; returns how many started.
+pub async fn tick(app: &Arc<App>, running: &Running) -> Result<usize, DaemonError> {
+    let now = Utc::now();
+    let jobs = app.store.due_jobs(now).await?;
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let lifecycle = app.site().config.lifecycle;
+    let mut booting = usize::try_from(app.store.booting().await?).unwrap_or(usize::MAX);
+    let mut started = 0;
+    let mut guard = running.lock().unwrap_or_else(|p| p.into_inner());
+    booting += guard.values().filter(|powers_on| **powers_on).count();
+    for job in jobs {
+        if guard.contains_key(&job.node) {
+            continue;
+        }
+        let powers_on = job.actions.contains(&Action::PowerOnOrReset);
+        if powers_on && booting >= lifecycle.max_concurrent_boots {
+            continue;
+        }
+        booting += usize::from(powers_on);
+        guard.insert(job.node.clone(), powers_on);
+        started += 1;
+        let (app, running) = (Arc::clone(app), Arc::clone(running));
+        tokio::spawn(async move {
+            let name = job.node.clone();
+            if let Err(err) = carry_out(&app, job).await {
+                error!(node = %name, %err, "executor: job failed unexpectedly; it stays queued");
+            }
+            running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
+            app.wake.notify_one();
+        });
+    }
+    Ok(started)
+}
+
+/// One attempt at a job: every action in order, then finish, reschedule or fail.
+async fn carry_out(app: &Arc<App>, job: Job) -> Result<(), DaemonError> {
+    let node = app.store.node(&job.node).await?;
+    let config = match app.bmc_config(&node) {
+        Ok(config) => config,
+        Err(DaemonError::NoBmc(_)) => {
+            info!(node = %node.name, actions = %describe(&job.actions),
+                "node has no BMC: power it on by hand (network boot); its timeout still applies");
+            app.store.drop_job(&job.node, job.generation).await?;
+            return Ok(());
+        }
+        Err(err) => return fail(app, &job, format!("cannot reach the BMC: {err}")).await,
+    };
+    let attempt = job.attempts + 1;
+    let outcome = async {
+        let driver = bmc::connect(config).await?;
+        let result = perform(app, &driver, &job).await;
+        if let Err(err) = driver.close().await {
+            warn!(node = %job.node, %err, "closing the BMC session failed");
+        }
+        result
+    }
+    .await;
+    match outcome {
+        Ok(()) => {
+            if app.store.finish_job(&job.node, job.generation).await? {
+                info!(node = %job.node, actions = %describe(&job.actions), attempt, "BMC actions done");
+            }
+            Ok(())
+        }
+        Err(err) => {
+            let policy = RetryPolicy {
+                max_attempts: app.site().config.lifecycle.bmc_attempts,
+                ..RetryPolicy::default()
+            };
+            match retry::after_failure(&policy, attempt, &err) {
+                Verdict::RetryAfter(delay) => {
+                    warn!(node = %job.node, attempt, retry_in = ?delay, %err, "BMC call failed; will retry");
+                    app.store
+                        .reschedule_job(
+                            &job.node,
+                            job.generation,
+                            attempt,
+                            Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+                            &err.to_string(),
+                        )
+                        .await?;
+                    Ok(())
+                }
+                Verdict::GiveUp(reason) => fail(app, &job, reason).await,
+            }
+        }
+    }
+}
+
+/// The job's actions against a connected BMC.
+async fn perform(app: &Arc<App>, driver: &bmc::AnyBmc, job: &Job) -> Result<(), bmc::BmcError> {
+    for action in &job.actions {
+        match action {
+            Action::SetBootDevice { device, persistent } => {
+                driver
+                    .set_boot(BootOverride {
+                        device: match device {
+                            BootDevice::Network => bmc::BootDevice::Pxe,
+                            BootDevice::Disk => bmc::BootDevice::Disk,
+                        },
+                        persistent: *persistent,
+                        mode: BootMode::Uefi,
+                    })
+                    .await?;
+            }
+            Action::PowerOnOrReset => {
+                let power = if driver.power_state().await? == PowerState::Off {
+                    PowerAction::On
+                } else {
+                    PowerAction::Reset
+                };
+                driver.power(power).await?;
+                powered_on(app, job).await;
+            }
+            Action::PowerOff => driver.power(PowerAction::ForceOff).await?,
+            Action::StartTimer { .. } | Action::CancelTimer | Action::MatchProfile => {}
+        }
+    }
+    Ok(())
+}
+
+/// The node is booting now: record it and start its timeout from here.
+async fn powered_on(app: &Arc<App>, job: &Job) {
+    let now = Utc::now();
+    let store = &app.store;
+    if let Err(err) = store.record_progress(&job.node, Step::PoweredOn, now).await {
+        warn!(node = %job.node, %err, "cannot record the power-on");
+    }
+    let Ok(node) = store.node(&job.node).await else {
+        return;
+    };
+    if let Some(kind) = node.state.wait_kind() {
+        let timeout = crate::daemon::timeout_of(&app.site().config.lifecycle, kind);
+        let deadline = now + chrono::Duration::from_std(timeout).unwrap_or(chrono::TimeDelta::MAX);
+        if let Err(err) = store
+            .rearm_deadline(&job.node, job.generation, deadline)
+            .await
+        {
+            warn!(node = %job.node, %err, "cannot re-arm the timeout after power-on");
+        }
+    }
+}
+
+/// The job cannot be done: drop it and fail the node with `reason`.
+async fn fail(app: &Arc<App>, job: &Job, reason: String) -> Result<(), DaemonError> {
+    app.store.drop_job(&job.node, job.generation).await?;
+    let reason = format!("{} ({})", reason, describe(&job.actions));
+    match app
+        .fire(&job.node, Event::Error, Some(reason.clone()))
+        .await
+    {
+        Ok(_) => {
+            warn!(node = %job.node, %reason, "node failed: its BMC actions could not be done");
+            Ok(())
+        }
+        // The node is somewhere an error means nothing (e.g. `available` after a
+        // failed power-off): the log is the record.
+        Err(DaemonError::Transition(_)) => {
+            warn!(node = %job.node, %reason, "BMC actions failed");
+            Ok(())
+        }
+        Err(err) => Err(err),
+    }
+}
+
+fn describe(actions: &[Action]) -> String {
+    let parts: Vec<String> = actions.iter().map(ToString::to_string).collect();
+    parts.join(", ")
+}
+
+/// Why a wait state timed out, from what the node did during it: the first step that
+/// never happened names what to check.
+pub fn explain_timeout(
+    kind: WaitKind,
+    waited: &str,
+    steps: &[(Step, DateTime<Utc>)],
+    boot_mac: Option<&str>,
+    pending_bmc_error: Option<&str>,
+) -> String {
+    let seen = |step: Step| steps.iter().any(|(s, _)| *s == step);
+    let what = match kind {
+        WaitKind::Inspect => "inspection",
+        WaitKind::Deploy => "deployment",
+        WaitKind::Clean => "cleaning",
+    };
+    let mac = boot_mac.unwrap_or("its boot MAC (none in nodes.yaml)");
+    let why = if let Some(err) = pending_bmc_error {
+        format!("the BMC never carried out the power-on; last error: {err}")
+    } else if seen(Step::Agent) {
+        match kind {
+            WaitKind::Inspect => "the agent started but its inventory never arrived; check the node's console for the agent's errors".to_owned(),
+            _ => "the agent started but never reported completion; check the node's console for the agent's errors".to_owned(),
+        }
+    } else if seen(Step::Script) {
+        format!(
+            "the iPXE script was fetched but the agent never reported; check that the node downloads and boots the ramdisk (console), and that it reaches the provisioner's API from {mac}"
+        )
+    } else if seen(Step::Dhcp) {
+        format!(
+            "DHCP answered {mac} but its iPXE script was never fetched; check TFTP and HTTP reachability and the firmware's boot mode"
+        )
+    } else {
+        format!(
+            "no DHCP request was seen from {mac}; check that this NIC is cabled to the provisioning network, network boot is enabled in the firmware, and the boot MAC in nodes.yaml is right"
+        )
+    };
+    format!("{what} timed out after {waited}: {why}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn the_timeout_reason_names_the_first_missing_step() {
+        let mac = Some("52:54:00:0d:00:01");
+        let none = explain_timeout(
+            WaitKind::Inspect,
+            "5m",
+            &[(Step::PoweredOn, at(0))],
+            mac,
+            None,
+        );
+        assert!(
+            none.starts_with(
+                "inspection timed out after 5m: no DHCP request was seen from 52:54:00:0d:00:01"
+            ),
+            "{none}"
+        );
+        let dhcp = explain_timeout(
+            WaitKind::Inspect,
+            "5m",
+            &[(Step::PoweredOn, at(0)), (Step::Dhcp, at(3))],
+            mac,
+            None,
+        );
+        assert!(dhcp.contains("iPXE script was never fetched"), "{dhcp}");
+        let script = explain_timeout(
+            WaitKind::Inspect,
+            "5m",
+            &[(Step::Dhcp, at(3)), (Step::Script, at(5))],
+            mac,
+            None,
+        );
+        assert!(script.contains("agent never reported"), "{script}");
+        let agent = explain_timeout(
+            WaitKind::Deploy,
+            "1h",
+            &[
+                (Step::Dhcp, at(3)),
+                (Step::Script, at(5)),
+                (Step::Agent, at(9)),
+            ],
+            mac,
+            None,
+        );
+        assert!(
+            agent.starts_with("deployment timed out after 1h: the agent started"),
+            "{agent}"
+        );
+    }
+
+    #[test]
+    fn a_bmc_that_never_powered_the_node_on_is_the_reason() {
+        let reason = explain_timeout(
+            WaitKind::Inspect,
+            "5m",
+            &[],
+            Some("52:54:00:0d:00:01"),
+            Some("redfish://10.0.0.9: unreachable (connection refused)"),
+        );
+        assert!(
+            reason.contains("BMC never carried out the power-on"),
+            "{reason}"
+        );
+        assert!(reason.contains("connection refused"), "{reason}");
+    }
+
+    #[test]
+    fn only_boot_and_power_actions_are_queued() {
+        assert!(is_bmc_action(&Action::PowerOnOrReset));
+        assert!(is_bmc_action(&Action::PowerOff));
+        assert!(is_bmc_action(&Action::SetBootDevice {
+            device: BootDevice::Network,
+            persistent: false
+        }));
+        assert!(!is_bmc_action(&Action::MatchProfile));
+        assert!(!is_bmc_action(&Action::CancelTimer));
+    }
+}
