@@ -8,6 +8,7 @@
 //! PID) on every exit path.
 
 pub mod qmp;
+pub mod rack;
 pub mod vbmc;
 
 use std::path::PathBuf;
