@@ -515,7 +515,7 @@ impl App {
                 &waited,
                 &steps,
                 node.config.boot_mac.as_deref(),
-                pending.as_ref().and_then(|job| job.last_error.as_deref()),
+                pending.as_ref(),
             );
             match self.fire(&name, Event::Timeout, Some(reason)).await {
                 Ok(_) => {

@@ -65,7 +65,7 @@ fn node_power_and_the_power_sync() {
     let daemon = Daemon::start_with(
         &site,
         &state,
-        &["--power-sync-interval", "1"],
+        &["--power-sync-interval", "1", "--api-only"],
         &[
             ("TEST_BMC_PASSWORD", "password"),
             ("TEST_BMC_WRONG_PASSWORD", "not-the-password"),

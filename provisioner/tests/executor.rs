@@ -17,11 +17,16 @@ const ENV: &[(&str, &str)] = &[
 ];
 
 fn write_site(dir: &std::path::Path, bmc: &str) {
+    write_site_with(dir, bmc, "  auto_inspect: false\n");
+}
+
+/// The test site, with `lifecycle_extra` appended to its `lifecycle:` section.
+fn write_site_with(dir: &std::path::Path, bmc: &str, lifecycle_extra: &str) {
     std::fs::create_dir_all(dir.join("profiles")).unwrap();
     std::fs::write(
         dir.join("site.yaml"),
-        "network:\n  interface: lo\n  address: 127.0.0.1/8\n  dhcp:\n    mode: off\napi:\n  listen: 127.0.0.1:0\nimages: []\n\
-         lifecycle:\n  inspect_timeout: 600\n  max_concurrent_boots: 1\n  bmc_attempts: 4\n",
+        format!("network:\n  interface: lo\n  address: 127.0.0.1/8\n  dhcp:\n    mode: off\napi:\n  listen: 127.0.0.1:0\nimages: []\n\
+         lifecycle:\n  inspect_timeout: 600\n  max_concurrent_boots: 1\n  bmc_attempts: 4\n{lifecycle_extra}"),
     )
     .unwrap();
     let mut nodes = String::from("nodes:\n");
@@ -131,4 +136,30 @@ fn a_queued_job_survives_kill_9() {
     });
     assert_eq!(fake.boot(1).0, "Pxe");
     assert_eq!(node(&daemon, "node-001")["state"], "inspecting");
+}
+
+#[test]
+fn zero_touch_inspects_enrolled_nodes_one_boot_at_a_time() {
+    let (_runtime, fake) = fake_runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let (site, state) = (dir.path().join("site"), dir.path().join("state"));
+    // Default `auto_inspect`: nobody sends an event.
+    write_site_with(&site, &fake.url(), "");
+    let daemon = Daemon::start_with(&site, &state, &[], ENV);
+    daemon.wait_for("a first node powered on", 30, || {
+        (1..=3).any(|i| fake.power(i) == "On")
+    });
+    for name in ["node-001", "node-002", "node-003"] {
+        let node = node(&daemon, name);
+        assert_eq!(node["state"], "inspecting", "{name}: {node}");
+    }
+    // The boot limit is 1: the others wait, powered off.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!((1..=3).filter(|i| fake.power(*i) == "On").count(), 1);
+    let history = daemon.cli(&["node", "history", "node-002", "-o", "json"]);
+    assert!(
+        stdout(&history).contains("zero-touch"),
+        "{}",
+        stdout(&history)
+    );
 }

@@ -66,7 +66,7 @@ async fn overdue_nodes_fail_with_a_reason_and_deadlines_survive_a_restart() {
     assert!(node.deadline.is_none());
     let why = node.last_error.unwrap();
     assert!(
-        why.starts_with("inspection timed out after 10m: no inventory arrived"),
+        why.starts_with("inspection timed out after 10m: the node was never powered on"),
         "{why}"
     );
     let history = second.store.history("node-001").await.unwrap();

@@ -183,6 +183,16 @@ impl Store {
         Ok(())
     }
 
+    /// Enrolled nodes with a BMC, not in maintenance: the ones zero-touch inspects.
+    pub async fn enrolled_with_bmc(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT name FROM nodes WHERE state = 'enrolled' AND maintenance = 0 \
+             AND bmc_url IS NOT NULL ORDER BY name",
+        )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// Nodes in a wait state whose power-on is done (no job queued): the ones booting.
     pub async fn booting(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(&format!(

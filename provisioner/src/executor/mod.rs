@@ -14,6 +14,8 @@
 //!   accepts the power-on (time in the queue does not count).
 //! - Transient BMC failures are retried with back-off ([`retry`]); the last failure
 //!   fails the node with the BMC's message, which says what to check.
+//! - Zero-touch (`lifecycle.auto_inspect`, default on): an enrolled node with a BMC
+//!   is inspected without anyone asking, within the boot limit.
 //! - A node without a BMC is powered by hand: its job is dropped with a log line, and
 //!   the wait state's timeout still applies.
 
@@ -61,8 +63,34 @@ pub async fn run(app: Arc<App>) {
     }
 }
 
+/// Zero-touch (`lifecycle.auto_inspect`): starts the inspection of every enrolled
+/// node that has a BMC. Returns how many were started.
+pub async fn inspect_enrolled(app: &Arc<App>) -> Result<usize, DaemonError> {
+    if !app.site().config.lifecycle.auto_inspect {
+        return Ok(0);
+    }
+    let mut started = 0;
+    for name in app.store.enrolled_with_bmc().await? {
+        match app
+            .fire(
+                &name,
+                Event::Inspect,
+                Some("zero-touch: enrolled with a BMC".into()),
+            )
+            .await
+        {
+            Ok(_) => started += 1,
+            // Moved on meanwhile (an operator's event): nothing to do.
+            Err(DaemonError::Transition(_)) => {}
+            Err(err) => warn!(node = %name, %err, "zero-touch inspection not started"),
+        }
+    }
+    Ok(started)
+}
+
 /// Starts every due job that may start now; returns how many started.
 pub async fn tick(app: &Arc<App>, running: &Running) -> Result<usize, DaemonError> {
+    inspect_enrolled(app).await?;
     let now = Utc::now();
     let jobs = app.store.due_jobs(now).await?;
     if jobs.is_empty() {
@@ -71,31 +99,39 @@ pub async fn tick(app: &Arc<App>, running: &Running) -> Result<usize, DaemonErro
     let lifecycle = app.site().config.lifecycle;
     let mut booting = usize::try_from(app.store.booting().await?).unwrap_or(usize::MAX);
     let mut started = 0;
-    let mut guard = running.lock().unwrap_or_else(|p| p.into_inner());
-    booting += guard.values().filter(|powers_on| **powers_on).count();
-    for job in jobs {
-        if guard.contains_key(&job.node) {
-            continue;
-        }
-        let powers_on = job.actions.contains(&Action::PowerOnOrReset);
-        if powers_on && booting >= lifecycle.max_concurrent_boots {
-            continue;
-        }
-        booting += usize::from(powers_on);
-        guard.insert(job.node.clone(), powers_on);
-        started += 1;
-        let (app, running) = (Arc::clone(app), Arc::clone(running));
-        tokio::spawn(async move {
-            let name = job.node.clone();
-            if let Err(err) = carry_out(&app, job).await {
-                error!(node = %name, %err, "executor: job failed unexpectedly; it stays queued");
+    let mut held_back = vec![];
+    {
+        let mut guard = running.lock().unwrap_or_else(|p| p.into_inner());
+        booting += guard.values().filter(|powers_on| **powers_on).count();
+        for job in jobs {
+            if guard.contains_key(&job.node) {
+                continue;
             }
-            running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&name);
-            app.wake.notify_one();
-        });
+            let powers_on = job.actions.contains(&Action::PowerOnOrReset);
+            if powers_on && booting >= lifecycle.max_concurrent_boots {
+                held_back.push(job);
+                continue;
+            }
+            booting += usize::from(powers_on);
+            guard.insert(job.node.clone(), powers_on);
+            started += 1;
+            let (app, running) = (Arc::clone(app), Arc::clone(running));
+            tokio::spawn(async move {
+                let name = job.node.clone();
+                if let Err(err) = carry_out(&app, job).await {
+                    error!(node = %name, %err, "executor: job failed unexpectedly; it stays queued");
+                }
+                running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&name);
+                app.wake.notify_one();
+            });
+        }
+    }
+    // Time spent waiting for a turn does not count against the wait state.
+    for job in held_back {
+        restart_timeout(app, &job).await;
     }
     Ok(started)
 }
@@ -189,11 +225,20 @@ async fn perform(app: &Arc<App>, driver: &bmc::AnyBmc, job: &Job) -> Result<(), 
 
 /// The node is booting now: record it and start its timeout from here.
 async fn powered_on(app: &Arc<App>, job: &Job) {
-    let now = Utc::now();
-    let store = &app.store;
-    if let Err(err) = store.record_progress(&job.node, Step::PoweredOn, now).await {
+    if let Err(err) = app
+        .store
+        .record_progress(&job.node, Step::PoweredOn, Utc::now())
+        .await
+    {
         warn!(node = %job.node, %err, "cannot record the power-on");
     }
+    restart_timeout(app, job).await;
+}
+
+/// Arms the node's wait-state timeout again from now (same generation only).
+async fn restart_timeout(app: &Arc<App>, job: &Job) {
+    let now = Utc::now();
+    let store = &app.store;
     let Ok(node) = store.node(&job.node).await else {
         return;
     };
@@ -243,7 +288,7 @@ pub fn explain_timeout(
     waited: &str,
     steps: &[(Step, DateTime<Utc>)],
     boot_mac: Option<&str>,
-    pending_bmc_error: Option<&str>,
+    pending: Option<&Job>,
 ) -> String {
     let seen = |step: Step| steps.iter().any(|(s, _)| *s == step);
     let what = match kind {
@@ -252,8 +297,19 @@ pub fn explain_timeout(
         WaitKind::Clean => "cleaning",
     };
     let mac = boot_mac.unwrap_or("its boot MAC (none in nodes.yaml)");
-    let why = if let Some(err) = pending_bmc_error {
-        format!("the BMC never carried out the power-on; last error: {err}")
+    let why = if let Some(job) = pending {
+        match &job.last_error {
+            Some(err) => format!(
+                "the BMC never carried out {} ({} attempts); last error: {err}",
+                describe(&job.actions),
+                job.attempts
+            ),
+            None => format!(
+                "the node was never powered on: nothing carried out {} (is the daemon running \
+                 with --api-only?)",
+                describe(&job.actions)
+            ),
+        }
     } else if seen(Step::Agent) {
         match kind {
             WaitKind::Inspect => "the agent started but its inventory never arrived; check the node's console for the agent's errors".to_owned(),
@@ -334,18 +390,24 @@ mod tests {
 
     #[test]
     fn a_bmc_that_never_powered_the_node_on_is_the_reason() {
-        let reason = explain_timeout(
-            WaitKind::Inspect,
-            "5m",
-            &[],
-            Some("52:54:00:0d:00:01"),
-            Some("redfish://10.0.0.9: unreachable (connection refused)"),
-        );
+        let mut job = Job {
+            node: "n1".into(),
+            generation: 2,
+            actions: vec![Action::PowerOnOrReset],
+            attempts: 3,
+            last_error: Some("redfish://10.0.0.9: unreachable (connection refused)".into()),
+        };
+        let reason = explain_timeout(WaitKind::Inspect, "5m", &[], None, Some(&job));
         assert!(
-            reason.contains("BMC never carried out the power-on"),
+            reason.contains("BMC never carried out power on/reset (3 attempts)"),
             "{reason}"
         );
         assert!(reason.contains("connection refused"), "{reason}");
+        job.attempts = 0;
+        job.last_error = None;
+        let reason = explain_timeout(WaitKind::Inspect, "5m", &[], None, Some(&job));
+        assert!(reason.contains("never powered on"), "{reason}");
+        assert!(reason.contains("--api-only"), "{reason}");
     }
 
     #[test]

@@ -114,6 +114,11 @@ pub struct LifecycleWire {
     /// Power a node off once its inventory has arrived. Default true.
     #[serde(default)]
     pub power_off_after_inspection: Option<bool>,
+    /// Zero-touch: inspect every enrolled node that has a BMC as soon as it is
+    /// enrolled (one-time network boot and power on). Default true; false leaves
+    /// enrolled nodes alone until `provisioner node inspect NAME`.
+    #[serde(default)]
+    pub auto_inspect: Option<bool>,
 }
 
 /// The provisioning network.
@@ -263,6 +268,7 @@ pub struct LifecycleConfig {
     pub max_concurrent_boots: usize,
     pub bmc_attempts: u32,
     pub power_off_after_inspection: bool,
+    pub auto_inspect: bool,
 }
 
 impl Default for LifecycleConfig {
@@ -274,6 +280,7 @@ impl Default for LifecycleConfig {
             max_concurrent_boots: 8,
             bmc_attempts: 6,
             power_off_after_inspection: true,
+            auto_inspect: true,
         }
     }
 }
@@ -735,6 +742,7 @@ fn check_lifecycle(ctx: &mut FileCtx<'_>, w: LifecycleWire) -> Option<LifecycleC
         power_off_after_inspection: w
             .power_off_after_inspection
             .unwrap_or(defaults.power_off_after_inspection),
+        auto_inspect: w.auto_inspect.unwrap_or(defaults.auto_inspect),
     };
     if !(1..=1000).contains(&config.max_concurrent_boots) {
         ctx.report(
