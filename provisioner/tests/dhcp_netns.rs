@@ -62,6 +62,11 @@ struct Server {
 
 impl Server {
     fn start(pair: &VethPair, site: &Path, state: &Path, log: &Path) -> Server {
+        Server::start_polling(pair, site, state, log, 0)
+    }
+
+    /// With the site files checked for changes every `poll` seconds (0: never).
+    fn start_polling(pair: &VethPair, site: &Path, state: &Path, log: &Path, poll: u32) -> Server {
         let _ = std::fs::remove_file(state.join("api-url"));
         let before = std::fs::read_to_string(log)
             .unwrap_or_default()
@@ -78,7 +83,8 @@ impl Server {
             .arg(site)
             .arg("--state")
             .arg(state)
-            .args(["--site-poll-interval", "0", "--power-sync-interval", "0"])
+            .args(["--site-poll-interval", &poll.to_string()])
+            .args(["--power-sync-interval", "0"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(err)
@@ -318,6 +324,67 @@ fn udhcpc_dora_renew_release_and_a_reservation() {
         1.0
     );
     assert_eq!(metric(&m, "provisioner_dhcp_malformed_total"), 0.0);
+}
+
+#[test]
+fn answer_known_follows_nodes_yaml_on_reload() {
+    require("busybox", "busybox-static");
+    let tmp = tempfile::tempdir().unwrap();
+    let pair = VethPair::new("dh", "r", &format!("{SERVER}/16"), None).unwrap();
+    let site = tmp.path().join("site");
+    let known = FULL.replace("answer: all", "answer: known");
+    write_site(&site, &pair, &known, "  []\n");
+    let log = tmp.path().join("serve.log");
+    let _server = Server::start_polling(&pair, &site, &tmp.path().join("state"), &log, 1);
+    let (script, events) = event_script(tmp.path());
+    pair.set_client_mac("52:54:00:77:00:05").unwrap();
+
+    // Not in nodes.yaml: no answer (udhcpc gives up after 2 tries).
+    let out = pair
+        .in_client("busybox")
+        .args([
+            "udhcpc",
+            "-f",
+            "-q",
+            "-n",
+            "-i",
+            &pair.client_if,
+            "-t",
+            "2",
+            "-T",
+            "1",
+            "-s",
+        ])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown MAC got a lease");
+    assert!(
+        !std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .contains("bound")
+    );
+
+    // Added with a reservation: the running server picks it up on reload.
+    std::fs::write(
+        site.join("nodes.yaml"),
+        "nodes:\n  - name: new-0\n    boot_mac: 52:54:00:77:00:05\n    ip: 10.77.0.40\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("site reloaded")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "site not reloaded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _client = Udhcpc::start(&pair, &script, &["-q"]);
+    let bound = wait_for_event(&events, "bound", 1);
+    assert!(bound[0].starts_with("bound ip=10.77.0.40 "), "{bound:?}");
 }
 
 // ------------------------------------------------------------ raw packets
