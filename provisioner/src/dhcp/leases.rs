@@ -481,6 +481,16 @@ impl Leases {
                 return Err(format!("{} of {mac} is not indexed to it", lease.ip));
             }
         }
+        // The low-water mark never hides a free address from offers.
+        for n in u32::from(self.config.first)..self.low.min(u32::from(self.config.last) + 1) {
+            let ip = Ipv4Addr::from(n);
+            if !(self.by_ip.contains_key(&ip)
+                || self.reserved_ips.contains_key(&ip)
+                || self.declined.contains_key(&ip))
+            {
+                return Err(format!("{ip} is free but below the offer scan's start"));
+            }
+        }
         Ok(())
     }
 }
@@ -635,6 +645,19 @@ mod tests {
         ];
         assert_eq!(removed, want);
         assert!(l.iter().all(|lease| lease.mac != mac(5)));
+        l.check().unwrap();
+    }
+
+    #[test]
+    fn offers_take_the_lowest_free_address_again_after_a_release() {
+        let mut l = Leases::new(config()).unwrap();
+        let got: Vec<Ipv4Addr> = (1..=4)
+            .map(|m| l.offer(mac(m), None, None, 0).unwrap().0)
+            .collect();
+        assert_eq!(got, [ip(10), ip(11), ip(12), ip(13)]);
+        assert_eq!(l.offer(mac(5), None, None, 0), None, "pool full");
+        l.release(mac(2), ip(11));
+        assert_eq!(l.offer(mac(5), None, None, 0).unwrap().0, ip(11));
         l.check().unwrap();
     }
 
