@@ -305,7 +305,7 @@ fn kea_config(interface: &str, dir: &Path) -> String {
     .to_string()
 }
 
-/// Ready when one perfdhcp exchange completes (30 s at most).
+/// Ready when a one-second perfdhcp run gets an ACK (30 s at most).
 fn wait_ready(server: Server, pair: &VethPair, dir: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -316,24 +316,29 @@ fn wait_ready(server: Server, pair: &VethPair, dir: &Path) -> Result<()> {
                 "-l",
                 &pair.client_if,
                 "-r",
-                "1",
-                "-n",
+                "50",
+                "-p",
                 "1",
                 "-R",
-                "1",
+                "50",
                 SERVER,
             ])
             .stdin(Stdio::null())
             .output()
             .context("running perfdhcp (package kea-admin)")?;
-        if out.status.success() {
+        let acks = parse_perfdhcp(50, &String::from_utf8_lossy(&out.stdout))
+            .map(|s| s.ack_received)
+            .unwrap_or(0);
+        if acks > 0 {
             return Ok(());
         }
         if Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
             bail!(
-                "{} answered no DHCP exchange within 30 s (log: {})",
+                "{} answered no DHCP exchange within 30 s; its log ends with:\n{}",
                 server.name(),
-                dir.join("server.log").display()
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
         std::thread::sleep(Duration::from_millis(200));
