@@ -432,3 +432,40 @@ fn bmc_certificate_settings() {
         "{got:#?}"
     );
 }
+
+#[test]
+fn dhcp_reservations_and_uefi_loader() {
+    let site = "network: {interface: br0, address: 10.213.0.1/24}\nboot: {uefi_loader: ipxe, tftp: {enabled: false}}\n";
+    let nodes = "nodes:\n  - name: a\n    boot_mac: 52:54:00:00:00:01\n    ip: 10.213.0.21\n";
+    let dir = site_dir(&[("site.yaml", site), ("nodes.yaml", nodes)]);
+    let loaded = site::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.nodes[0].ip, Some("10.213.0.21".parse().unwrap()));
+    assert_eq!(
+        loaded.config.boot.uefi_loader,
+        provisioner::site::UefiLoaderWire::Ipxe
+    );
+
+    let nodes = "nodes:\n  - name: a\n    boot_mac: 52:54:00:00:00:01\n    ip: 10.9.0.21\n  - name: b\n    boot_mac: 52:54:00:00:00:02\n    ip: 10.213.0.1\n  - name: c\n    bmc: {url: ipmi://10.0.0.9, username: u, password_env: P}\n    ip: 10.213.0.30\n  - name: d\n    boot_mac: 52:54:00:00:00:04\n    ip: 10.213.0.30\n";
+    let dir = site_dir(&[("site.yaml", site), ("nodes.yaml", nodes)]);
+    let got = errors(dir.path());
+    assert_eq!(got.len(), 4, "{got:#?}");
+    assert!(
+        got[0].starts_with("nodes.yaml:4:9: nodes[0].ip: 10.9.0.21 is outside the provisioning subnet 10.213.0.0/24"),
+        "{got:#?}"
+    );
+    assert!(
+        got[1].contains("10.213.0.1 is the provisioner's own address"),
+        "{got:#?}"
+    );
+    assert!(got[2].contains("add `boot_mac` or remove `ip`"), "{got:#?}");
+    assert!(
+        got[3].contains("address 10.213.0.30 is already reserved for the node at"),
+        "{got:#?}"
+    );
+
+    let bad = "network: {interface: br0, address: 10.213.0.1/24}\nboot: {uefi_loader: grub}\n";
+    let dir = site_dir(&[("site.yaml", bad), ("nodes.yaml", GOOD_NODES)]);
+    let got = errors(dir.path());
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].contains("uefi_loader"), "{got:#?}");
+}

@@ -6,6 +6,7 @@
 
 mod bench;
 mod deps;
+mod netns;
 mod sys;
 mod test;
 mod venv;

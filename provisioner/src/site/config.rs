@@ -52,6 +52,22 @@ pub struct BootWire {
     /// The TFTP server (read-only) on the provisioning address.
     #[serde(default)]
     pub tftp: Option<TftpWire>,
+    /// The iPXE build DHCP hands to UEFI x64 PXE firmware: `snponly`
+    /// (`snponly.efi`, drives the NIC through the firmware; works on any
+    /// NIC; the default) or `ipxe` (`ipxe.efi`, iPXE's own NIC drivers).
+    #[serde(default)]
+    pub uefi_loader: Option<UefiLoaderWire>,
+}
+
+/// The iPXE build for UEFI x64 PXE clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UefiLoaderWire {
+    /// `snponly.efi`.
+    #[default]
+    Snponly,
+    /// `ipxe.efi`.
+    Ipxe,
 }
 
 /// TFTP server settings.
@@ -249,6 +265,8 @@ pub struct BootConfig {
     pub files: PathBuf,
     /// TFTP server, when enabled.
     pub tftp: Option<TftpConfigSpec>,
+    /// The iPXE build for UEFI x64 PXE clients.
+    pub uefi_loader: UefiLoaderWire,
 }
 
 /// Validated TFTP settings.
@@ -701,6 +719,7 @@ fn check_boot(
     }
     ok.then(|| BootConfig {
         files,
+        uefi_loader: w.uefi_loader.unwrap_or_default(),
         tftp: enabled.then(|| TftpConfigSpec {
             port: tftp.port.unwrap_or(69),
             max_transfers: tftp.max_transfers.unwrap_or(256),

@@ -2,11 +2,12 @@
 //! peer written by others on the same machine in the same run.
 //!
 //! Each benchmark is a submodule with its own `Args` and `run`; shared pieces (child process
-//! guard, free ports, percentiles) live in `process` and `stats`. To add `bench dhcp`, add a
+//! guard, free ports, percentiles) live in `process` and `stats`. To add a benchmark, add a
 //! module and a variant to [`Bench`].
 
 mod api;
 mod bmc;
+mod dhcp;
 mod peer;
 mod process;
 mod stats;
@@ -32,6 +33,9 @@ enum Bench {
     /// The Redfish BMC driver: 200 concurrent power-status queries, p50/p99, memory.
     #[command(long_about = bmc::LONG_ABOUT)]
     Bmc(bmc::Args),
+    /// The DHCP server of `provisioner serve` next to Kea and dnsmasq under perfdhcp.
+    #[command(long_about = dhcp::LONG_ABOUT)]
+    Dhcp(dhcp::Args),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -39,5 +43,6 @@ pub fn run(args: Args) -> Result<()> {
         Bench::Api(args) => api::run(&args),
         Bench::Tftp(args) => tftp::run(&args),
         Bench::Bmc(args) => bmc::run(&args),
+        Bench::Dhcp(args) => dhcp::run(&args),
     }
 }
