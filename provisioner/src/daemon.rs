@@ -137,6 +137,8 @@ pub struct App {
     reload_lock: tokio::sync::Mutex<()>,
     /// Counters of the TFTP server, when it runs.
     tftp: Option<Arc<crate::tftp::TftpStats>>,
+    /// Which MACs get their own label in the boot-script counter.
+    pub boot_mac_labels: crate::boot::MacLabels,
 }
 
 /// The node as the store should hold it, from the site's declaration.
@@ -177,6 +179,7 @@ impl App {
             status: Mutex::new(status),
             reload_lock: tokio::sync::Mutex::new(()),
             tftp: None,
+            boot_mac_labels: Default::default(),
         }
     }
 
