@@ -160,8 +160,9 @@ struct ServeArgs {
     /// `provisioner site reload`).
     #[arg(long, value_name = "SECONDS", default_value_t = 2)]
     site_poll_interval: u64,
-    /// Run only the API, the store and the timers: no boot services on the
-    /// provisioning network (to try the CLI on a site away from its network).
+    /// Run only the API, the store and the timers: no boot services (DHCP,
+    /// TFTP) on the provisioning network (to try the CLI on a site away from
+    /// its network). `network.dhcp.mode: off` in site.yaml turns off DHCP alone.
     #[arg(long)]
     api_only: bool,
     /// Log lines as human text or as JSON objects (one per line).

@@ -50,7 +50,7 @@ pub struct ServeOptions {
     pub state: PathBuf,
     /// Overrides `api.listen` from site.yaml (tests use port 0).
     pub listen: Option<SocketAddr>,
-    /// Run without the boot services (TFTP today; DHCP and HTTP boot later).
+    /// Run without the boot services (DHCP and TFTP; HTTP boot later).
     pub api_only: bool,
     /// How often the site files are checked for changes; `None`: only on
     /// `provisioner site reload`.
@@ -139,6 +139,8 @@ pub struct App {
     tftp: Option<Arc<crate::tftp::TftpStats>>,
     /// Which MACs get their own label in the boot-script counter.
     pub boot_mac_labels: crate::boot::MacLabels,
+    /// The DHCP server, when it runs (site reloads update it).
+    dhcp: std::sync::OnceLock<crate::dhcp::server::Handle>,
 }
 
 /// The node as the store should hold it, from the site's declaration.
@@ -180,7 +182,13 @@ impl App {
             reload_lock: tokio::sync::Mutex::new(()),
             tftp: None,
             boot_mac_labels: Default::default(),
+            dhcp: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Hands site reloads to a running DHCP server.
+    pub fn attach_dhcp(&self, handle: crate::dhcp::server::Handle) {
+        let _ = self.dhcp.set(handle);
     }
 
     /// Reports the counters of a running TFTP server in `/metrics`.
@@ -254,6 +262,11 @@ impl App {
                     status.refused = None;
                 }
                 let report = self.sync_nodes().await?;
+                if let Some(dhcp) = self.dhcp.get()
+                    && let Err(err) = dhcp.apply_site(&self.site())
+                {
+                    error!(%err, "DHCP kept its previous reservations");
+                }
                 self.metrics
                     .site_reloads
                     .get_or_create(&outcome("applied"))
@@ -655,6 +668,9 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     std::fs::write(options.state.join(URL_FILE), format!("http://{local}\n"))
         .with_context(|| format!("cannot write {}", options.state.join(URL_FILE).display()))?;
     info!(%local, "API listening");
+    if !options.api_only {
+        start_dhcp(&app, local).await?;
+    }
 
     let sweeper = {
         let app = Arc::clone(&app);
@@ -702,6 +718,20 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     }
     app.store.close().await;
     info!("stopped");
+    Ok(())
+}
+
+/// Starts the DHCP server when site.yaml `network.dhcp.mode` is not `off`.
+async fn start_dhcp(app: &App, api: SocketAddr) -> anyhow::Result<()> {
+    use crate::dhcp::server;
+    let site = app.site();
+    let http = server::http_address(site.config.network.address, api);
+    let Some(settings) = server::Settings::from_site(&site, http) else {
+        info!("DHCP off (network.dhcp.mode in site.yaml)");
+        return Ok(());
+    };
+    let handle = server::start(settings, app.store.clone(), app.metrics.dhcp.clone()).await?;
+    app.attach_dhcp(handle);
     Ok(())
 }
 

@@ -44,6 +44,99 @@ pub struct StateLabels {
     pub maintenance: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    pub r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// The DHCP server's metrics (handles shared with the server's tasks).
+#[derive(Debug, Clone)]
+pub struct DhcpMetrics {
+    /// Requests by message type (discover, request, decline, release, inform, other).
+    pub requests: Family<TypeLabels, Counter>,
+    /// Replies sent by type (offer, ack, nak).
+    pub replies: Family<TypeLabels, Counter>,
+    /// Requests not answered, by reason.
+    pub ignored: Family<ReasonLabels, Counter>,
+    pub malformed: Counter,
+    pub send_errors: Counter,
+    /// Leases in the table (offered or bound).
+    pub leases: Gauge,
+    /// Packets whose lease changes went into one commit.
+    pub batch_packets: Histogram,
+    pub commit_seconds: Histogram,
+    pub commit_failures: Counter,
+}
+
+impl DhcpMetrics {
+    fn new(registry: &mut Registry) -> DhcpMetrics {
+        let m = DhcpMetrics {
+            requests: Family::default(),
+            replies: Family::default(),
+            ignored: Family::default(),
+            malformed: Counter::default(),
+            send_errors: Counter::default(),
+            leases: Gauge::default(),
+            batch_packets: Histogram::new([
+                1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 4096.0,
+            ]),
+            commit_seconds: latency_histogram(),
+            commit_failures: Counter::default(),
+        };
+        registry.register(
+            "dhcp_requests",
+            "DHCP requests received by message type",
+            m.requests.clone(),
+        );
+        registry.register(
+            "dhcp_replies",
+            "DHCP replies sent by type (offer, ack, nak)",
+            m.replies.clone(),
+        );
+        registry.register(
+            "dhcp_ignored",
+            "DHCP requests not answered, by reason",
+            m.ignored.clone(),
+        );
+        registry.register(
+            "dhcp_malformed",
+            "Malformed DHCP datagrams dropped",
+            m.malformed.clone(),
+        );
+        registry.register(
+            "dhcp_send_errors",
+            "DHCP replies the kernel refused to send",
+            m.send_errors.clone(),
+        );
+        registry.register(
+            "dhcp_leases",
+            "DHCP leases in the table (offered or bound)",
+            m.leases.clone(),
+        );
+        registry.register(
+            "dhcp_commit_batch_packets",
+            "Packets whose lease changes were committed together (group commit)",
+            m.batch_packets.clone(),
+        );
+        registry.register(
+            "dhcp_commit_duration_seconds",
+            "Time to commit one batch of lease changes",
+            m.commit_seconds.clone(),
+        );
+        registry.register(
+            "dhcp_commit_failures",
+            "Lease commits that failed (their replies were dropped)",
+            m.commit_failures.clone(),
+        );
+        m
+    }
+}
+
 /// Every metric of the daemon.
 #[derive(Debug)]
 pub struct Metrics {
@@ -57,6 +150,7 @@ pub struct Metrics {
     pub tftp_malformed: Counter,
     pub tftp_bytes: Counter,
     pub boot_scripts: Family<BootScriptLabels, Counter>,
+    pub dhcp: DhcpMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -124,7 +218,9 @@ impl Default for Metrics {
             "File bytes sent over TFTP",
             tftp_bytes.clone(),
         );
+        let dhcp = DhcpMetrics::new(&mut registry);
         Metrics {
+            dhcp,
             registry,
             requests,
             latency,

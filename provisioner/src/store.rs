@@ -298,6 +298,93 @@ impl Store {
         Ok(Store { pool, path })
     }
 
+    /// Every DHCP lease in the table (restored into the lease table at start).
+    pub async fn dhcp_leases(&self) -> Result<Vec<crate::dhcp::Lease>, StoreError> {
+        use crate::dhcp::{Lease, LeaseState, Mac};
+        let rows = sqlx::query("SELECT mac, ip, expires_at, hostname, state FROM dhcp_leases")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut leases = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mac_text: String = row.try_get("mac")?;
+            let name = format!("dhcp lease of {mac_text}");
+            let corrupt = |column: &'static str, value: String| StoreError::Corrupt {
+                name: name.clone(),
+                column,
+                value,
+            };
+            let mac = Mac::parse(&mac_text).ok_or_else(|| corrupt("mac", mac_text.clone()))?;
+            let ip: String = row.try_get("ip")?;
+            let ip = ip.parse().map_err(|_| corrupt("ip", ip.clone()))?;
+            let expires: String = row.try_get("expires_at")?;
+            let expires_at = parse_time(&name, "expires_at", &expires)?
+                .timestamp()
+                .max(0) as u64;
+            let state: String = row.try_get("state")?;
+            let state = match state.as_str() {
+                "offered" => LeaseState::Offered,
+                "bound" => LeaseState::Bound,
+                _ => return Err(corrupt("state", state)),
+            };
+            leases.push(Lease {
+                mac,
+                ip,
+                expires_at,
+                state,
+                hostname: row.try_get("hostname")?,
+            });
+        }
+        Ok(leases)
+    }
+
+    /// Writes the final state of every MAC a batch of lease changes touched,
+    /// in one transaction: the rows of those MACs are deleted, then the
+    /// leases they hold now are inserted. When the table held the lease
+    /// table's state before the batch, it holds it after (untouched rows did
+    /// not change, so the unique `ip` cannot collide). One commit (one
+    /// fsync) for the whole batch: this is the DHCP server's group commit.
+    pub async fn write_dhcp_leases(
+        &self,
+        finals: &[(crate::dhcp::Mac, Option<crate::dhcp::Lease>)],
+    ) -> Result<(), StoreError> {
+        // SQLite allows 32766 bound values per statement; stay well below.
+        const CHUNK: usize = 1000;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for chunk in finals.chunks(CHUNK) {
+            let mut delete =
+                sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM dhcp_leases WHERE mac IN (");
+            let mut list = delete.separated(", ");
+            for (mac, _) in chunk {
+                list.push_bind(mac.to_string());
+            }
+            delete.push(")");
+            delete.build().execute(&mut *tx).await?;
+            let leases: Vec<&crate::dhcp::Lease> =
+                chunk.iter().filter_map(|(_, l)| l.as_ref()).collect();
+            if leases.is_empty() {
+                continue;
+            }
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO dhcp_leases (mac, ip, expires_at, hostname, state) ",
+            );
+            insert.push_values(leases, |mut row, lease| {
+                let expires = DateTime::<Utc>::from_timestamp(
+                    i64::try_from(lease.expires_at).unwrap_or(i64::MAX / 2),
+                    0,
+                )
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                row.push_bind(lease.mac.to_string())
+                    .push_bind(lease.ip.to_string())
+                    .push_bind(expires.to_rfc3339_opts(SecondsFormat::Secs, true))
+                    .push_bind(lease.hostname.clone())
+                    .push_bind(lease.state.as_str());
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -59,6 +59,31 @@ pub const DEPS: &[Dep] = &[
         from_backports: false,
     },
     Dep {
+        package: "busybox-static",
+        why: "busybox `udhcpc` is the DHCP client the DHCP server is tested with (provisioner/tests/dhcp_netns.rs)",
+        from_backports: false,
+    },
+    Dep {
+        package: "kea-admin",
+        why: "Kea's `perfdhcp` loads the DHCP server while it is killed and restarted (dhcp_netns.rs)",
+        from_backports: false,
+    },
+    Dep {
+        package: "tcpdump",
+        why: "the DHCP restart test captures every ACK on the client side (dhcp_netns.rs)",
+        from_backports: false,
+    },
+    Dep {
+        package: "iproute2",
+        why: "network namespaces and veth pairs for the DHCP tests (`ip netns`, `ip link`)",
+        from_backports: false,
+    },
+    Dep {
+        package: "python3",
+        why: "a tiny UDP client sends hand-built PXE and malformed DHCP packets (dhcp_netns.rs)",
+        from_backports: false,
+    },
+    Dep {
         package: "python3-venv",
         why: "the BMC tests run sushy-tools' Redfish emulator from a venv (target/venv)",
         from_backports: false,

@@ -75,6 +75,23 @@ impl fmt::Display for Mac {
     }
 }
 
+impl Mac {
+    /// Parses the [`Display`](fmt::Display) form (`52:54:00:aa:00:01`);
+    /// any address, group bit included (what a client sends is what we store).
+    pub fn parse(text: &str) -> Option<Mac> {
+        let mut out = [0u8; 6];
+        let mut parts = text.split(':');
+        for byte in &mut out {
+            let part = parts.next()?;
+            if part.len() != 2 {
+                return None;
+            }
+            *byte = u8::from_str_radix(part, 16).ok()?;
+        }
+        parts.next().is_none().then_some(Mac(out))
+    }
+}
+
 impl fmt::Debug for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)

@@ -118,10 +118,17 @@ impl Nak {
 pub struct Leases {
     config: PoolConfig,
     reservations: BTreeMap<Mac, Ipv4Addr>,
+    /// The reservations by address (the same pairs).
+    reserved_ips: BTreeMap<Ipv4Addr, Mac>,
     by_mac: BTreeMap<Mac, Lease>,
     by_ip: BTreeMap<Ipv4Addr, Mac>,
     /// Declined addresses and when they become usable again.
     declined: BTreeMap<Ipv4Addr, Secs>,
+    /// Low-water mark of the never-used scan: every pool address below it
+    /// is leased, reserved or declined, so offers need not look there.
+    /// Lowered whenever an address is freed; it keeps `offer` O(log n) on a
+    /// filling pool instead of a scan from the first address.
+    low: u32,
 }
 
 impl Leases {
@@ -140,9 +147,11 @@ impl Leases {
         Ok(Leases {
             config,
             reservations: BTreeMap::new(),
+            reserved_ips: BTreeMap::new(),
             by_mac: BTreeMap::new(),
             by_ip: BTreeMap::new(),
             declined: BTreeMap::new(),
+            low: u32::from(first),
         })
     }
 
@@ -176,6 +185,8 @@ impl Leases {
             map.insert(mac, ip);
         }
         self.reservations = map;
+        self.reserved_ips = seen;
+        self.low = u32::from(self.config.first);
         Ok(())
     }
 
@@ -192,10 +203,20 @@ impl Leases {
         }
         if let Some(old) = self.by_mac.remove(&lease.mac) {
             self.by_ip.remove(&old.ip);
+            self.freed(old.ip);
         }
         self.by_ip.insert(lease.ip, lease.mac);
         self.by_mac.insert(lease.mac, lease);
         Ok(())
+    }
+
+    /// Leases held (offered or bound, expired ones until `expire`).
+    pub fn len(&self) -> usize {
+        self.by_mac.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_mac.is_empty()
     }
 
     pub fn lease_of(&self, mac: Mac) -> Option<&Lease> {
@@ -219,7 +240,12 @@ impl Leases {
     }
 
     fn reserved_for_other(&self, ip: Ipv4Addr, mac: Mac) -> bool {
-        self.reservations.iter().any(|(&m, &r)| r == ip && m != mac)
+        self.reserved_ips.get(&ip).is_some_and(|&m| m != mac)
+    }
+
+    /// `ip` became free: the never-used scan must look at it again.
+    fn freed(&mut self, ip: Ipv4Addr) {
+        self.low = self.low.min(u32::from(ip));
     }
 
     fn is_declined(&self, ip: Ipv4Addr, now: Secs) -> bool {
@@ -285,6 +311,7 @@ impl Leases {
             let old_ip = old.ip;
             self.by_ip.remove(&old_ip);
             self.by_mac.remove(&mac);
+            self.freed(old_ip);
             // The row is replaced by the upsert below (same MAC), but the old
             // address must be free first for the UNIQUE ip column.
             changes.push(LeaseChange::Remove { mac, ip: old_ip });
@@ -322,7 +349,24 @@ impl Leases {
             }
             _ => (LeaseState::Offered, now + u64::from(self.config.offer_secs)),
         };
-        Some((ip, self.assign(mac, ip, state, expires_at, hostname)))
+        let changes = self.assign(mac, ip, state, expires_at, hostname);
+        self.raise_low();
+        Some((ip, changes))
+    }
+
+    /// Moves the low-water mark past addresses that are not free.
+    fn raise_low(&mut self) {
+        let last = u32::from(self.config.last);
+        while self.low <= last {
+            let ip = Ipv4Addr::from(self.low);
+            if !(self.by_ip.contains_key(&ip)
+                || self.reserved_ips.contains_key(&ip)
+                || self.declined.contains_key(&ip))
+            {
+                break;
+            }
+            self.low += 1;
+        }
     }
 
     fn pick(&self, mac: Mac, requested: Option<Ipv4Addr>, now: Secs) -> Option<Ipv4Addr> {
@@ -344,7 +388,7 @@ impl Leases {
             return Some(ip);
         }
         let (first, last) = (u32::from(self.config.first), u32::from(self.config.last));
-        (first..=last)
+        (self.low.max(first)..=last)
             .map(Ipv4Addr::from)
             .find(|&ip| {
                 !self.by_ip.contains_key(&ip)
@@ -379,6 +423,7 @@ impl Leases {
             Some(l) if l.ip == ip => {
                 self.by_mac.remove(&mac);
                 self.by_ip.remove(&ip);
+                self.freed(ip);
                 vec![LeaseChange::Remove { mac, ip }]
             }
             _ => Vec::new(),
@@ -398,7 +443,15 @@ impl Leases {
 
     /// Removes expired leases and decline marks; returns the removals.
     pub fn expire(&mut self, now: Secs) -> Vec<LeaseChange> {
-        self.declined.retain(|_, &mut until| now < until);
+        let mut low = self.low;
+        self.declined.retain(|&ip, &mut until| {
+            let keep = now < until;
+            if !keep {
+                low = low.min(u32::from(ip));
+            }
+            keep
+        });
+        self.low = low;
         let expired: Vec<(Mac, Ipv4Addr)> = self
             .by_mac
             .values()

@@ -14,6 +14,7 @@ pub mod boot;
 pub mod codec;
 pub mod leases;
 pub mod policy;
+pub mod server;
 
 use std::net::Ipv4Addr;
 

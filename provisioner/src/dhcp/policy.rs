@@ -43,6 +43,38 @@ pub enum IgnoreReason {
     Config(String),
 }
 
+impl IgnoreReason {
+    /// Every [`label`](Self::label), for metrics.
+    pub const LABELS: &[&str] = &[
+        "unknown_mac",
+        "not_a_boot_client",
+        "no_boot_file",
+        "other_server",
+        "not_for_us",
+        "foreign_relay",
+        "pool_exhausted",
+        "incomplete",
+        "no_record",
+        "config",
+    ];
+
+    /// A fixed metric label for the reason (no free text).
+    pub fn label(&self) -> &'static str {
+        match self {
+            IgnoreReason::UnknownMac => "unknown_mac",
+            IgnoreReason::NotABootClient => "not_a_boot_client",
+            IgnoreReason::NoBootFile => "no_boot_file",
+            IgnoreReason::OtherServer => "other_server",
+            IgnoreReason::NotForUs(_) => "not_for_us",
+            IgnoreReason::ForeignRelay => "foreign_relay",
+            IgnoreReason::PoolExhausted => "pool_exhausted",
+            IgnoreReason::Incomplete(_) => "incomplete",
+            IgnoreReason::NoRecord => "no_record",
+            IgnoreReason::Config(_) => "config",
+        }
+    }
+}
+
 /// Answer or not.
 pub fn decide(policy: &AnswerPolicy, mac: Mac, kind: ClientKind) -> Result<(), IgnoreReason> {
     match policy {
@@ -56,6 +88,24 @@ pub fn decide(policy: &AnswerPolicy, mac: Mac, kind: ClientKind) -> Result<(), I
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_label_is_listed() {
+        let all = [
+            IgnoreReason::UnknownMac,
+            IgnoreReason::NotABootClient,
+            IgnoreReason::NoBootFile,
+            IgnoreReason::OtherServer,
+            IgnoreReason::NotForUs(""),
+            IgnoreReason::ForeignRelay,
+            IgnoreReason::PoolExhausted,
+            IgnoreReason::Incomplete(""),
+            IgnoreReason::NoRecord,
+            IgnoreReason::Config(String::new()),
+        ];
+        let labels: Vec<&str> = all.iter().map(IgnoreReason::label).collect();
+        assert_eq!(labels, IgnoreReason::LABELS);
+    }
 
     #[test]
     fn table() {

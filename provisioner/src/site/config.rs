@@ -57,6 +57,22 @@ pub struct BootWire {
     /// those machines get a script that says so and retries.
     #[serde(default)]
     pub inspect_image: Option<String>,
+    /// The iPXE build DHCP hands to UEFI x64 PXE firmware: `snponly`
+    /// (`snponly.efi`, drives the NIC through the firmware; works on any
+    /// NIC; the default) or `ipxe` (`ipxe.efi`, iPXE's own NIC drivers).
+    #[serde(default)]
+    pub uefi_loader: Option<UefiLoaderWire>,
+}
+
+/// The iPXE build for UEFI x64 PXE clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UefiLoaderWire {
+    /// `snponly.efi`.
+    #[default]
+    Snponly,
+    /// `ipxe.efi`.
+    Ipxe,
 }
 
 /// TFTP server settings.
@@ -245,6 +261,8 @@ pub struct BootConfig {
     pub tftp: Option<TftpConfigSpec>,
     /// The ramdisk image inspection boots (a [`ImageSource::Ramdisk`] of the catalog).
     pub inspect_image: Option<String>,
+    /// The iPXE build for UEFI x64 PXE clients.
+    pub uefi_loader: UefiLoaderWire,
 }
 
 /// Validated TFTP settings.
@@ -708,6 +726,7 @@ fn check_boot(
     ok.then(|| BootConfig {
         inspect_image: w.inspect_image,
         files,
+        uefi_loader: w.uefi_loader.unwrap_or_default(),
         tftp: enabled.then(|| TftpConfigSpec {
             port: tftp.port.unwrap_or(69),
             max_transfers: tftp.max_transfers.unwrap_or(256),

@@ -6,7 +6,7 @@
 //! INTERFACE (owned by the site work; the daemon relies on these names):
 //! - `pub fn load(dir: &Path) -> Result<Site, SiteErrors>`
 //! - `Site { dir, config: SiteConfig, nodes: Vec<NodeSpec>, profiles: Vec<model::profile::Profile> }`
-//! - `NodeSpec { name, bmc: Option<BmcSpec>, boot_mac: Option<MacAddr>, serial, profile, role }`
+//! - `NodeSpec { name, bmc: Option<BmcSpec>, boot_mac: Option<MacAddr>, ip: Option<Ipv4Addr>, serial, profile, role }`
 //! - `SiteErrors(Vec<Diagnostic>)`, `Diagnostic { file, line, column, message }` shown as
 //!   `file:line:column: message`
 //! - `pub fn schemas() -> Vec<(&'static str, serde_json::Value)>` (file name, JSON Schema)
@@ -39,6 +39,7 @@ pub use config::{
     ApiConfig, ApiWire, BootConfig, BootWire, DEFAULT_API_LISTEN, DEFAULT_LEASE_TIME, DhcpAnswer,
     DhcpConfig, DhcpMode, DhcpRange, DhcpWire, ImageSource, ImageSpec, ImageWire, LifecycleConfig,
     LifecycleWire, NetworkConfig, NetworkWire, SiteConfig, SiteFile, TftpConfigSpec, TftpWire,
+    UefiLoaderWire,
 };
 pub use diag::{Diagnostic, SiteErrors};
 pub use mac::{MacAddr, MacAddrError};
@@ -221,7 +222,8 @@ pub fn load(dir: &Path) -> Result<Site, SiteErrors> {
                 locs: &doc.locs,
                 diags: &mut diags,
             };
-            nodes::check(&mut ctx, &doc.value, dir, profile_names.as_ref())
+            let subnet = config.as_ref().map(|c| c.network.address);
+            nodes::check(&mut ctx, &doc.value, dir, profile_names.as_ref(), subnet)
         })
         .unwrap_or_default();
 

@@ -39,6 +39,12 @@ pub struct NodeWire {
     /// `52:54:00:0d:00:01`.
     #[serde(default)]
     pub boot_mac: Option<String>,
+    /// IPv4 address the provisioner's DHCP server (full mode) reserves for
+    /// `boot_mac`, inside the subnet of site.yaml `network.address`, e.g.
+    /// `10.213.0.21`. Optional: without it the node gets an address from the
+    /// range. Needs `boot_mac`.
+    #[serde(default)]
+    pub ip: Option<String>,
     /// System serial number (DMI), used to recognise the machine when it
     /// boots the inspection ramdisk.
     #[serde(default)]
@@ -96,6 +102,9 @@ pub struct NodeSpec {
     pub bmc: Option<BmcSpec>,
     /// Boot NIC's MAC; at least one of `bmc` and `boot_mac` is set.
     pub boot_mac: Option<MacAddr>,
+    /// The address DHCP reserves for `boot_mac` (full mode); in the
+    /// provisioning subnet, never the provisioner's own address, unique.
+    pub ip: Option<std::net::Ipv4Addr>,
     /// DMI serial number.
     pub serial: Option<String>,
     /// Forced profile name (exists in the site).
@@ -176,6 +185,7 @@ pub(crate) fn check(
     root: &Value,
     dir: &Path,
     profiles: Option<&HashMap<String, String>>,
+    subnet: Option<ipnet::Ipv4Net>,
 ) -> Vec<NodeSpec> {
     let Some(map) = ctx.top_mapping(
         root,
@@ -215,6 +225,7 @@ pub(crate) fn check(
     let mut macs: HashMap<MacAddr, String> = HashMap::new();
     let mut serials: HashMap<String, String> = HashMap::new();
     let mut bmcs: HashMap<String, String> = HashMap::new();
+    let mut ips: HashMap<std::net::Ipv4Addr, String> = HashMap::new();
     let mut nodes = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let ptr = format!("/nodes/{i}");
@@ -299,6 +310,16 @@ pub(crate) fn check(
                 ),
             );
         }
+        let ip = w.ip.as_deref().and_then(|text| {
+            check_ip(ctx, &format!("{ptr}/ip"), text, subnet, &mut ips, &name_ptr)
+        });
+        if w.ip.is_some() && w.boot_mac.is_none() {
+            ctx.report(
+                &format!("{ptr}/ip"),
+                At::Key,
+                "`ip` is the DHCP reservation of the boot NIC: add `boot_mac` or remove `ip`",
+            );
+        }
         if let Some(serial) = &w.serial {
             let serial_ptr = format!("{ptr}/serial");
             if serial.trim().is_empty() {
@@ -345,6 +366,7 @@ pub(crate) fn check(
                 name: w.name,
                 bmc,
                 boot_mac,
+                ip,
                 serial: w.serial,
                 profile: w.profile,
                 role: w.role,
@@ -352,6 +374,58 @@ pub(crate) fn check(
         }
     }
     nodes
+}
+
+/// Checks a node's reserved address against the provisioning subnet
+/// (`None` when site.yaml could not be read) and the other nodes'.
+fn check_ip(
+    ctx: &mut FileCtx<'_>,
+    ptr: &str,
+    text: &str,
+    subnet: Option<ipnet::Ipv4Net>,
+    seen: &mut HashMap<std::net::Ipv4Addr, String>,
+    name_ptr: &str,
+) -> Option<std::net::Ipv4Addr> {
+    let Ok(ip) = text.parse::<std::net::Ipv4Addr>() else {
+        ctx.report(
+            ptr,
+            At::Value,
+            format!("invalid IPv4 address {text:?}: write it as 10.213.0.21"),
+        );
+        return None;
+    };
+    if let Some(net) = subnet {
+        let trunc = net.trunc();
+        let problem = if !trunc.contains(&ip) {
+            Some(format!(
+                "{ip} is outside the provisioning subnet {trunc} (site.yaml network.address)"
+            ))
+        } else if ip == trunc.network() || ip == trunc.broadcast() {
+            Some(format!(
+                "{ip} is the network or broadcast address of {trunc}"
+            ))
+        } else if ip == net.addr() {
+            Some(format!(
+                "{ip} is the provisioner's own address: give the node another one"
+            ))
+        } else {
+            None
+        };
+        if let Some(msg) = problem {
+            ctx.report(ptr, At::Value, msg);
+            return None;
+        }
+    }
+    if let Some(first) = seen.get(&ip) {
+        ctx.report(
+            ptr,
+            At::Value,
+            format!("address {ip} is already reserved for the node at {first}"),
+        );
+        return None;
+    }
+    seen.insert(ip, ctx.where_is(name_ptr));
+    Some(ip)
 }
 
 /// Checks a BMC. `plaintext` says a `password` was already reported (and
