@@ -9,6 +9,7 @@ mod api;
 mod bmc;
 mod peer;
 mod process;
+mod pxe;
 mod stats;
 mod tftp;
 
@@ -32,6 +33,9 @@ enum Bench {
     /// The Redfish BMC driver: 200 concurrent power-status queries, p50/p99, memory.
     #[command(long_about = bmc::LONG_ABOUT)]
     Bmc(bmc::Args),
+    /// PXE boots in the lab: seconds to the iPXE script and to the initramfs marker, BIOS and UEFI.
+    #[command(long_about = pxe::LONG_ABOUT)]
+    Pxe(pxe::Args),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -39,5 +43,6 @@ pub fn run(args: Args) -> Result<()> {
         Bench::Api(args) => api::run(&args),
         Bench::Tftp(args) => tftp::run(&args),
         Bench::Bmc(args) => bmc::run(&args),
+        Bench::Pxe(args) => pxe::run(&args),
     }
 }
