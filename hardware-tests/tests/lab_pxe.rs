@@ -72,3 +72,39 @@ fn bios_vm_pxe_boots_our_kernel() -> Result<()> {
 fn uefi_vm_pxe_boots_our_kernel() -> Result<()> {
     boot(Firmware::UefiPxe, "52:54:00:0d:10:02")
 }
+
+/// The inspection ramdisk is missing at first: iPXE's `kernel` download
+/// fails, the script waits and asks for a fresh script (`?retry=1`) instead
+/// of stopping at the iPXE shell; once the files appear, the VM boots.
+#[test]
+fn a_failed_download_is_retried_until_the_ramdisk_appears() -> Result<()> {
+    let mac = "52:54:00:0d:10:03";
+    let ramdisk =
+        assets::test_ramdisk(&assets::cache_dir()?).context("building the test ramdisk")?;
+    let mut lab = Lab::start(LabOptions::default())?;
+    let started = lab
+        .start_vm(VmSpec::new("vm0", Firmware::Bios, mac))?
+        .started;
+    lab.wait_log(
+        &["iPXE script served", mac, "retry=0"],
+        started,
+        SCRIPT_TIMEOUT,
+    )?;
+    let retried = lab.wait_log(
+        &["iPXE script served", mac, "retry=1"],
+        started,
+        SCRIPT_TIMEOUT,
+    )?;
+    let inspect = lab.dir().join("site/assets/inspect");
+    std::fs::create_dir_all(&inspect)?;
+    std::fs::copy(&ramdisk.kernel, inspect.join("vmlinuz"))?;
+    std::fs::copy(&ramdisk.initramfs, inspect.join("initramfs"))?;
+    let marker = lab.vm(0).wait_serial(assets::MARKER, MARKER_TIMEOUT)?;
+    eprintln!(
+        "retry after {:.1} s, marker after {:.1} s",
+        retried.as_secs_f64(),
+        marker.as_secs_f64()
+    );
+    lab.pass();
+    Ok(())
+}

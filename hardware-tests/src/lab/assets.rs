@@ -1,7 +1,8 @@
 //! The lab's own small test ramdisk: Debian's kernel (fetched and cached by
 //! `image::kernel`) and an initramfs (`image::cpio`) whose `/init`
 //! (busybox-static) prints [`MARKER`] and the kernel command line on the
-//! serial console, then powers the VM off. Cached under `<target>/lab-assets/`.
+//! serial console, then powers the VM off. Cached under `<target>/lab-assets/`
+//! (`test-vmlinuz`, `test-initramfs.cpio`).
 
 use std::path::{Path, PathBuf};
 
@@ -45,20 +46,26 @@ pub fn cache_dir() -> Result<PathBuf, LabError> {
 /// Fetches the kernel (cached) and builds the initramfs (when missing) in `cache`.
 pub fn test_ramdisk(cache: &Path) -> Result<TestRamdisk, LabError> {
     std::fs::create_dir_all(cache).map_err(io(format!("creating {}", cache.display())))?;
-    let kernel = image::kernel::fetch(
-        cache,
-        image::kernel::DEFAULT_METAPACKAGE,
-        &image::progress::Quiet,
-    )
-    .map_err(|err| LabError::Missing(format!("the lab's test kernel: {err}")))?;
+    // Resolving the kernel package asks apt every time; the lab only needs a
+    // kernel, so the first one fetched is kept (delete it to take a newer one).
+    let kernel = cache.join("test-vmlinuz");
+    if !kernel.is_file() {
+        let fetched = image::kernel::fetch(
+            cache,
+            image::kernel::DEFAULT_METAPACKAGE,
+            &image::progress::Quiet,
+        )
+        .map_err(|err| LabError::Missing(format!("the lab's test kernel: {err}")))?;
+        let partial = kernel.with_extension(format!("{}.partial", std::process::id()));
+        std::fs::copy(&fetched.vmlinuz, &partial)
+            .map_err(io("copying the kernel into the lab cache"))?;
+        std::fs::rename(&partial, &kernel).map_err(io("moving the kernel in place"))?;
+    }
     let initramfs = cache.join("test-initramfs.cpio");
     if !initramfs.is_file() {
         build_initramfs(&initramfs)?;
     }
-    Ok(TestRamdisk {
-        kernel: kernel.vmlinuz,
-        initramfs,
-    })
+    Ok(TestRamdisk { kernel, initramfs })
 }
 
 /// `/init`, `/bin/busybox`, `/dev/console`, empty `/dev` and `/proc`.
