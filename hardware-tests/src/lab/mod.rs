@@ -123,6 +123,9 @@ pub struct LabOptions {
     pub site: PathBuf,
     /// The `provisioner` binary (default: [`provisioner_binary`]).
     pub provisioner: Option<PathBuf>,
+    /// Start `provisioner serve` (default on; off when a peer serves the lab
+    /// instead, e.g. the dnsmasq stand-in of `cargo xtask bench pxe`).
+    pub serve: bool,
     /// Files to place in the site copy: (path inside the site, source file).
     pub site_files: Vec<(PathBuf, PathBuf)>,
     /// Send IPv6 router advertisements on br0 (default on).
@@ -150,6 +153,7 @@ impl Default for LabOptions {
         LabOptions {
             site: crate::lab_site_dir(),
             provisioner: None,
+            serve: true,
             site_files: vec![],
             router_advertisements: true,
         }
@@ -205,11 +209,13 @@ impl Lab {
         if options.router_advertisements {
             lab.start_radvd()?;
         }
-        let binary = match options.provisioner {
-            Some(binary) => binary,
-            None => provisioner_binary()?,
-        };
-        lab.start_provisioner(&binary, &site)?;
+        if options.serve {
+            let binary = match options.provisioner {
+                Some(binary) => binary,
+                None => provisioner_binary()?,
+            };
+            lab.start_provisioner(&binary, &site)?;
+        }
         Ok(lab)
     }
 
@@ -352,10 +358,22 @@ impl Lab {
         since: Instant,
         timeout: Duration,
     ) -> Result<Duration, LabError> {
-        let path = self.provisioner_log();
+        self.wait_line(&self.provisioner_log(), needles, since, timeout)
+    }
+
+    /// Waits until the file at `path` (a log) has a line containing every
+    /// one of `needles`; returns the time since `since`. Fails early when the
+    /// provisioner or a VM exits.
+    pub fn wait_line(
+        &mut self,
+        path: &Path,
+        needles: &[&str],
+        since: Instant,
+        timeout: Duration,
+    ) -> Result<Duration, LabError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let text = std::fs::read_to_string(path).unwrap_or_default();
             if text
                 .lines()
                 .any(|line| needles.iter().all(|n| line.contains(n)))
@@ -408,9 +426,22 @@ impl Lab {
         timeouts: (Duration, Duration),
     ) -> Result<BootTimes, LabError> {
         let mac = spec.mac.clone();
+        let log = self.provisioner_log();
+        self.pxe_boot_with(spec, &log, &["iPXE script served", &mac], timeouts)
+    }
+
+    /// [`Lab::pxe_boot`] where the script fetch shows as a line with
+    /// `needles` in the log at `log` (another server's).
+    pub fn pxe_boot_with(
+        &mut self,
+        spec: VmSpec,
+        log: &Path,
+        needles: &[&str],
+        timeouts: (Duration, Duration),
+    ) -> Result<BootTimes, LabError> {
         let index = self.vms.len();
         let started = self.start_vm(spec)?.started;
-        let script = self.wait_log(&["iPXE script served", &mac], started, timeouts.0)?;
+        let script = self.wait_line(log, needles, started, timeouts.0)?;
         let marker = self.vm(index).wait_serial(assets::MARKER, timeouts.1)?;
         Ok(BootTimes { script, marker })
     }
