@@ -224,17 +224,24 @@ fn scripts_tokens_files_and_images() {
 }
 
 #[test]
-fn a_broken_site_template_gives_a_wait_script_that_says_so() {
+fn a_template_broken_after_start_gives_a_wait_script_that_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let site = dir.path().join("site");
     write_boot_site(&site);
     std::fs::create_dir_all(site.join("templates")).unwrap();
-    std::fs::write(
-        site.join("templates/inspect.ipxe.tera"),
-        "#!ipxe\necho {{ undefined_variable }}\n",
-    )
-    .unwrap();
+    let template = site.join("templates/inspect.ipxe.tera");
+    std::fs::write(&template, "#!ipxe\necho {{ undefined_variable }}\n").unwrap();
+    // `site validate` (and so `serve`) refuses it with its position...
+    let refused = provisioner::site::load(&site).unwrap_err().to_string();
+    assert!(
+        refused.contains("templates/inspect.ipxe.tera:1:1: iPXE template does not render"),
+        "{refused}"
+    );
+    // ...but templates are read at each render: one broken while the daemon runs
+    // gives machines a script that says so and retries, never a dead shell.
+    std::fs::remove_file(&template).unwrap();
     let daemon = Daemon::start(&site, &dir.path().join("state"));
+    std::fs::write(&template, "#!ipxe\necho {{ undefined_variable }}\n").unwrap();
     let script = reqwest::blocking::get(format!("{}/boot/{KNOWN}.ipxe", daemon.base))
         .unwrap()
         .text()

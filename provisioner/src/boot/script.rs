@@ -324,6 +324,123 @@ impl Templates {
     }
 }
 
+/// A problem with a site template, for `site validate` (`file:line:column`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateProblem {
+    /// Relative to the site directory, e.g. `templates/wait.ipxe.tera`.
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Tera's parse errors carry ` --> LINE:COLUMN`; the rest of the text is
+/// folded into one line.
+fn located(message: &str) -> (usize, usize, String) {
+    let position = message.split(" --> ").nth(1).and_then(|rest| {
+        let text = rest.split_whitespace().next()?;
+        let (line, column) = text.split_once(':')?;
+        Some((line.parse().ok()?, column.parse().ok()?))
+    });
+    let detail = message
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("= "))
+        .map_or_else(
+            || message.split_whitespace().collect::<Vec<_>>().join(" "),
+            str::to_owned,
+        );
+    let (line, column) = position.unwrap_or((1, 1));
+    (line, column, detail)
+}
+
+/// Checks the site's template overrides (`SITE/templates/`): only the known
+/// names, each parses, and each renders with a sample context (so a
+/// misspelt variable is found before a machine asks).
+pub fn check_site_templates(site_dir: &Path) -> Vec<TemplateProblem> {
+    let dir = site_dir.join("templates");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return vec![];
+    };
+    let mut problems = vec![];
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    let known: Vec<String> = ScriptKind::ALL
+        .iter()
+        .map(|k| format!("{}.ipxe.tera", k.name()))
+        .collect();
+    for name in names {
+        let file = PathBuf::from("templates").join(&name);
+        let Some(kind) = ScriptKind::ALL
+            .into_iter()
+            .find(|k| name == format!("{}.ipxe.tera", k.name()))
+        else {
+            problems.push(TemplateProblem {
+                file,
+                line: 1,
+                column: 1,
+                message: format!(
+                    "unknown template {name:?}: the site may override {}",
+                    known.join(", ")
+                ),
+            });
+            continue;
+        };
+        let text = match std::fs::read_to_string(dir.join(&name)) {
+            Ok(text) => text,
+            Err(err) => {
+                problems.push(TemplateProblem {
+                    file,
+                    line: 1,
+                    column: 1,
+                    message: format!("cannot read it: {err}"),
+                });
+                continue;
+            }
+        };
+        let sources = ScriptKind::ALL
+            .into_iter()
+            .map(|k| {
+                let text = if k == kind {
+                    text.clone()
+                } else {
+                    k.default_text().to_owned()
+                };
+                (k, file.display().to_string(), text)
+            })
+            .collect();
+        let result = Templates::from_sources(sources).and_then(|t| {
+            let sample = ScriptContext::new(
+                Mac([0x52, 0x54, 0, 0, 0, 1]),
+                None,
+                &Choice {
+                    kind,
+                    reason: "sample".into(),
+                },
+                "192.0.2.1:8080",
+                0,
+                Some("sample-image"),
+                Some("sample-token"),
+            );
+            t.render(kind, &sample)
+        });
+        if let Err(err) = result {
+            let (line, column, detail) = located(&err.message);
+            problems.push(TemplateProblem {
+                file,
+                line,
+                column,
+                message: format!("iPXE template does not render: {detail}"),
+            });
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +489,62 @@ mod tests {
                 .contains("timed out after 5m")
         );
         assert!(choose(None, None).reason.contains("boot.inspect_image"));
+    }
+
+    #[test]
+    fn site_validate_finds_bad_templates_with_their_position() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(check_site_templates(dir.path()), vec![]);
+        let templates = dir.path().join("templates");
+        std::fs::create_dir(&templates).unwrap();
+        std::fs::write(
+            templates.join("wait.ipxe.tera"),
+            "#!ipxe\necho {{ reason }}\n",
+        )
+        .unwrap();
+        assert_eq!(check_site_templates(dir.path()), vec![]);
+        std::fs::write(templates.join("inspekt.ipxe.tera"), "#!ipxe\n").unwrap();
+        std::fs::write(
+            templates.join("inspect.ipxe.tera"),
+            "#!ipxe\necho {{ reason\n",
+        )
+        .unwrap();
+        std::fs::write(
+            templates.join("local-disk.ipxe.tera"),
+            "#!ipxe\necho {{ nope }}\n",
+        )
+        .unwrap();
+        let problems = check_site_templates(dir.path());
+        let got: Vec<String> = problems
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}:{}: {}",
+                    p.file.display(),
+                    p.line,
+                    p.column,
+                    p.message
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(
+            got[0].starts_with(
+                "templates/inspect.ipxe.tera:3:1: iPXE template does not render: expected"
+            ),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].starts_with(
+                "templates/inspekt.ipxe.tera:1:1: unknown template \"inspekt.ipxe.tera\""
+            ),
+            "{got:#?}"
+        );
+        assert!(
+            got[2].starts_with("templates/local-disk.ipxe.tera:1:1: iPXE template does not render"),
+            "{got:#?}"
+        );
+        assert!(got[2].contains("nope"), "{got:#?}");
     }
 
     #[test]
