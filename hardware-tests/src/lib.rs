@@ -1,12 +1,13 @@
-//! The virtual lab: the example lab site (`sites/lab/`) and the virtual BMC
-//! ([`vbmc`]: Redfish in front of a VM's QMP socket, [`qmp`]) today; the QEMU
-//! harness (network namespace, bridge, taps, VMs) and the end-to-end scenarios
-//! come with the boot-services work.
+//! The virtual lab: the example lab site (`sites/lab/`), the virtual BMC
+//! ([`vbmc`]: Redfish in front of a VM's QMP socket, [`qmp`]) and the lab
+//! harness ([`lab`]: network namespace, bridge, taps, the real `provisioner
+//! serve`, QEMU VMs with serial logs) that every lab test builds on.
 //!
 //! Invariant: the lab only ever touches network namespaces, bridges and taps it
 //! created itself, and removes them (and kills the processes it started, by
 //! PID) on every exit path.
 
+pub mod lab;
 pub mod qmp;
 pub mod rack;
 pub mod vbmc;

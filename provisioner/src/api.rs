@@ -4,7 +4,9 @@
 //! Invariants:
 //! - Every `/api/v1/*` route requires `Authorization: Bearer <token>`; the
 //!   comparison is constant-time. `/healthz`, `/metrics` and the OpenAPI
-//!   document are public (they reveal no node data).
+//!   document are public (they reveal no node data), and so are the boot
+//!   routes `/boot/{file}` and `/images/{image}/{file}` (firmware cannot send
+//!   a token; see `crate::boot` for what they may serve).
 //! - Errors map to HTTP status in one exhaustive match ([`status_of`]) and the
 //!   body is always `{"error": ..., "hint": ...}`.
 //! - The OpenAPI document lists exactly the routes of [`router`] (a test checks).
@@ -200,6 +202,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/api/openapi.json"),
+    ("get", "/boot/{file}"),
+    ("get", "/images/{image}/{file}"),
     ("get", "/api/v1/nodes"),
     ("get", "/api/v1/nodes/{name}"),
     ("delete", "/api/v1/nodes/{name}"),
@@ -234,6 +238,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(|| async { Json(openapi()) }))
+        // Boot routes: firmware and iPXE cannot send the operator token.
+        .route("/boot/{file}", get(crate::boot::boot_file))
+        .route("/images/{image}/{file}", get(crate::boot::image_file))
         .merge(v1)
         .layer(middleware::from_fn_with_state(Arc::clone(&app), observe))
         .with_state(app)
@@ -452,6 +459,26 @@ pub fn openapi() -> serde_json::Value {
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "OpenMetrics text"}}}},
             "/api/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/boot/{file}": {
+                "parameters": [{"name": "file", "in": "path", "required": true, "schema": {"type": "string"}, "description": "`MAC.ipxe` (lowercase colon form) for a machine's iPXE script, else a file of the boot-files directory (e.g. snponly.efi)"}],
+                "get": {"summary": "iPXE script of a machine (issues its per-boot token), or a boot file", "security": [], "responses": {
+                    "200": {"description": "the script (text/plain) or the file"},
+                    "206": {"description": "the requested byte range of a file"},
+                    "304": {"description": "If-None-Match matched the file's ETag"},
+                    "404": {"description": "no such file, or not a MAC"},
+                    "416": {"description": "the range starts past the end of the file"}}}
+            },
+            "/images/{image}/{file}": {
+                "parameters": [
+                    {"name": "image", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "file", "in": "path", "required": true, "schema": {"type": "string"}, "description": "ramdisk images: vmlinuz or initramfs; file images: the file's name"}],
+                "get": {"summary": "A catalog image file, streamed (Range, ETag, If-None-Match, If-Range)", "security": [], "responses": {
+                    "200": {"description": "the file"},
+                    "206": {"description": "the requested byte range"},
+                    "304": {"description": "If-None-Match matched"},
+                    "404": {"description": "no such image or file"},
+                    "416": {"description": "the range starts past the end of the file"}}}
+            },
             "/api/v1/nodes": {"get": {"summary": "List nodes", "security": [{"bearer": []}], "responses": with_errors(json!({"200": ok("nodes by name", "NodeList")}))}},
             "/api/v1/nodes/{name}": {
                 "parameters": name_param,

@@ -139,6 +139,8 @@ pub struct App {
     tftp: Option<Arc<crate::tftp::TftpStats>>,
     /// Wakes the lifecycle executor when a transition queued BMC actions.
     pub(crate) wake: tokio::sync::Notify,
+    /// Which MACs get their own label in the boot-script counter.
+    pub boot_mac_labels: crate::boot::MacLabels,
     /// The DHCP server, when it runs (site reloads update it).
     dhcp: std::sync::OnceLock<crate::dhcp::server::Handle>,
 }
@@ -182,6 +184,7 @@ impl App {
             reload_lock: tokio::sync::Mutex::new(()),
             tftp: None,
             wake: tokio::sync::Notify::new(),
+            boot_mac_labels: Default::default(),
             dhcp: std::sync::OnceLock::new(),
         }
     }

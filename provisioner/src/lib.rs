@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod bmc;
+pub mod boot;
 pub mod cli;
 pub mod daemon;
 pub mod dhcp;

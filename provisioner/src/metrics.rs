@@ -32,6 +32,13 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BootScriptLabels {
+    /// The machine's MAC, or `other` past `boot::MAX_MAC_LABELS` distinct MACs.
+    pub mac: String,
+    pub script: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: String,
     pub maintenance: String,
@@ -142,6 +149,7 @@ pub struct Metrics {
     pub tftp_transfers: Family<OutcomeLabels, Counter>,
     pub tftp_malformed: Counter,
     pub tftp_bytes: Counter,
+    pub boot_scripts: Family<BootScriptLabels, Counter>,
     pub dhcp: DhcpMetrics,
 }
 
@@ -164,6 +172,12 @@ impl Default for Metrics {
         let tftp_transfers = Family::<OutcomeLabels, Counter>::default();
         let tftp_malformed = Counter::default();
         let tftp_bytes = Counter::default();
+        let boot_scripts = Family::<BootScriptLabels, Counter>::default();
+        registry.register(
+            "boot_scripts",
+            "iPXE scripts served, by MAC and script (inspect, local-disk, wait)",
+            boot_scripts.clone(),
+        );
         registry.register(
             "api_requests",
             "API requests by method, route and status",
@@ -216,6 +230,7 @@ impl Default for Metrics {
             tftp_transfers,
             tftp_malformed,
             tftp_bytes,
+            boot_scripts,
         }
     }
 }
@@ -264,6 +279,16 @@ impl Metrics {
         }
         catch_up(&self.tftp_malformed, stats.malformed.load(Relaxed));
         catch_up(&self.tftp_bytes, stats.bytes_sent.load(Relaxed));
+    }
+
+    /// Counts one iPXE script served.
+    pub fn count_boot_script(&self, mac: String, script: &str) {
+        self.boot_scripts
+            .get_or_create(&BootScriptLabels {
+                mac,
+                script: script.to_owned(),
+            })
+            .inc();
     }
 
     /// The text exposition format.

@@ -27,6 +27,9 @@ use sqlx::{Row, SqlitePool};
 
 use crate::lifecycle::{Action, NodeStatus, State};
 
+mod boot_tokens;
+pub use boot_tokens::BootSession;
+
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "provisioner.db";
 
@@ -562,6 +565,17 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
         node_from_row(&row)
+    }
+
+    /// The node whose boot MAC is `mac` (lowercase colon form), if any.
+    pub async fn node_by_mac(&self, mac: &str) -> Result<Option<NodeRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE boot_mac = ? ORDER BY name LIMIT 1"
+        ))
+        .bind(mac)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(node_from_row).transpose()
     }
 
     /// Number of nodes per state (for metrics).

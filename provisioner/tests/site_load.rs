@@ -73,7 +73,14 @@ fn lab_site_validates() {
         .expect("inspection ramdisk in the catalog");
     assert_eq!(
         image.source,
-        ImageSource::Path(dir.join("assets/inspect-ramdisk.cpio.gz"))
+        ImageSource::Ramdisk {
+            kernel: dir.join("assets/inspect/vmlinuz"),
+            initramfs: dir.join("assets/inspect/initramfs"),
+        }
+    );
+    assert_eq!(
+        site.config.boot.inspect_image.as_deref(),
+        Some("inspect-ramdisk")
     );
     let names: Vec<_> = site.nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["lab-compute-0", "lab-network-0", "lab-storage-0"]);
@@ -277,6 +284,80 @@ fn bad_cidr_and_url_images_without_digest() {
     assert!(
         got[1].starts_with("site.yaml:3:5: images[0]: `url` images need `sha256`"),
         "{got:#?}"
+    );
+}
+
+#[test]
+fn ramdisk_images_and_the_inspect_image() {
+    let text = "network: {interface: br0, address: 10.0.0.1/24}
+images:
+  - name: rd
+    kernel: rd/vmlinuz
+    initramfs: rd/initramfs
+  - name: half
+    kernel: k
+  - name: disk
+    path: disk.img
+  - name: mixed
+    path: a
+    kernel: b
+    initramfs: c
+boot:
+  inspect_image: disk
+";
+    let dir = site_dir(&[("site.yaml", text), ("nodes.yaml", GOOD_NODES)]);
+    let got = errors(dir.path());
+    let expected = [
+        "site.yaml:7:5: images[1].kernel: a ramdisk image needs `initramfs: FILE` next to `kernel`",
+        "site.yaml:12:5: images[3].kernel: give one source: `url`, `path`, or `kernel` + `initramfs`, not several",
+    ];
+    assert_eq!(got.len(), expected.len(), "{got:#?}");
+    for (got, expected) in got.iter().zip(expected) {
+        assert!(got.starts_with(expected), "{got}\nexpected: {expected}");
+    }
+
+    let text = "network: {interface: br0, address: 10.0.0.1/24}
+images:
+  - name: disk
+    path: disk.img
+boot:
+  inspect_image: disk
+";
+    let dir = site_dir(&[("site.yaml", text), ("nodes.yaml", GOOD_NODES)]);
+    let got = errors(dir.path());
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("site.yaml:6:18: boot.inspect_image: image \"disk\" is not a ramdisk"),
+        "{got:#?}"
+    );
+
+    let text = "network: {interface: br0, address: 10.0.0.1/24}
+images:
+  - name: rd
+    kernel: rd/vmlinuz
+    initramfs: rd/initramfs
+boot:
+  inspect_image: nope
+";
+    let dir = site_dir(&[("site.yaml", text), ("nodes.yaml", GOOD_NODES)]);
+    let got = errors(dir.path());
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with(
+            "site.yaml:7:18: boot.inspect_image: no image named \"nope\" in `images` (known: rd)"
+        ),
+        "{got:#?}"
+    );
+
+    let text = text.replace("inspect_image: nope", "inspect_image: rd");
+    let dir = site_dir(&[("site.yaml", &text), ("nodes.yaml", GOOD_NODES)]);
+    let site = provisioner::site::load(dir.path()).expect("valid");
+    assert_eq!(
+        site.image("rd").unwrap().source,
+        ImageSource::Ramdisk {
+            kernel: dir.path().join("rd/vmlinuz"),
+            initramfs: dir.path().join("rd/initramfs"),
+        }
     );
 }
 

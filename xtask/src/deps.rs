@@ -60,7 +60,7 @@ pub const DEPS: &[Dep] = &[
     },
     Dep {
         package: "busybox-static",
-        why: "busybox `udhcpc` is the DHCP client the DHCP server is tested with (provisioner/tests/dhcp_netns.rs)",
+        why: "busybox `udhcpc` is the DHCP client the DHCP server is tested with (provisioner/tests/dhcp_netns.rs); /init of the lab's test initramfs",
         from_backports: false,
     },
     Dep {
@@ -75,7 +75,7 @@ pub const DEPS: &[Dep] = &[
     },
     Dep {
         package: "iproute2",
-        why: "network namespaces and veth pairs for the DHCP tests (`ip netns`, `ip link`)",
+        why: "network namespaces, veth pairs, bridges and taps for the DHCP tests and the lab (`ip netns`, `ip link`)",
         from_backports: false,
     },
     Dep {
@@ -84,10 +84,58 @@ pub const DEPS: &[Dep] = &[
         from_backports: false,
     },
     Dep {
+        package: "cpio",
+        why: "GNU cpio reads back the initramfs archives of image::cpio (image/tests/cpio_readback.rs)",
+        from_backports: false,
+    },
+    Dep {
+        package: "ovmf",
+        why: "the UEFI lab VM boots OVMF (native PXE -> TFTP snponly.efi -> iPXE) (hardware-tests/tests/lab_pxe.rs)",
+        from_backports: false,
+    },
+    Dep {
+        package: "seabios",
+        why: "the BIOS lab VM boots SeaBIOS (hardware-tests/tests/lab_pxe.rs)",
+        from_backports: true,
+    },
+    Dep {
+        package: "ipxe-qemu",
+        why: "the BIOS lab VM's virtio NIC boots its iPXE option ROM (hardware-tests/tests/lab_pxe.rs)",
+        from_backports: false,
+    },
+    Dep {
+        package: "ipxe",
+        why: "the lab site serves Debian's iPXE binaries (/usr/lib/ipxe/snponly.efi) over TFTP",
+        from_backports: false,
+    },
+    Dep {
+        package: "radvd",
+        why: "router advertisements on the lab bridge only, so iPXE skips its ~13 s IPv6 wait",
+        from_backports: false,
+    },
+    Dep {
+        package: "procps",
+        why: "sysctl: IPv6 forwarding inside the lab namespace (radvd needs it)",
+        from_backports: false,
+    },
+    Dep {
         package: "python3-venv",
         why: "the BMC tests run sushy-tools' Redfish emulator from a venv (target/venv)",
         from_backports: false,
     },
+];
+
+/// The packages the PXE lab (tests and `cargo xtask bench pxe`) needs.
+pub const LAB: &[&str] = &[
+    "qemu-system-x86",
+    "ovmf",
+    "seabios",
+    "ipxe-qemu",
+    "ipxe",
+    "busybox-static",
+    "radvd",
+    "procps",
+    "iproute2",
 ];
 
 pub const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/backports.sources";

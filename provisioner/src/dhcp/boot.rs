@@ -148,7 +148,13 @@ pub fn choose(request: &Request, config: &BootConfig) -> Option<BootAnswer> {
                 file: file.to_owned(),
                 transport: Transport::Tftp,
                 next_server: Some(config.tftp_server),
-                vendor_class: Some("PXEClient"),
+                // No `PXEClient` here: UEFI firmware (EDK2/OVMF) takes an address
+                // offer that carries it without option 43 for a BINL offer and
+                // asks port 4011 for the boot file, which full mode does not
+                // serve ("PXE-E16: No valid offer received"). A plain offer with
+                // `file` and `siaddr` boots at once, BIOS and UEFI alike; proxy
+                // offers add `PXEClient` themselves (`dhcp::proxy`).
+                vendor_class: None,
                 ipxe_no_pxedhcp: true,
             })
         }
@@ -177,7 +183,7 @@ mod tests {
                 file: file.into(),
                 transport: Transport::Tftp,
                 next_server: tftp,
-                vendor_class: Some("PXEClient"),
+                vendor_class: None,
                 ipxe_no_pxedhcp: true,
             })
         };

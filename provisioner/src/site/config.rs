@@ -52,6 +52,11 @@ pub struct BootWire {
     /// The TFTP server (read-only) on the provisioning address.
     #[serde(default)]
     pub tftp: Option<TftpWire>,
+    /// The catalog image (a ramdisk: `kernel` + `initramfs`) that unknown,
+    /// enrolled and inspecting machines boot to be inspected. Without it,
+    /// those machines get a script that says so and retries.
+    #[serde(default)]
+    pub inspect_image: Option<String>,
     /// The iPXE build DHCP hands to UEFI x64 PXE firmware: `snponly`
     /// (`snponly.efi`, drives the NIC through the firmware; works on any
     /// NIC; the default) or `ipxe` (`ipxe.efi`, iPXE's own NIC drivers).
@@ -218,7 +223,9 @@ pub struct ApiWire {
     pub listen: Option<String>,
 }
 
-/// One image in the catalog: exactly one of `url` and `path`.
+/// One image in the catalog: exactly one of `url`, `path`, or the pair
+/// `kernel` + `initramfs` (a ramdisk booted over the network, such as the
+/// inspection ramdisk of `boot.inspect_image`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageWire {
@@ -233,6 +240,13 @@ pub struct ImageWire {
     /// or absolute.
     #[serde(default)]
     pub path: Option<String>,
+    /// Ramdisk images: the Linux kernel (`vmlinuz`) on the provisioner host,
+    /// relative to the site directory or absolute. Needs `initramfs`.
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// Ramdisk images: the initramfs (cpio archive) for `kernel`.
+    #[serde(default)]
+    pub initramfs: Option<String>,
     /// SHA-256 of the image, 64 hex digits. Required with `url`; optional
     /// with `path`, for images built locally (e.g. by `provisioner image
     /// build`) whose digest is not known when the site is written.
@@ -265,6 +279,8 @@ pub struct BootConfig {
     pub files: PathBuf,
     /// TFTP server, when enabled.
     pub tftp: Option<TftpConfigSpec>,
+    /// The ramdisk image inspection boots (a [`ImageSource::Ramdisk`] of the catalog).
+    pub inspect_image: Option<String>,
     /// The iPXE build for UEFI x64 PXE clients.
     pub uefi_loader: UefiLoaderWire,
 }
@@ -389,6 +405,9 @@ pub enum ImageSource {
     /// A file on the provisioner host (relative paths already joined to
     /// the site directory).
     Path(PathBuf),
+    /// A network-booted ramdisk: kernel and initramfs files on the
+    /// provisioner host (relative paths already joined to the site directory).
+    Ramdisk { kernel: PathBuf, initramfs: PathBuf },
 }
 
 // ---------------------------------------------------------------- checking
@@ -452,6 +471,9 @@ pub(crate) fn check(ctx: &mut FileCtx<'_>, root: &Value, dir: &Path) -> Option<S
         Some(v) => ctx.de::<BootWire>(v, "/boot"),
     }
     .and_then(|w| check_boot(ctx, w, dir, network.as_ref()));
+    if let (Some(boot), Some(images)) = (&boot, &images) {
+        check_inspect_image(ctx, boot, images);
+    }
     if ctx.diags.len() > before {
         return None;
     }
@@ -717,7 +739,20 @@ fn check_boot(
         );
         ok = false;
     }
+    if let Some(name) = w
+        .inspect_image
+        .as_deref()
+        .filter(|n| !model::profile::is_valid_name(n))
+    {
+        ctx.report(
+            "/boot/inspect_image",
+            At::Value,
+            format!("invalid image name {name:?}: give the `name` of a ramdisk image in `images`"),
+        );
+        ok = false;
+    }
     ok.then(|| BootConfig {
+        inspect_image: w.inspect_image,
         files,
         uefi_loader: w.uefi_loader.unwrap_or_default(),
         tftp: enabled.then(|| TftpConfigSpec {
@@ -726,6 +761,43 @@ fn check_boot(
             max_blksize: tftp.max_blksize.unwrap_or(1468),
         }),
     })
+}
+
+/// `boot.inspect_image` must name a ramdisk image of the catalog.
+fn check_inspect_image(ctx: &mut FileCtx<'_>, boot: &BootConfig, images: &[ImageSpec]) {
+    let Some(name) = &boot.inspect_image else {
+        return;
+    };
+    match images.iter().find(|i| &i.name == name) {
+        Some(ImageSpec {
+            source: ImageSource::Ramdisk { .. },
+            ..
+        }) => {}
+        Some(_) => ctx.report(
+            "/boot/inspect_image",
+            At::Value,
+            format!(
+                "image {name:?} is not a ramdisk: give it `kernel:` and `initramfs:` instead of \
+                 `url`/`path`, or name another image"
+            ),
+        ),
+        None => {
+            let known: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
+            ctx.report(
+                "/boot/inspect_image",
+                At::Value,
+                format!(
+                    "no image named {name:?} in `images` (known: {}): add it with `kernel:` and \
+                     `initramfs:`, or fix the name",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        }
+    }
 }
 
 fn check_lifecycle(ctx: &mut FileCtx<'_>, w: LifecycleWire) -> Option<LifecycleConfig> {
@@ -836,24 +908,17 @@ fn check_images(ctx: &mut FileCtx<'_>, items: &[Value], dir: &Path) -> Option<Ve
         } else {
             seen.insert(w.name.clone(), ctx.where_is(&format!("{ptr}/name")));
         }
-        let source = match (&w.url, &w.path) {
-            (Some(_), Some(_)) => {
-                ctx.report(
-                    &format!("{ptr}/path"),
-                    At::Key,
-                    "give either `url` or `path`, not both",
-                );
-                None
-            }
-            (None, None) => {
+        let source = match (&w.url, &w.path, &w.kernel, &w.initramfs) {
+            (None, None, None, None) => {
                 ctx.report(
                     &ptr,
                     At::Value,
-                    "no image source: add `url: https://...` or `path: FILE`",
+                    "no image source: add `url: https://...`, `path: FILE`, or `kernel: FILE` \
+                     with `initramfs: FILE` for a ramdisk",
                 );
                 None
             }
-            (Some(url), None) => {
+            (Some(url), None, None, None) => {
                 if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 9 {
                     ctx.report(
                         &format!("{ptr}/url"),
@@ -865,15 +930,48 @@ fn check_images(ctx: &mut FileCtx<'_>, items: &[Value], dir: &Path) -> Option<Ve
                     Some(ImageSource::Url(url.clone()))
                 }
             }
-            (None, Some(p)) if p.is_empty() => {
+            (None, Some(p), None, None) => {
+                image_file(ctx, &ptr, "path", p, dir).map(ImageSource::Path)
+            }
+            (None, None, Some(kernel), Some(initramfs)) => {
+                let kernel = image_file(ctx, &ptr, "kernel", kernel, dir);
+                let initramfs = image_file(ctx, &ptr, "initramfs", initramfs, dir);
+                kernel
+                    .zip(initramfs)
+                    .map(|(kernel, initramfs)| ImageSource::Ramdisk { kernel, initramfs })
+            }
+            (None, None, Some(_), None) => {
                 ctx.report(
-                    &format!("{ptr}/path"),
-                    At::Value,
-                    "empty path: give the image file",
+                    &format!("{ptr}/kernel"),
+                    At::Key,
+                    "a ramdisk image needs `initramfs: FILE` next to `kernel`",
                 );
                 None
             }
-            (None, Some(p)) => Some(ImageSource::Path(dir.join(p))),
+            (None, None, None, Some(_)) => {
+                ctx.report(
+                    &format!("{ptr}/initramfs"),
+                    At::Key,
+                    "a ramdisk image needs `kernel: FILE` next to `initramfs`",
+                );
+                None
+            }
+            (url, path, kernel, _) => {
+                let (field, message) = if url.is_some() && path.is_some() {
+                    ("path", "give either `url` or `path`, not both")
+                } else {
+                    (
+                        if kernel.is_some() {
+                            "kernel"
+                        } else {
+                            "initramfs"
+                        },
+                        "give one source: `url`, `path`, or `kernel` + `initramfs`, not several",
+                    )
+                };
+                ctx.report(&format!("{ptr}/{field}"), At::Key, message);
+                None
+            }
         };
         let sha256 = match &w.sha256 {
             Some(s) if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) => {
@@ -889,7 +987,7 @@ fn check_images(ctx: &mut FileCtx<'_>, items: &[Value], dir: &Path) -> Option<Ve
             }
             Some(s) => Some(s.to_ascii_lowercase()),
             None => {
-                if w.url.is_some() && w.path.is_none() {
+                if matches!(source, Some(ImageSource::Url(_))) {
                     ctx.report(
                         &ptr,
                         At::Value,
@@ -914,6 +1012,26 @@ fn check_images(ctx: &mut FileCtx<'_>, items: &[Value], dir: &Path) -> Option<Ve
     } else {
         Some(images)
     }
+}
+
+/// A file field of an image (`path`, `kernel`, `initramfs`): not empty,
+/// joined to the site directory.
+fn image_file(
+    ctx: &mut FileCtx<'_>,
+    ptr: &str,
+    field: &str,
+    value: &str,
+    dir: &Path,
+) -> Option<PathBuf> {
+    if value.is_empty() {
+        ctx.report(
+            &format!("{ptr}/{field}"),
+            At::Value,
+            format!("empty `{field}`: give the file, relative to the site directory or absolute"),
+        );
+        return None;
+    }
+    Some(dir.join(value))
 }
 
 #[cfg(test)]

@@ -227,6 +227,19 @@ pub fn load(dir: &Path) -> Result<Site, SiteErrors> {
         })
         .unwrap_or_default();
 
+    // iPXE template overrides (`templates/*.ipxe.tera`): checked here so a bad
+    // one is refused like any other site error, before a machine asks.
+    diags.extend(
+        crate::boot::script::check_site_templates(dir)
+            .into_iter()
+            .map(|p| Diagnostic {
+                file: p.file,
+                line: p.line,
+                column: p.column,
+                message: p.message,
+            }),
+    );
+
     if !diags.is_empty() {
         diags.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         return Err(SiteErrors(diags));

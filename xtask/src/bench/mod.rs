@@ -10,6 +10,7 @@ mod bmc;
 mod dhcp;
 mod peer;
 mod process;
+mod pxe;
 mod stats;
 mod tftp;
 
@@ -36,6 +37,9 @@ enum Bench {
     /// The DHCP server of `provisioner serve` next to Kea and dnsmasq under perfdhcp.
     #[command(long_about = dhcp::LONG_ABOUT)]
     Dhcp(dhcp::Args),
+    /// PXE boots in the lab: seconds to the iPXE script and to the initramfs marker, BIOS and UEFI.
+    #[command(long_about = pxe::LONG_ABOUT)]
+    Pxe(pxe::Args),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -44,5 +48,6 @@ pub fn run(args: Args) -> Result<()> {
         Bench::Tftp(args) => tftp::run(&args),
         Bench::Bmc(args) => bmc::run(&args),
         Bench::Dhcp(args) => dhcp::run(&args),
+        Bench::Pxe(args) => pxe::run(&args),
     }
 }

@@ -1,0 +1,473 @@
+//! The lab harness: a network namespace with bridge `br0` (10.213.0.1/24) and
+//! one tap per VM, the real `provisioner serve` inside it on a temporary copy
+//! of the lab site, router advertisements on that bridge only (radvd, so iPXE
+//! does not wait ~13 s for IPv6 autoconfiguration; the provisioner itself
+//! never sends them), and QEMU VMs (q35, SeaBIOS or OVMF with a VARS copy per
+//! VM, TCG unless a probe shows KVM works) with their serial consoles in
+//! files.
+//!
+//! Every lab test builds on [`Lab`]. Invariants: the lab touches only the
+//! namespace it created (named `px<pid>n<k>`) and the devices inside it;
+//! dropping a [`Lab`] (also while panicking) kills the processes it started,
+//! by PID, and removes the namespace; unless [`Lab::pass`] was called, the
+//! lab directory (site copy, state, provisioner log, serial logs) is kept
+//! and its path printed.
+
+pub mod assets;
+mod netns;
+mod process;
+mod vm;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+pub use netns::{Netns, PREFIX};
+pub use process::Owned;
+pub use vm::{Accel, Firmware, Vm, VmSpec, accel};
+
+/// The provisioner's address on the lab bridge (site.yaml `network.address`).
+pub const BRIDGE_ADDRESS: &str = "10.213.0.1/24";
+/// The API / HTTP boot listener in the lab site.
+pub const HTTP: &str = "10.213.0.1:8080";
+
+/// Why the lab could not do something; every message says what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("cannot start {what}: is it installed? (`cargo xtask deps`)")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed: {stderr} (the lab needs root for network namespaces)")]
+    Command { command: String, stderr: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("timed out after {waited:?} waiting for {what}; logs: {logs}")]
+    Timeout {
+        what: String,
+        waited: Duration,
+        logs: String,
+    },
+    #[error("{what} exited early ({status}); logs: {logs}")]
+    Exited {
+        what: String,
+        status: String,
+        logs: String,
+    },
+    #[error("{0}")]
+    Missing(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}
+
+/// The built `provisioner` binary next to the running test's target
+/// directory (`cargo test --workspace` builds it for the provisioner's own tests).
+pub fn provisioner_binary() -> Result<PathBuf, LabError> {
+    let exe = std::env::current_exe().map_err(io("locating the test binary"))?;
+    // target/<profile>/deps/<test> -> target/<profile>/provisioner
+    let candidate = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join("provisioner"))
+        .filter(|p| p.is_file());
+    candidate.ok_or_else(|| {
+        LabError::Missing(
+            "no provisioner binary next to the test binary: run `cargo build -p provisioner` \
+             (or the whole `cargo test --workspace`, which builds it)"
+                .into(),
+        )
+    })
+}
+
+/// Copies a directory tree (files and directories; symlinks as links).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), LabError> {
+    std::fs::create_dir_all(to).map_err(io(format!("creating {}", to.display())))?;
+    let entries = std::fs::read_dir(from).map_err(io(format!("reading {}", from.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io(format!("reading {}", from.display())))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry
+            .file_type()
+            .map_err(io(format!("stat {}", src.display())))?;
+        if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(io(format!("copying {}", src.display())))?;
+        }
+    }
+    Ok(())
+}
+
+/// When a PXE-booted VM reached each milestone, from QEMU start.
+#[derive(Debug, Clone, Copy)]
+pub struct BootTimes {
+    /// Its iPXE script was served.
+    pub script: Duration,
+    /// The test initramfs printed its marker.
+    pub marker: Duration,
+}
+
+/// Options of a lab.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// The site to copy (default: the checked-in lab site).
+    pub site: PathBuf,
+    /// The `provisioner` binary (default: [`provisioner_binary`]).
+    pub provisioner: Option<PathBuf>,
+    /// Start `provisioner serve` (default on; off when a peer serves the lab
+    /// instead, e.g. the dnsmasq stand-in of `cargo xtask bench pxe`).
+    pub serve: bool,
+    /// Files to place in the site copy: (path inside the site, source file).
+    pub site_files: Vec<(PathBuf, PathBuf)>,
+    /// Send IPv6 router advertisements on br0 (default on).
+    pub router_advertisements: bool,
+}
+
+impl LabOptions {
+    /// Places a ramdisk where the lab site's inspection image points
+    /// (`assets/inspect/{vmlinuz,initramfs}`).
+    pub fn with_inspect_ramdisk(mut self, ramdisk: &assets::TestRamdisk) -> Self {
+        self.site_files.push((
+            PathBuf::from("assets/inspect/vmlinuz"),
+            ramdisk.kernel.clone(),
+        ));
+        self.site_files.push((
+            PathBuf::from("assets/inspect/initramfs"),
+            ramdisk.initramfs.clone(),
+        ));
+        self
+    }
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions {
+            site: crate::lab_site_dir(),
+            provisioner: None,
+            serve: true,
+            site_files: vec![],
+            router_advertisements: true,
+        }
+    }
+}
+
+/// A running lab. Drop order: VMs, daemons, then the namespace.
+#[derive(Debug)]
+pub struct Lab {
+    vms: Vec<Vm>,
+    provisioner: Option<Owned>,
+    radvd: Option<Owned>,
+    netns: Netns,
+    dir: PathBuf,
+    passed: bool,
+    started: Instant,
+}
+
+impl Lab {
+    /// Creates the namespace and bridge, copies the site, starts radvd and
+    /// `provisioner serve`, and waits until the API answers.
+    pub fn start(options: LabOptions) -> Result<Lab, LabError> {
+        let dir = std::env::temp_dir().join(format!(
+            "{PREFIX}-lab-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let netns = Netns::create()?;
+        let mut lab = Lab {
+            vms: vec![],
+            provisioner: None,
+            radvd: None,
+            netns,
+            dir,
+            passed: false,
+            started: Instant::now(),
+        };
+        lab.netns.add_bridge(BRIDGE_ADDRESS)?;
+        let site = lab.dir.join("site");
+        copy_tree(&options.site, &site)?;
+        for (inside, source) in &options.site_files {
+            let target = site.join(inside);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(io(format!("creating {}", parent.display())))?;
+            }
+            std::fs::copy(source, &target)
+                .map_err(io(format!("copying {} into the site", source.display())))?;
+        }
+        if options.router_advertisements {
+            lab.start_radvd()?;
+        }
+        if options.serve {
+            let binary = match options.provisioner {
+                Some(binary) => binary,
+                None => provisioner_binary()?,
+            };
+            lab.start_provisioner(&binary, &site)?;
+        }
+        Ok(lab)
+    }
+
+    /// The lab directory (site copy, state, logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    /// The provisioner's log file.
+    pub fn provisioner_log(&self) -> PathBuf {
+        self.dir.join("provisioner.log")
+    }
+
+    /// Marks the test as passed: the lab directory is removed on drop.
+    pub fn pass(&mut self) {
+        self.passed = true;
+    }
+
+    fn start_radvd(&mut self) -> Result<(), LabError> {
+        // IPv6 forwarding in our namespace only: radvd refuses to advertise without it.
+        let sysctl = self.dir.join("sysctl.log");
+        let status = self
+            .netns
+            .command("sysctl")
+            .args(["-q", "-w", "net.ipv6.conf.all.forwarding=1"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&sysctl).map_err(io("creating sysctl.log"))?)
+            .status()
+            .map_err(|source| LabError::Spawn {
+                what: "sysctl (procps)".into(),
+                source,
+            })?;
+        if !status.success() {
+            return Err(LabError::Command {
+                command: "sysctl net.ipv6.conf.all.forwarding=1".into(),
+                stderr: std::fs::read_to_string(&sysctl).unwrap_or_default(),
+            });
+        }
+        // No default route offered (lifetime 0), a ULA prefix for SLAAC: iPXE
+        // finishes IPv6 autoconfiguration at once and nothing leaves the bridge.
+        let conf = self.dir.join("radvd.conf");
+        std::fs::write(
+            &conf,
+            "interface br0 {\n  AdvSendAdvert on;\n  MinRtrAdvInterval 3;\n  MaxRtrAdvInterval 10;\n  \
+             AdvDefaultLifetime 0;\n  prefix fd00:213::/64 { AdvOnLink on; AdvAutonomous on; };\n};\n",
+        )
+        .map_err(io("writing radvd.conf"))?;
+        let log =
+            std::fs::File::create(self.dir.join("radvd.log")).map_err(io("creating radvd.log"))?;
+        let child = self
+            .netns
+            .command("radvd")
+            .arg("--nodaemon")
+            .arg("--config")
+            .arg(&conf)
+            .arg("--pidfile")
+            .arg(self.dir.join("radvd.pid"))
+            .args(["--logmethod", "stderr"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|source| LabError::Spawn {
+                what: "radvd".into(),
+                source,
+            })?;
+        self.radvd = Some(Owned::new("radvd", child));
+        Ok(())
+    }
+
+    fn start_provisioner(&mut self, binary: &Path, site: &Path) -> Result<(), LabError> {
+        let state = self.dir.join("state");
+        let log = std::fs::File::create(self.provisioner_log())
+            .map_err(io("creating provisioner.log"))?;
+        let child = self
+            .netns
+            .command(&binary.to_string_lossy())
+            .arg("serve")
+            .arg("--site")
+            .arg(site)
+            .arg("--state")
+            .arg(&state)
+            // The lab site's BMCs are not running in a PXE lab.
+            .args(["--power-sync-interval", "0"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io("provisioner.log"))?)
+            .stderr(log)
+            .spawn()
+            .map_err(|source| LabError::Spawn {
+                what: binary.display().to_string(),
+                source,
+            })?;
+        self.provisioner = Some(Owned::new("provisioner serve", child));
+        // Ready when the daemon wrote its API URL (after binding every listener).
+        let url_file = state.join("api-url");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !url_file.exists() {
+            if let Some(status) = self.provisioner_exit() {
+                return Err(LabError::Exited {
+                    what: "provisioner serve".into(),
+                    status,
+                    logs: self.provisioner_log().display().to_string(),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(LabError::Timeout {
+                    what: "provisioner serve to write STATE/api-url".into(),
+                    waited: Duration::from_secs(30),
+                    logs: self.provisioner_log().display().to_string(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Starts a VM on a new tap of br0. Its clock ([`Vm::started`]) starts
+    /// when QEMU is spawned.
+    pub fn start_vm(&mut self, spec: VmSpec) -> Result<&mut Vm, LabError> {
+        let tap = self.netns.add_tap(self.vms.len())?;
+        let vm = Vm::start(&self.netns, &tap, &self.dir, spec)?;
+        self.vms.push(vm);
+        Ok(self.vms.last_mut().expect("just pushed"))
+    }
+
+    pub fn vm(&mut self, index: usize) -> &mut Vm {
+        &mut self.vms[index]
+    }
+
+    /// Waits until the provisioner's log has a line containing every one of
+    /// `needles`; returns the time since `since`.
+    pub fn wait_log(
+        &mut self,
+        needles: &[&str],
+        since: Instant,
+        timeout: Duration,
+    ) -> Result<Duration, LabError> {
+        self.wait_line(&self.provisioner_log(), needles, since, timeout)
+    }
+
+    /// Waits until the file at `path` (a log) has a line containing every
+    /// one of `needles`; returns the time since `since`. Fails early when the
+    /// provisioner or a VM exits.
+    pub fn wait_line(
+        &mut self,
+        path: &Path,
+        needles: &[&str],
+        since: Instant,
+        timeout: Duration,
+    ) -> Result<Duration, LabError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text
+                .lines()
+                .any(|line| needles.iter().all(|n| line.contains(n)))
+            {
+                return Ok(since.elapsed());
+            }
+            if let Some(status) = self.provisioner_exit() {
+                return Err(LabError::Exited {
+                    what: "provisioner serve".into(),
+                    status,
+                    logs: path.display().to_string(),
+                });
+            }
+            // A VM that died (firmware or QEMU error) will never fetch anything.
+            for vm in &mut self.vms {
+                if let Some(status) = vm.exit_status() {
+                    return Err(LabError::Exited {
+                        what: format!("QEMU {} while waiting for {needles:?}", vm.spec.name),
+                        status,
+                        logs: vm.dir.display().to_string(),
+                    });
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(LabError::Timeout {
+                    what: format!("provisioner log line with {needles:?}"),
+                    waited: timeout,
+                    logs: self.dir.display().to_string(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The provisioner's exit status, once it has exited.
+    fn provisioner_exit(&mut self) -> Option<String> {
+        let p = self.provisioner.as_mut()?;
+        match p.child.try_wait() {
+            Ok(None) => None,
+            Ok(Some(status)) => Some(status.to_string()),
+            Err(err) => Some(err.to_string()),
+        }
+    }
+
+    /// Starts a VM that PXE-boots and waits for its iPXE script to be served
+    /// and for [`assets::MARKER`] on its console: the two times from QEMU start.
+    pub fn pxe_boot(
+        &mut self,
+        spec: VmSpec,
+        timeouts: (Duration, Duration),
+    ) -> Result<BootTimes, LabError> {
+        let mac = spec.mac.clone();
+        let log = self.provisioner_log();
+        self.pxe_boot_with(spec, &log, &["iPXE script served", &mac], timeouts)
+    }
+
+    /// [`Lab::pxe_boot`] where the script fetch shows as a line with
+    /// `needles` in the log at `log` (another server's).
+    pub fn pxe_boot_with(
+        &mut self,
+        spec: VmSpec,
+        log: &Path,
+        needles: &[&str],
+        timeouts: (Duration, Duration),
+    ) -> Result<BootTimes, LabError> {
+        let index = self.vms.len();
+        let started = self.start_vm(spec)?.started;
+        let script = self.wait_line(log, needles, started, timeouts.0)?;
+        let marker = self.vm(index).wait_serial(assets::MARKER, timeouts.1)?;
+        Ok(BootTimes { script, marker })
+    }
+
+    /// Seconds since the lab started (for progress messages).
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.vms.clear();
+        if let Some(p) = self.provisioner.as_mut() {
+            p.stop(Duration::from_secs(5));
+        }
+        self.provisioner = None;
+        self.radvd = None;
+        if self.passed && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!(
+                "lab: test did not pass; logs kept in {} (provisioner.log, vm*/serial.log)",
+                self.dir.display()
+            );
+        }
+        // The namespace goes when `netns` is dropped, after this body.
+    }
+}

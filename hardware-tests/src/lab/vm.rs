@@ -1,0 +1,263 @@
+//! A QEMU VM of the lab: q35, SeaBIOS or OVMF (with its own copy of the
+//! VARS store), the NIC on a tap of br0, the serial console in a file.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::netns::Netns;
+use super::process::Owned;
+use super::{LabError, io};
+
+/// OVMF's code (read-only) and the template of its variable store.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// Firmware and network-boot path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS; the virtio NIC's iPXE option ROM boots (DHCP straight to the script URL).
+    Bios,
+    /// OVMF's own PXE client (NIC option ROM off): DHCP, TFTP `snponly.efi`, then iPXE.
+    UefiPxe,
+}
+
+/// Accelerator: TCG unless KVM was shown to run a guest here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// Probes KVM once per process: `LAB_ACCEL=tcg|kvm` decides; else a short
+/// SeaBIOS run under KVM must survive 2 s without a KVM error (LAB-NOTES:
+/// on some hosts `/dev/kvm` exists but guests die with "emulation failure").
+pub fn accel() -> Accel {
+    static ACCEL: OnceLock<Accel> = OnceLock::new();
+    *ACCEL.get_or_init(|| match std::env::var("LAB_ACCEL").as_deref() {
+        Ok("kvm") => Accel::Kvm,
+        Ok("tcg") => Accel::Tcg,
+        _ => probe_kvm(),
+    })
+}
+
+fn probe_kvm() -> Accel {
+    if !Path::new("/dev/kvm").exists() {
+        return Accel::Tcg;
+    }
+    let child = std::process::Command::new("qemu-system-x86_64")
+        // The lab VMs' machine and CPU model: some hosts accept KVM but then
+        // fail `-cpu max` (an MSR assertion) or the first guest instructions.
+        .args([
+            "-accel",
+            "kvm",
+            "-cpu",
+            "max",
+            "-machine",
+            "q35",
+            "-m",
+            "64",
+            "-nodefaults",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            "none",
+            "-monitor",
+            "none",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        return Accel::Tcg;
+    };
+    let mut owned = Owned::new("kvm probe", child);
+    std::thread::sleep(Duration::from_secs(2));
+    let survived = owned.running();
+    owned.stop(Duration::from_millis(200));
+    if survived { Accel::Kvm } else { Accel::Tcg }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub name: String,
+    pub firmware: Firmware,
+    /// The boot NIC's MAC, lowercase colon form.
+    pub mac: String,
+    pub memory_mib: u32,
+}
+
+impl VmSpec {
+    pub fn new(name: &str, firmware: Firmware, mac: &str) -> VmSpec {
+        VmSpec {
+            name: name.to_owned(),
+            firmware,
+            mac: mac.to_owned(),
+            memory_mib: 512,
+        }
+    }
+}
+
+/// A running VM; killed (by PID) on drop.
+#[derive(Debug)]
+pub struct Vm {
+    pub spec: VmSpec,
+    /// The VM's directory (serial.log, qemu.log, OVMF VARS copy).
+    pub dir: PathBuf,
+    /// When QEMU was spawned.
+    pub started: Instant,
+    qemu: Owned,
+}
+
+impl Vm {
+    pub(super) fn start(
+        netns: &Netns,
+        tap: &str,
+        lab_dir: &Path,
+        spec: VmSpec,
+    ) -> Result<Vm, LabError> {
+        let dir = lab_dir.join(&spec.name);
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let serial = dir.join("serial.log");
+        let mut command = netns.command("qemu-system-x86_64");
+        let accel = match accel() {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        };
+        command
+            .args([
+                "-machine", "q35", "-accel", accel, "-cpu", "max", "-smp", "1",
+            ])
+            .args(["-m", &spec.memory_mib.to_string()])
+            .args(["-nographic", "-monitor", "none", "-nodefaults"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .args([
+                "-netdev",
+                &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            ]);
+        match spec.firmware {
+            Firmware::Bios => {
+                command.args([
+                    "-device",
+                    &format!("virtio-net-pci,netdev=n0,mac={},bootindex=1", spec.mac),
+                ]);
+            }
+            Firmware::UefiPxe => {
+                for file in [OVMF_CODE, OVMF_VARS] {
+                    if !Path::new(file).is_file() {
+                        return Err(LabError::Missing(format!(
+                            "{file} is missing: install Debian's `ovmf` (`cargo xtask deps`)"
+                        )));
+                    }
+                }
+                let vars = dir.join("OVMF_VARS.fd");
+                std::fs::copy(OVMF_VARS, &vars).map_err(io("copying the OVMF VARS template"))?;
+                command
+                    .args([
+                        "-drive",
+                        &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+                    ])
+                    .args([
+                        "-drive",
+                        &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+                    ])
+                    // romfile= : no iPXE option ROM, so OVMF's own PXE client boots.
+                    .args([
+                        "-device",
+                        &format!(
+                            "virtio-net-pci,netdev=n0,mac={},bootindex=1,romfile=",
+                            spec.mac
+                        ),
+                    ]);
+            }
+        }
+        let qemu_log =
+            std::fs::File::create(dir.join("qemu.log")).map_err(io("creating qemu.log"))?;
+        let started = Instant::now();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(qemu_log.try_clone().map_err(io("qemu.log"))?)
+            .stderr(qemu_log)
+            .spawn()
+            .map_err(|source| LabError::Spawn {
+                what: "qemu-system-x86_64 (Debian qemu-system-x86 from bookworm-backports)".into(),
+                source,
+            })?;
+        Ok(Vm {
+            qemu: Owned::new(format!("QEMU {}", spec.name), child),
+            spec,
+            dir,
+            started,
+        })
+    }
+
+    /// QEMU's exit status, once it has exited.
+    pub fn exit_status(&mut self) -> Option<String> {
+        match self.qemu.child.try_wait() {
+            Ok(None) => None,
+            Ok(Some(status)) => Some(status.to_string()),
+            Err(err) => Some(err.to_string()),
+        }
+    }
+
+    pub fn serial_log(&self) -> PathBuf {
+        self.dir.join("serial.log")
+    }
+
+    /// Waits until the serial console shows `marker`; returns the time since
+    /// QEMU started. Fails early when QEMU exits without showing it.
+    pub fn wait_serial(&mut self, marker: &str, timeout: Duration) -> Result<Duration, LabError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let exited = !self.qemu.running();
+            let text = std::fs::read(self.serial_log()).unwrap_or_default();
+            if String::from_utf8_lossy(&text).contains(marker) {
+                return Ok(self.started.elapsed());
+            }
+            if exited {
+                return Err(LabError::Exited {
+                    what: format!("{} before printing {marker:?}", self.qemu.what),
+                    status: self
+                        .qemu
+                        .child
+                        .try_wait()
+                        .ok()
+                        .flatten()
+                        .map_or_else(|| "?".into(), |s| s.to_string()),
+                    logs: self.dir.display().to_string(),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(LabError::Timeout {
+                    what: format!("{marker:?} on the serial console of {}", self.spec.name),
+                    waited: timeout,
+                    logs: self.serial_log().display().to_string(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for QEMU to exit (the guest powered off).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Duration, LabError> {
+        let deadline = Instant::now() + timeout;
+        while self.qemu.running() {
+            if Instant::now() > deadline {
+                return Err(LabError::Timeout {
+                    what: format!("{} to power off", self.spec.name),
+                    waited: timeout,
+                    logs: self.serial_log().display().to_string(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(self.started.elapsed())
+    }
+}
