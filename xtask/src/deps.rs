@@ -59,6 +59,11 @@ pub const DEPS: &[Dep] = &[
         from_backports: false,
     },
     Dep {
+        package: "cpio",
+        why: "GNU cpio reads back the initramfs archives of image::cpio (image/tests/cpio_readback.rs)",
+        from_backports: false,
+    },
+    Dep {
         package: "python3-venv",
         why: "the BMC tests run sushy-tools' Redfish emulator from a venv (target/venv)",
         from_backports: false,
