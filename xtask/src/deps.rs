@@ -64,6 +64,22 @@ pub const DEPS: &[Dep] = &[
         from_backports: false,
     },
     Dep {
+        package: "hwloc",
+        why: "agent/tests/fixtures.rs cross-checks NUMA nodes, CPUs and memory of the recorded \
+              sysfs fixtures with `HWLOC_FSROOT=DIR lstopo-no-graphics --of xml`",
+        from_backports: false,
+    },
+    Dep {
+        package: "busybox-static",
+        why: "`cargo xtask record-sysfs` puts busybox in the VMs' initramfs (modules, tar, base64)",
+        from_backports: true,
+    },
+    Dep {
+        package: "ovmf",
+        why: "`cargo xtask record-sysfs` boots the UEFI fixture VM with OVMF",
+        from_backports: true,
+    },
+    Dep {
         package: "python3-venv",
         why: "the BMC tests run sushy-tools' Redfish emulator from a venv (target/venv)",
         from_backports: false,

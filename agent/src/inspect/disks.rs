@@ -27,6 +27,12 @@ pub(super) fn scan(s: &mut Scan) -> Vec<Disk> {
         if !s.exists(&format!("{dir}/device")) || s.exists(&format!("{dir}/partition")) {
             continue;
         }
+        // NVMe multipath: each controller's path to a namespace
+        // (`nvme0c0n1`) is a hidden disk; the namespace head (`nvme0n1`) is
+        // the one with a /dev node.
+        if s.read(&format!("{dir}/hidden")).as_deref() == Some("1") {
+            continue;
+        }
         // SCSI type 5: CD/DVD.
         if s.read(&format!("{dir}/device/type")).as_deref() == Some("5") {
             continue;
@@ -50,7 +56,7 @@ pub(super) fn scan(s: &mut Scan) -> Vec<Disk> {
                 false
             }
         };
-        let pci = pci_address_of(s, &dir);
+        let pci = pci_address_of(s, &dir).or_else(|| nvme_head_pci(s, &dir, kind));
         let by_path = udev
             .get(&name)
             .cloned()
@@ -81,6 +87,23 @@ pub(super) fn scan(s: &mut Scan) -> Vec<Disk> {
         });
     }
     disks
+}
+
+/// The PCI function of the first controller of an NVMe multipath
+/// namespace head (`/sys/block/nvme0n1/device` is the NVMe subsystem, which
+/// links to its controllers `nvme0`, ...), as udev's path_id does.
+fn nvme_head_pci(s: &mut Scan, dir: &str, kind: DiskKind) -> Option<String> {
+    if kind != DiskKind::Nvme {
+        return None;
+    }
+    let subsystem = format!("{dir}/device");
+    s.list(&subsystem)
+        .into_iter()
+        .filter(|n| {
+            n.strip_prefix("nvme")
+                .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .find_map(|ctrl| pci_address_of(s, &format!("{subsystem}/{ctrl}")))
 }
 
 fn nonempty(v: Option<String>) -> Option<String> {

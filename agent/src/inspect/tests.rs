@@ -583,3 +583,36 @@ proptest! {
         prop_assert!(inv.cpus.threads as usize == inv.cpus.online.len());
     }
 }
+
+#[test]
+fn nvme_multipath_paths_are_hidden_and_the_head_finds_its_controller() {
+    let dir = machine();
+    let r = dir.path();
+    // Replace the plain namespace with a multipath head and a hidden path.
+    std::fs::remove_file(r.join("sys/block/nvme0n1")).expect("rm link");
+    let path = format!("{NVME}/nvme/nvme0/nvme0c0n1");
+    file(r, &format!("{path}/size"), "2097152\n");
+    file(r, &format!("{path}/hidden"), "1\n");
+    link(r, &format!("{path}/device"), "../../nvme0");
+    link(r, "sys/block/nvme0c0n1", &format!("../{}", &path[4..]));
+    let subsys = "sys/devices/virtual/nvme-subsystem/nvme-subsys0";
+    file(r, &format!("{subsys}/model"), "QEMU NVMe Ctrl\n");
+    file(r, &format!("{subsys}/serial"), "nvme-serial-1\n");
+    link(
+        r,
+        &format!("{subsys}/nvme0"),
+        &format!("../../../{}/nvme/nvme0", &NVME[12..]),
+    );
+    let head = format!("{subsys}/nvme0n1");
+    file(r, &format!("{head}/size"), "2097152\n");
+    file(r, &format!("{head}/queue/rotational"), "0\n");
+    file(r, &format!("{head}/hidden"), "0\n");
+    link(r, &format!("{head}/device"), "../../nvme-subsys0");
+    link(r, "sys/block/nvme0n1", &format!("../{}", &head[4..]));
+    let inv = run(r);
+    let names: Vec<&str> = inv.disks.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["nvme0n1", "vda"]);
+    let nvme = &inv.disks[0];
+    assert_eq!(nvme.serial.as_deref(), Some("nvme-serial-1"));
+    assert_eq!(nvme.by_path.as_deref(), Some("pci-0000:00:03.0-nvme-1"));
+}
