@@ -81,12 +81,27 @@ fn each_recorded_vm_matches_its_definition() {
         let sockets = u64_of(&vm["sockets"]) as u32;
         let cores = sockets * u64_of(&vm["cores_per_socket"]) as u32;
         let threads = cores * u64_of(&vm["threads_per_core"]) as u32;
-        assert_eq!(
-            (inv.cpus.sockets, inv.cpus.cores, inv.cpus.threads),
-            (sockets, cores, threads),
-            "{name}: sockets, cores, threads"
-        );
-        assert_eq!(inv.cpus.online, (0..threads).collect::<Vec<_>>(), "{name}");
+        let offline = vm.get("offline_cpus").map(cpus_of).unwrap_or_default();
+        let online: Vec<u32> = (0..threads).filter(|c| !offline.contains(c)).collect();
+        assert_eq!(inv.cpus.online, online, "{name}: online CPUs");
+        if offline.is_empty() {
+            assert_eq!(
+                (inv.cpus.sockets, inv.cpus.cores, inv.cpus.threads),
+                (sockets, cores, threads),
+                "{name}: sockets, cores, threads"
+            );
+        } else {
+            // Counts cover online CPUs only, and the offline ones are named.
+            assert_eq!(inv.cpus.threads as usize, online.len(), "{name}: threads");
+            let list = model::plan::format_cpulist(&offline);
+            assert!(
+                inv.warnings
+                    .iter()
+                    .any(|w| w.contains(&format!("offline CPUs {list}:"))),
+                "{name}: offline CPUs warned about: {:?}",
+                inv.warnings
+            );
+        }
 
         let nodes = vm["numa_nodes"].as_array().expect("numa_nodes");
         let total_mib: u64 = nodes.iter().map(|n| u64_of(&n["memory_mib"])).sum();
@@ -98,7 +113,11 @@ fn each_recorded_vm_matches_its_definition() {
         assert_eq!(inv.numa_nodes.len(), nodes.len(), "{name}: NUMA nodes");
         for (id, (node, want)) in inv.numa_nodes.iter().zip(nodes).enumerate() {
             assert_eq!(node.id, id as u32, "{name}");
-            assert_eq!(node.cpus, cpus_of(&want["cpus"]), "{name}: node {id} CPUs");
+            let cpus: Vec<u32> = cpus_of(&want["cpus"])
+                .into_iter()
+                .filter(|c| !offline.contains(c))
+                .collect();
+            assert_eq!(node.cpus, cpus, "{name}: node {id} CPUs (online)");
             let mib = u64_of(&want["memory_mib"]);
             let got = node.memory_bytes >> 20;
             assert!(
@@ -176,6 +195,14 @@ fn each_recorded_vm_matches_its_definition() {
                 other => panic!("{name}: unknown bus {other:?}"),
             };
             assert_eq!(disk.kind, kind, "{name}: {serial} kind");
+            let pci = disk
+                .by_path
+                .as_deref()
+                .unwrap_or_else(|| panic!("{name}: {serial} by_path"));
+            assert!(
+                pci.starts_with("pci-0000:"),
+                "{name}: {serial} by_path {pci}"
+            );
         }
     }
 }

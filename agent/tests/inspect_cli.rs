@@ -62,10 +62,11 @@ fn the_summary_names_the_parts() {
     let text = String::from_utf8(out.stdout).expect("utf-8");
     for part in [
         "(BIOS)",
-        "1 sockets, 2 cores, 2 threads",
+        "1 sockets, 1 cores, 1 threads, online 0",
         "driver e1000e",
         "disk     sda sata",
-        "serial fx-sata-0",
+        "serial fx-sata-0 by-path pci-0000:00:1f.2-ata-1.0",
+        "warning: offline CPUs 1:",
     ] {
         assert!(text.contains(part), "{part:?} not in:\n{text}");
     }

@@ -52,6 +52,9 @@ pub struct Vm {
     pub disks: Vec<VmDisk>,
     /// Kernel modules to load (names; dependencies are added).
     pub modules: Vec<String>,
+    /// CPUs taken offline before the inspection (`cpuN/online` = 0).
+    #[serde(default)]
+    pub offline_cpus: Vec<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,6 +246,8 @@ fn modinfo(ko: &[u8], key: &str) -> String {
 fn init_script(vm: &Vm) -> String {
     let disks = vm.disks.len();
     let nics = vm.nics.len();
+    let offline: Vec<String> = vm.offline_cpus.iter().map(u32::to_string).collect();
+    let offline = offline.join(" ");
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -260,6 +265,7 @@ while [ $i -lt 300 ]; do
   sleep 0.2; i=$((i+1))
 done
 for n in $(ls /sys/class/net); do ip link set $n up; done
+for c in {offline}; do echo 0 > /sys/devices/system/cpu/cpu$c/online; done
 sleep 1
 mkdir /rec
 /bin/node-agent inspect --record /rec

@@ -71,7 +71,7 @@ pub(super) fn scan(s: &mut Scan) -> Cpus {
         .collect();
     if !offline.is_empty() {
         s.warn(format!(
-            "CPUs {} are offline: counts, siblings and NUMA CPU lists cover online CPUs only",
+            "offline CPUs {}: counts, siblings and NUMA CPU lists cover online CPUs only",
             format_cpulist(&offline)
         ));
     }

@@ -60,7 +60,7 @@ pub(super) fn scan(s: &mut Scan) -> Vec<Disk> {
         let by_path = udev
             .get(&name)
             .cloned()
-            .or_else(|| derive_by_path(&name, kind, pci.as_deref()));
+            .or_else(|| derive_by_path(s, &name, kind, pci.as_deref(), &sys_path));
         let model = nonempty(s.read(&format!("{dir}/device/model")));
         let serial = nonempty(s.read(&format!("{dir}/serial")))
             .or_else(|| nonempty(s.read(&format!("{dir}/device/serial"))))
@@ -157,9 +157,17 @@ pub(crate) fn kind_of(name: &str, sys_path: &Path) -> DiskKind {
     }
 }
 
-/// udev's `path_id` name for the shapes it is certain of without udev:
-/// virtio-blk (`pci-ADDR`) and NVMe namespaces (`pci-ADDR-nvme-NSID`).
-fn derive_by_path(name: &str, kind: DiskKind, pci: Option<&str>) -> Option<String> {
+/// udev's `path_id` name (systemd 246 and later) for the shapes it is
+/// certain of without udev: virtio-blk (`pci-ADDR`), NVMe namespaces
+/// (`pci-ADDR-nvme-NSID`) and ATA disks (`pci-ADDR-ata-PORT.TARGET`, PORT
+/// from `/sys/class/ata_port/ataN/port_no`, TARGET from the SCSI address).
+fn derive_by_path(
+    s: &mut Scan,
+    name: &str,
+    kind: DiskKind,
+    pci: Option<&str>,
+    sys_path: &Path,
+) -> Option<String> {
     let pci = pci?;
     match kind {
         DiskKind::Virtio => Some(format!("pci-{pci}")),
@@ -168,6 +176,24 @@ fn derive_by_path(name: &str, kind: DiskKind, pci: Option<&str>) -> Option<Strin
             nsid.bytes()
                 .all(|b| b.is_ascii_digit())
                 .then(|| format!("pci-{pci}-nvme-{nsid}"))
+        }
+        DiskKind::Sata => {
+            let parts: Vec<String> = sys_path
+                .iter()
+                .map(|c| c.to_string_lossy().into_owned())
+                .collect();
+            let ata = parts.iter().find(|p| {
+                p.strip_prefix("ata")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })?;
+            // The SCSI address `host:channel:target:lun` of the disk.
+            let target = parts.iter().rev().find_map(|p| {
+                let f: Vec<&str> = p.split(':').collect();
+                (f.len() == 4 && f.iter().all(|x| x.parse::<u32>().is_ok()))
+                    .then(|| f[2].to_owned())
+            })?;
+            let port = s.read_u64(&format!("/sys/class/ata_port/{ata}/port_no"))?;
+            Some(format!("pci-{pci}-ata-{port}.{target}"))
         }
         _ => None,
     }
