@@ -612,3 +612,61 @@ fn nvme_multipath_paths_are_hidden_and_the_head_finds_its_controller() {
     assert_eq!(nvme.serial.as_deref(), Some("nvme-serial-1"));
     assert_eq!(nvme.by_path.as_deref(), Some("pci-0000:00:03.0-nvme-1"));
 }
+
+#[test]
+fn a_virtual_function_is_marked_as_one() {
+    let dir = machine();
+    let r = dir.path();
+    let vf = "sys/devices/pci0000:00/0000:00:1c.0/0000:05:10.0";
+    for (f, v) in [
+        ("class", "0x020000"),
+        ("vendor", "0x8086"),
+        ("device", "0x10ca"),
+        ("numa_node", "1"),
+    ] {
+        file(r, &format!("{vf}/{f}"), v);
+    }
+    link(r, &format!("{vf}/physfn"), "../0000:05:00.0");
+    link(
+        r,
+        &format!("{vf}/driver"),
+        "../../../../bus/pci/drivers/igbvf",
+    );
+    link(
+        r,
+        "sys/bus/pci/devices/0000:05:10.0",
+        &format!("../../../{}", &vf[4..]),
+    );
+    file(
+        r,
+        &format!("{vf}/net/enp5s0v0/address"),
+        "52:54:00:aa:10:00\n",
+    );
+    link(
+        r,
+        &format!("{vf}/net/enp5s0v0/device"),
+        "../../../0000:05:10.0",
+    );
+    link(
+        r,
+        "sys/class/net/enp5s0v0",
+        &format!("../../{vf}/net/enp5s0v0", vf = &vf[4..]),
+    );
+    file(r, &format!("{IGB}/sriov_numvfs"), "1\n");
+    let inv = run(r);
+    let vf_nic = inv
+        .nics
+        .iter()
+        .find(|n| n.name == "enp5s0v0")
+        .expect("the VF");
+    assert!(vf_nic.is_virtual_function);
+    assert_eq!(vf_nic.driver.as_deref(), Some("igbvf"));
+    assert_eq!((vf_nic.numa_node, vf_nic.sriov_totalvfs), (Some(1), 0));
+    let pf = inv
+        .nics
+        .iter()
+        .find(|n| n.name == "enp5s0")
+        .expect("the PF");
+    assert!(!pf.is_virtual_function);
+    assert_eq!(pf.sriov_numvfs, 1);
+}
