@@ -60,7 +60,7 @@ pub const DEPS: &[Dep] = &[
     },
     Dep {
         package: "busybox-static",
-        why: "busybox `udhcpc` is the DHCP client the DHCP server is tested with (provisioner/tests/dhcp_netns.rs); /init of the lab's test initramfs",
+        why: "busybox `udhcpc` is the DHCP client the DHCP server is tested with (provisioner/tests/dhcp_netns.rs); /init of the lab's test initramfs and of `cargo xtask record-sysfs` VMs",
         from_backports: false,
     },
     Dep {
@@ -90,7 +90,7 @@ pub const DEPS: &[Dep] = &[
     },
     Dep {
         package: "ovmf",
-        why: "the UEFI lab VM boots OVMF (native PXE -> TFTP snponly.efi -> iPXE) (hardware-tests/tests/lab_pxe.rs)",
+        why: "the UEFI lab VM boots OVMF (native PXE -> TFTP snponly.efi -> iPXE) (hardware-tests/tests/lab_pxe.rs); UEFI fixture VMs of `cargo xtask record-sysfs`",
         from_backports: false,
     },
     Dep {
@@ -116,6 +116,12 @@ pub const DEPS: &[Dep] = &[
     Dep {
         package: "procps",
         why: "sysctl: IPv6 forwarding inside the lab namespace (radvd needs it)",
+        from_backports: false,
+    },
+    Dep {
+        package: "hwloc",
+        why: "agent/tests/fixtures.rs cross-checks NUMA nodes, CPUs and memory of the recorded \
+              sysfs fixtures with `HWLOC_FSROOT=DIR lstopo-no-graphics --of xml`",
         from_backports: false,
     },
     Dep {

@@ -7,6 +7,7 @@
 mod bench;
 mod deps;
 mod netns;
+mod record_sysfs;
 mod sys;
 mod test;
 mod venv;
@@ -57,6 +58,17 @@ enum Command {
     Test(test::Args),
     /// Benchmark a component against a peer (e.g. `cargo xtask bench api`).
     Bench(bench::Args),
+    /// Record the sysfs/procfs trees of the inspection test fixtures in QEMU VMs.
+    #[command(
+        long_about = "Record the sysfs/procfs trees of the inspection test fixtures.\n\n\
+        For each agent/tests/fixtures/NAME/vm.json (all when no NAME is given), boots a QEMU \
+        VM (TCG) with that topology on Debian's kernel and a small initramfs holding a static \
+        node-agent, runs `node-agent inspect --record` in it, and replaces \
+        agent/tests/fixtures/NAME/tree/ with the files the inspection read. No network is \
+        used. Takes about a minute per VM on 2 cores; needs `cargo xtask deps` first.\n\n\
+        Example: cargo xtask record-sysfs numa2-igb-uefi"
+    )]
+    RecordSysfs(record_sysfs::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,6 +77,7 @@ fn main() -> std::process::ExitCode {
         Command::Deps(args) => deps::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(args),
+        Command::RecordSysfs(args) => record_sysfs::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
