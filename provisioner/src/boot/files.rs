@@ -335,6 +335,24 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any Range header on any length: a partial answer stays inside the file.
+        #[test]
+        fn partial_answers_stay_inside_the_file(
+            len in 0u64..1_000_000,
+            range in "(bytes=)?[-0-9, ]{0,24}",
+            a in 0u64..2_000_000,
+            b in 0u64..2_000_000,
+        ) {
+            for header in [range, format!("bytes={a}-{b}"), format!("bytes={a}-"), format!("bytes=-{a}")] {
+                let conditions = Conditions { range: Some(&header), ..Default::default() };
+                if let Plan::Partial { first, last } = plan(len, TAG, &conditions) {
+                    proptest::prop_assert!(first <= last && last < len, "{header} on {len}: {first}-{last}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn names_stay_inside_the_directory() {
         let dir = tempfile::tempdir().unwrap();
