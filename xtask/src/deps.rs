@@ -69,6 +69,11 @@ pub const DEPS: &[Dep] = &[
         from_backports: false,
     },
     Dep {
+        package: "busybox-static",
+        why: "busybox `insmod` loads every ramdisk module in load order under QEMU (image/tests/ramdisk.rs)",
+        from_backports: false,
+    },
+    Dep {
         package: "python3-venv",
         why: "the BMC tests run sushy-tools' Redfish emulator from a venv (target/venv)",
         from_backports: false,
