@@ -65,7 +65,7 @@ fn describe(step: &Step) -> String {
             crate::venv::PEERS.join(" ")
         ),
         Step::StaticAgent => format!(
-            "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p agent --target {}",
+            "RUSTFLAGS=\"-C target-feature=+crt-static -C strip=debuginfo\" cargo build --release -p agent --target {}",
             crate::ramdisk::AGENT_TARGET
         ),
         Step::Cargo(args) => {
