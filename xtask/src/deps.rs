@@ -60,7 +60,7 @@ pub const DEPS: &[Dep] = &[
     },
     Dep {
         package: "busybox-static",
-        why: "busybox `udhcpc` is the DHCP client the DHCP server is tested with (provisioner/tests/dhcp_netns.rs); /init of the lab's test initramfs and of `cargo xtask record-sysfs` VMs",
+        why: "busybox `udhcpc` is the DHCP client the DHCP server is tested with (provisioner/tests/dhcp_netns.rs); /init of the lab's test initramfs and of `cargo xtask record-sysfs` VMs; `insmod` of every ramdisk module under QEMU (image/tests/ramdisk.rs)",
         from_backports: false,
     },
     Dep {
@@ -122,6 +122,11 @@ pub const DEPS: &[Dep] = &[
         package: "hwloc",
         why: "agent/tests/fixtures.rs cross-checks NUMA nodes, CPUs and memory of the recorded \
               sysfs fixtures with `HWLOC_FSROOT=DIR lstopo-no-graphics --of xml`",
+        from_backports: false,
+    },
+    Dep {
+        package: "kmod",
+        why: "`depmod` cross-checks the ramdisk's module dependencies (image/tests/ramdisk.rs)",
         from_backports: false,
     },
     Dep {
