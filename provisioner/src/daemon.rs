@@ -681,8 +681,13 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             )
         })?;
     let local = listener.local_addr()?;
-    std::fs::write(options.state.join(URL_FILE), format!("http://{local}\n"))
-        .with_context(|| format!("cannot write {}", options.state.join(URL_FILE).display()))?;
+    // Written whole then renamed: the CLI and the tests poll for this file and must
+    // never read it half-written.
+    let url_file = options.state.join(URL_FILE);
+    let partial = options.state.join(format!("{URL_FILE}.partial"));
+    std::fs::write(&partial, format!("http://{local}\n"))
+        .and_then(|()| std::fs::rename(&partial, &url_file))
+        .with_context(|| format!("cannot write {}", url_file.display()))?;
     info!(%local, "API listening");
     if !options.api_only {
         start_dhcp(&app, local).await?;
