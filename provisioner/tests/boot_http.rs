@@ -8,6 +8,7 @@ use std::path::Path;
 
 use common::{Daemon, write_nodes};
 use provisioner::dhcp::Mac;
+use provisioner::executor::jobs::Step;
 use provisioner::store::Store;
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
@@ -80,6 +81,12 @@ fn scripts_tokens_files_and_images() {
         "{script}"
     );
     let first = token_in(&script);
+    // The fetch is recorded for the node: a later timeout can say the script arrived.
+    let steps = runtime.block_on(store.progress("node-001")).unwrap();
+    assert!(
+        steps.iter().any(|(step, _)| *step == Step::Script),
+        "{steps:?}"
+    );
     let session = runtime
         .block_on(store.verify_boot_token(&first))
         .unwrap()

@@ -7,8 +7,8 @@
 mod bench;
 mod deps;
 mod netns;
-mod record_sysfs;
 mod ramdisk;
+mod record_sysfs;
 mod sys;
 mod test;
 mod venv;

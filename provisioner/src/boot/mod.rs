@@ -29,6 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::daemon::App;
 use crate::dhcp::Mac;
+use crate::executor::jobs::Step;
 use crate::site::{ImageSource, MacAddr};
 use script::{Choice, NodeView, ScriptContext, ScriptKind, Templates};
 
@@ -238,5 +239,13 @@ async fn ipxe_script(app: &App, mac: Mac, retry: u32, headers: &HeaderMap) -> Re
     );
     app.metrics
         .count_boot_script(app.boot_mac_labels.label(mac), kind.name());
+    if let Some(view) = &view
+        && let Err(err) = app
+            .store
+            .record_progress(&view.name, Step::Script, chrono::Utc::now())
+            .await
+    {
+        warn!(node = %view.name, %err, "cannot record that the iPXE script was fetched");
+    }
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }

@@ -297,20 +297,9 @@ pub fn explain_timeout(
         WaitKind::Clean => "cleaning",
     };
     let mac = boot_mac.unwrap_or("its boot MAC (none in nodes.yaml)");
-    let why = if let Some(job) = pending {
-        match &job.last_error {
-            Some(err) => format!(
-                "the BMC never carried out {} ({} attempts); last error: {err}",
-                describe(&job.actions),
-                job.attempts
-            ),
-            None => format!(
-                "the node was never powered on: nothing carried out {} (is the daemon running \
-                 with --api-only?)",
-                describe(&job.actions)
-            ),
-        }
-    } else if seen(Step::Agent) {
+    // What the node itself did comes first: it booted, whatever its BMC job says (a
+    // node powered by hand under --api-only still fetches its script).
+    let why = if seen(Step::Agent) {
         match kind {
             WaitKind::Inspect => "the agent started but its inventory never arrived; check the node's console for the agent's errors".to_owned(),
             _ => "the agent started but never reported completion; check the node's console for the agent's errors".to_owned(),
@@ -323,6 +312,19 @@ pub fn explain_timeout(
         format!(
             "DHCP answered {mac} but its iPXE script was never fetched; check TFTP and HTTP reachability and the firmware's boot mode"
         )
+    } else if let Some(job) = pending {
+        match &job.last_error {
+            Some(err) => format!(
+                "the BMC never carried out {} ({} attempts); last error: {err}",
+                describe(&job.actions),
+                job.attempts
+            ),
+            None => format!(
+                "the node was never powered on: nothing carried out {} (is the daemon running \
+                 with --api-only?)",
+                describe(&job.actions)
+            ),
+        }
     } else {
         format!(
             "no DHCP request was seen from {mac}; check that this NIC is cabled to the provisioning network, network boot is enabled in the firmware, and the boot MAC in nodes.yaml is right"
