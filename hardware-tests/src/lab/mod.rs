@@ -16,6 +16,7 @@
 pub mod assets;
 mod netns;
 mod process;
+mod rack_vm;
 mod vm;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 pub use netns::{Netns, PREFIX};
 pub use process::Owned;
+pub use rack_vm::RackVm;
 pub use vm::{Accel, Firmware, Vm, VmSpec, accel};
 
 /// The provisioner's address on the lab bridge (site.yaml `network.address`).
@@ -72,19 +74,25 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
 /// The built `provisioner` binary next to the running test's target
 /// directory (`cargo test --workspace` builds it for the provisioner's own tests).
 pub fn provisioner_binary() -> Result<PathBuf, LabError> {
+    sibling_binary(
+        "provisioner",
+        "run `cargo build -p provisioner` (or the whole `cargo test --workspace`, which builds it)",
+    )
+}
+
+/// A binary of the workspace next to the running test binary
+/// (`target/<profile>/deps/<test>` -> `target/<profile>/<name>`).
+pub fn sibling_binary(name: &str, how_to_build: &str) -> Result<PathBuf, LabError> {
     let exe = std::env::current_exe().map_err(io("locating the test binary"))?;
-    // target/<profile>/deps/<test> -> target/<profile>/provisioner
     let candidate = exe
         .parent()
         .and_then(Path::parent)
-        .map(|profile| profile.join("provisioner"))
+        .map(|profile| profile.join(name))
         .filter(|p| p.is_file());
     candidate.ok_or_else(|| {
-        LabError::Missing(
-            "no provisioner binary next to the test binary: run `cargo build -p provisioner` \
-             (or the whole `cargo test --workspace`, which builds it)"
-                .into(),
-        )
+        LabError::Missing(format!(
+            "no {name} binary next to the test binary: {how_to_build}"
+        ))
     })
 }
 
@@ -130,6 +138,8 @@ pub struct LabOptions {
     pub site_files: Vec<(PathBuf, PathBuf)>,
     /// Send IPv6 router advertisements on br0 (default on).
     pub router_advertisements: bool,
+    /// Environment of `provisioner serve` (e.g. the lab BMC password).
+    pub env: Vec<(String, String)>,
 }
 
 impl LabOptions {
@@ -156,6 +166,7 @@ impl Default for LabOptions {
             serve: true,
             site_files: vec![],
             router_advertisements: true,
+            env: vec![],
         }
     }
 }
@@ -164,12 +175,17 @@ impl Default for LabOptions {
 #[derive(Debug)]
 pub struct Lab {
     vms: Vec<Vm>,
+    rack_vms: Vec<RackVm>,
     provisioner: Option<Owned>,
     radvd: Option<Owned>,
     netns: Netns,
     dir: PathBuf,
     passed: bool,
     started: Instant,
+    /// Taps created so far (their names are numbered).
+    taps: usize,
+    /// Environment of `provisioner serve`.
+    env: Vec<(String, String)>,
 }
 
 impl Lab {
@@ -187,6 +203,9 @@ impl Lab {
         let netns = Netns::create()?;
         let mut lab = Lab {
             vms: vec![],
+            rack_vms: vec![],
+            taps: 0,
+            env: options.env.clone(),
             provisioner: None,
             radvd: None,
             netns,
@@ -305,6 +324,7 @@ impl Lab {
             // The lab site's BMCs are not running in a PXE lab.
             .args(["--power-sync-interval", "0"])
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io("provisioner.log"))?)
             .stderr(log)
@@ -340,7 +360,7 @@ impl Lab {
     /// Starts a VM on a new tap of br0. Its clock ([`Vm::started`]) starts
     /// when QEMU is spawned.
     pub fn start_vm(&mut self, spec: VmSpec) -> Result<&mut Vm, LabError> {
-        let tap = self.netns.add_tap(self.vms.len())?;
+        let tap = self.new_tap()?;
         let vm = Vm::start(&self.netns, &tap, &self.dir, spec)?;
         self.vms.push(vm);
         Ok(self.vms.last_mut().expect("just pushed"))
@@ -446,6 +466,28 @@ impl Lab {
         Ok(BootTimes { script, marker })
     }
 
+    /// A new tap on br0.
+    pub(crate) fn new_tap(&mut self) -> Result<String, LabError> {
+        self.taps += 1;
+        self.netns.add_tap(self.taps - 1)
+    }
+
+    /// Starts `provisioner serve` on the lab's site copy, for a lab made with
+    /// `serve: false` (e.g. to start the rack's VMs and BMCs first).
+    pub fn serve(&mut self, binary: Option<PathBuf>) -> Result<(), LabError> {
+        let binary = match binary {
+            Some(binary) => binary,
+            None => provisioner_binary()?,
+        };
+        let site = self.dir.join("site");
+        self.start_provisioner(&binary, &site)
+    }
+
+    /// The lab's site copy.
+    pub fn site(&self) -> PathBuf {
+        self.dir.join("site")
+    }
+
     /// Seconds since the lab started (for progress messages).
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
@@ -455,6 +497,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.vms.clear();
+        self.rack_vms.clear();
         if let Some(p) = self.provisioner.as_mut() {
             p.stop(Duration::from_secs(5));
         }

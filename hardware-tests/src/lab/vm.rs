@@ -214,35 +214,15 @@ impl Vm {
     /// Waits until the serial console shows `marker`; returns the time since
     /// QEMU started. Fails early when QEMU exits without showing it.
     pub fn wait_serial(&mut self, marker: &str, timeout: Duration) -> Result<Duration, LabError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let exited = !self.qemu.running();
-            let text = std::fs::read(self.serial_log()).unwrap_or_default();
-            if String::from_utf8_lossy(&text).contains(marker) {
-                return Ok(self.started.elapsed());
-            }
-            if exited {
-                return Err(LabError::Exited {
-                    what: format!("{} before printing {marker:?}", self.qemu.what),
-                    status: self
-                        .qemu
-                        .child
-                        .try_wait()
-                        .ok()
-                        .flatten()
-                        .map_or_else(|| "?".into(), |s| s.to_string()),
-                    logs: self.dir.display().to_string(),
-                });
-            }
-            if Instant::now() > deadline {
-                return Err(LabError::Timeout {
-                    what: format!("{marker:?} on the serial console of {}", self.spec.name),
-                    waited: timeout,
-                    logs: self.serial_log().display().to_string(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let serial = self.serial_log();
+        wait_marker(
+            &mut self.qemu,
+            &serial,
+            &self.spec.name,
+            marker,
+            self.started,
+            timeout,
+        )
     }
 
     /// Waits for QEMU to exit (the guest powered off).
@@ -259,5 +239,45 @@ impl Vm {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(self.started.elapsed())
+    }
+}
+
+/// Waits until the console log at `serial` shows `marker`; the time since `started`.
+/// Fails early when `qemu` exits without showing it.
+pub(super) fn wait_marker(
+    qemu: &mut Owned,
+    serial: &Path,
+    name: &str,
+    marker: &str,
+    started: Instant,
+    timeout: Duration,
+) -> Result<Duration, LabError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let exited = !qemu.running();
+        let text = std::fs::read(serial).unwrap_or_default();
+        if String::from_utf8_lossy(&text).contains(marker) {
+            return Ok(started.elapsed());
+        }
+        if exited {
+            return Err(LabError::Exited {
+                what: format!("{} before printing {marker:?}", qemu.what),
+                status: qemu
+                    .child
+                    .try_wait()
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| "?".into(), |s| s.to_string()),
+                logs: serial.display().to_string(),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(LabError::Timeout {
+                what: format!("{marker:?} on the serial console of {name}"),
+                waited: timeout,
+                logs: serial.display().to_string(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
