@@ -1,8 +1,9 @@
-//! The lifecycle executor boots a rack VM through its virtual BMC: lab-network-0
-//! (SeaBIOS, its disk first in the boot order, a Redfish BMC on the lab bridge) is
-//! enrolled from nodes.yaml, zero-touch inspection sets a one-time network boot and
-//! powers it on, and the VM PXE-boots through our DHCP, TFTP and HTTP into the lab's
-//! test ramdisk. The node's recorded boot progress shows each step.
+//! The lifecycle executor boots rack VMs through their virtual BMCs: lab-network-0
+//! (Redfish) and lab-storage-0 (IPMI, ipmi_sim), both SeaBIOS with their disk first
+//! in the boot order, are enrolled from nodes.yaml; zero-touch inspection sets a
+//! one-time network boot and powers each on, and they PXE-boot through our DHCP,
+//! TFTP and HTTP into the lab's test ramdisk. Each node's recorded boot progress
+//! shows the steps.
 
 use std::time::{Duration, Instant};
 
@@ -12,10 +13,10 @@ use hardware_tests::rack;
 use provisioner::executor::jobs::Step;
 
 const PASSWORD: (&str, &str) = ("LAB_BMC_PASSWORD", "lab-rack-secret");
-const NODE: &str = "lab-network-0";
+const NODES: [&str; 2] = ["lab-network-0", "lab-storage-0"];
 
 #[test]
-fn zero_touch_boots_a_rack_vm_through_its_bmc() -> Result<()> {
+fn zero_touch_boots_rack_vms_through_redfish_and_ipmi_bmcs() -> Result<()> {
     let ramdisk =
         assets::test_ramdisk(&assets::cache_dir()?).context("building the test ramdisk")?;
     let mut lab = Lab::start(
@@ -28,62 +29,69 @@ fn zero_touch_boots_a_rack_vm_through_its_bmc() -> Result<()> {
     )?;
     let rack_file = rack::lab_rack_file();
     let rack = rack::load(&rack_file)?;
-    let spec = rack
-        .vms
-        .iter()
-        .find(|v| v.name == NODE)
-        .context("lab-network-0 in rack.yaml")?;
-    let mac = spec.boot_nic().mac.clone();
-    // VM and BMC first (powered off), then the provisioner: nobody touches the VM
-    // but the executor.
-    lab.start_rack_vm(&rack_file, spec, PASSWORD)?;
+    let mut macs = vec![];
+    // VMs and BMCs first (powered off), then the provisioner: nobody touches the
+    // VMs but the executor.
+    for node in NODES {
+        let spec = rack
+            .vms
+            .iter()
+            .find(|v| v.name == node)
+            .with_context(|| format!("{node} in rack.yaml"))?;
+        macs.push(spec.boot_nic().mac.clone());
+        lab.start_rack_vm(&rack_file, spec, PASSWORD)?;
+    }
     lab.serve(None)?;
     let since = Instant::now();
-    let script = lab.wait_log(
-        &["iPXE script served", &mac],
-        since,
-        Duration::from_secs(120),
-    )?;
-    let vm = lab.rack_vm(NODE).context("started")?;
-    let marker = vm.wait_serial(assets::MARKER, Duration::from_secs(150))?;
-    eprintln!(
-        "{NODE}: script {:.1} s after the provisioner started, marker {:.1} s after QEMU",
-        script.as_secs_f64(),
-        marker.as_secs_f64()
-    );
-    let serial = std::fs::read_to_string(vm.serial_log())?;
-    ensure!(
-        serial.contains(&format!("provisioner.mac={mac}")),
-        "the ramdisk's kernel line lacks the MAC"
-    );
+    for (node, mac) in NODES.iter().zip(&macs) {
+        let script = lab.wait_log(
+            &["iPXE script served", mac],
+            since,
+            Duration::from_secs(150),
+        )?;
+        let vm = lab.rack_vm(node).context("started")?;
+        let marker = vm.wait_serial(assets::MARKER, Duration::from_secs(150))?;
+        eprintln!(
+            "{node}: script {:.1} s after the provisioner started, marker {:.1} s after QEMU",
+            script.as_secs_f64(),
+            marker.as_secs_f64()
+        );
+        let serial = std::fs::read_to_string(vm.serial_log())?;
+        ensure!(
+            serial.contains(&format!("provisioner.mac={mac}")),
+            "{node}: the ramdisk's kernel line lacks the MAC"
+        );
+    }
 
     let state = lab.dir().join("state");
     let runtime = tokio::runtime::Runtime::new()?;
-    let (node, steps, history) = runtime.block_on(async {
-        let store = provisioner::store::Store::open(&state).await?;
-        let node = store.node(NODE).await?;
-        let steps = store.progress(NODE).await?;
-        let history = store.history(NODE).await?;
-        store.close().await;
-        anyhow::Ok((node, steps, history))
-    })?;
-    ensure!(
-        node.state == provisioner::lifecycle::State::Inspecting,
-        "{NODE} is {} ({:?})",
-        node.state,
-        node.last_error
-    );
-    let seen: Vec<Step> = steps.iter().map(|(step, _)| *step).collect();
-    ensure!(
-        seen.contains(&Step::PoweredOn) && seen.contains(&Step::Script),
-        "boot progress of {NODE}: {seen:?}"
-    );
-    ensure!(
-        history
-            .iter()
-            .any(|h| h.reason.as_deref() == Some("zero-touch: enrolled with a BMC")),
-        "no zero-touch inspect in the history: {history:?}"
-    );
+    for node in NODES {
+        let (record, steps, history) = runtime.block_on(async {
+            let store = provisioner::store::Store::open(&state).await?;
+            let record = store.node(node).await?;
+            let steps = store.progress(node).await?;
+            let history = store.history(node).await?;
+            store.close().await;
+            anyhow::Ok((record, steps, history))
+        })?;
+        ensure!(
+            record.state == provisioner::lifecycle::State::Inspecting,
+            "{node} is {} ({:?})",
+            record.state,
+            record.last_error
+        );
+        let seen: Vec<Step> = steps.iter().map(|(step, _)| *step).collect();
+        ensure!(
+            seen.contains(&Step::PoweredOn) && seen.contains(&Step::Script),
+            "boot progress of {node}: {seen:?}"
+        );
+        ensure!(
+            history
+                .iter()
+                .any(|h| h.reason.as_deref() == Some("zero-touch: enrolled with a BMC")),
+            "{node}: no zero-touch inspect in the history: {history:?}"
+        );
+    }
     lab.pass();
     Ok(())
 }

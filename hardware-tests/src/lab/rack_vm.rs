@@ -1,6 +1,7 @@
 //! Rack VMs in the lab: QEMU started from [`crate::rack::qemu_args`] (powered off,
 //! `-S`), one tap per NIC on br0, sparse disk images, and the VM's virtual BMC
-//! listening on the lab bridge, so the provisioner powers and boots it like a real
+//! listening on the lab bridge (our Redfish `lab-vbmc`, or OpenIPMI's `ipmi_sim`
+//! with `ipmi-qemu-hook`), so the provisioner powers and boots it like a real
 //! server.
 
 use std::path::{Path, PathBuf};
@@ -62,13 +63,6 @@ impl Lab {
         spec: &VmSpec,
         password: (&str, &str),
     ) -> Result<&mut RackVm, LabError> {
-        if spec.bmc.kind == BmcKind::Ipmi {
-            return Err(LabError::Missing(format!(
-                "{}: the harness does not start IPMI BMCs (ipmi_sim) for rack VMs yet; use a \
-                 Redfish VM",
-                spec.name
-            )));
-        }
         let dir = self.dir().join(&spec.name);
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let mut taps = vec![];
@@ -120,43 +114,26 @@ impl Lab {
                 source,
             })?;
         let qemu = Owned::new(format!("QEMU {}", spec.name), qemu);
-        let vbmc = sibling_binary(
-            "lab-vbmc",
-            "run `cargo build -p hardware-tests` (or `cargo test --workspace`)",
-        )?;
-        let bmc_log = std::fs::File::create(dir.join("bmc.log")).map_err(io("bmc.log"))?;
-        let bmc = self
-            .netns()
-            .command(&vbmc.to_string_lossy())
-            .arg("--rack")
-            .arg(rack_file)
-            .args(["--vm", &spec.name, "--qmp"])
-            .arg(&bmc_qmp)
-            .args(["--listen", &format!("{BMC_ADDRESS}:{}", spec.bmc.port)])
-            .args(["--password-env", password.0])
-            .env(password.0, password.1)
-            .stdin(Stdio::null())
-            .stdout(bmc_log.try_clone().map_err(io("bmc.log"))?)
-            .stderr(bmc_log)
-            .spawn()
-            .map_err(|source| LabError::Spawn {
-                what: vbmc.display().to_string(),
-                source,
-            })?;
+        let bmc = match spec.bmc.kind {
+            BmcKind::Redfish => self.start_redfish_bmc(rack_file, spec, &dir, password)?,
+            BmcKind::Ipmi => self.start_ipmi_bmc(spec, &dir, password.1)?,
+        };
         let mut vm = RackVm {
             spec: spec.clone(),
             dir,
             started,
-            bmc: Owned::new(format!("virtual BMC of {}", spec.name), bmc),
+            bmc,
             qemu,
         };
-        // Ready when the BMC says it serves (it waits for QEMU's QMP socket first).
+        // Ready when the Redfish BMC says it serves (it waits for QEMU's QMP socket
+        // first); ipmi_sim gives no such sign: it must at least still run.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let log = std::fs::read_to_string(vm.dir.join("bmc.log")).unwrap_or_default();
-            if log.contains("serving") {
-                break;
-            }
+            let ready = match spec.bmc.kind {
+                BmcKind::Redfish => log.contains("serving"),
+                BmcKind::Ipmi => vm.started.elapsed() > Duration::from_millis(500),
+            };
             if !vm.bmc.running() || !vm.qemu.running() || Instant::now() > deadline {
                 return Err(LabError::Exited {
                     what: format!("the virtual BMC or QEMU of {}", spec.name),
@@ -164,10 +141,110 @@ impl Lab {
                     logs: vm.dir.display().to_string(),
                 });
             }
+            if ready {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         self.rack_vms.push(vm);
         Ok(self.rack_vms.last_mut().expect("just pushed"))
+    }
+
+    /// `lab-vbmc` (Redfish, in front of the VM's `bmc.qmp`) on the lab bridge.
+    fn start_redfish_bmc(
+        &self,
+        rack_file: &Path,
+        spec: &VmSpec,
+        dir: &Path,
+        password: (&str, &str),
+    ) -> Result<Owned, LabError> {
+        let vbmc = sibling_binary(
+            "lab-vbmc",
+            "run `cargo build -p hardware-tests` (or `cargo test --workspace`)",
+        )?;
+        let log = std::fs::File::create(dir.join("bmc.log")).map_err(io("bmc.log"))?;
+        let child = self
+            .netns()
+            .command(&vbmc.to_string_lossy())
+            .arg("--rack")
+            .arg(rack_file)
+            .args(["--vm", &spec.name, "--qmp"])
+            .arg(dir.join("bmc.qmp"))
+            .args(["--listen", &format!("{BMC_ADDRESS}:{}", spec.bmc.port)])
+            .args(["--password-env", password.0])
+            .env(password.0, password.1)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io("bmc.log"))?)
+            .stderr(log)
+            .spawn()
+            .map_err(|source| LabError::Spawn {
+                what: vbmc.display().to_string(),
+                source,
+            })?;
+        Ok(Owned::new(format!("virtual BMC of {}", spec.name), child))
+    }
+
+    /// OpenIPMI's `ipmi_sim` on the lab bridge with `ipmi-qemu-hook` (power, reset,
+    /// PXE boot through the VM's `bmc.qmp`) as its chassis control; user `admin`.
+    fn start_ipmi_bmc(&self, spec: &VmSpec, dir: &Path, password: &str) -> Result<Owned, LabError> {
+        let hook = sibling_binary(
+            "ipmi-qemu-hook",
+            "run `cargo build -p hardware-tests` (or `cargo test --workspace`)",
+        )?;
+        let mut devices = String::new();
+        for (i, _) in spec.nics.iter().enumerate().filter(|(_, n)| n.boot) {
+            devices.push_str(&format!(
+                " --nic {}:{}",
+                rack::nic_id(i),
+                rack::NIC_BOOTINDEX
+            ));
+        }
+        if let Some(i) = spec
+            .disks
+            .iter()
+            .position(|d| matches!(d.kind, rack::DiskKind::Virtio | rack::DiskKind::Sata))
+        {
+            devices.push_str(&format!(
+                " --disk {}:{}",
+                rack::disk_id(i),
+                rack::DISK_BOOTINDEX
+            ));
+        }
+        let auths = "none md2 md5 straight";
+        let lan = format!(
+            "name \"{name}\"\nset_working_mc 0x20\n  startlan 1\n    addr {BMC_ADDRESS} {port}\n    \
+             priv_limit admin\n    allowed_auths_callback {auths}\n    allowed_auths_user {auths}\n    \
+             allowed_auths_operator {auths}\n    allowed_auths_admin {auths}\n    guid {guid}\n  \
+             endlan\n  chassis_control \"{hook} --qmp {qmp}{devices} 0x20\"\n  \
+             user 2 true \"admin\" \"{password}\" admin 10 {auths}\n",
+            name = spec.name,
+            port = spec.bmc.port,
+            guid = spec.uuid().replace('-', ""),
+            hook = hook.display(),
+            qmp = dir.join("bmc.qmp").display(),
+        );
+        std::fs::write(dir.join("lan.conf"), lan).map_err(io("writing lan.conf"))?;
+        std::fs::write(
+            dir.join("lab.emu"),
+            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n",
+        )
+        .map_err(io("writing lab.emu"))?;
+        std::fs::create_dir_all(dir.join("sim-state")).map_err(io("creating sim-state"))?;
+        let log = std::fs::File::create(dir.join("bmc.log")).map_err(io("bmc.log"))?;
+        let child = self
+            .netns()
+            .command("ipmi_sim")
+            .current_dir(dir)
+            .args(["-n", "-c", "lan.conf", "-f", "lab.emu", "-s", "sim-state"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io("bmc.log"))?)
+            .stderr(log)
+            .spawn()
+            .map_err(|source| LabError::Spawn {
+                what: "ipmi_sim (Debian openipmi)".into(),
+                source,
+            })?;
+        Ok(Owned::new(format!("ipmi_sim of {}", spec.name), child))
     }
 
     /// A rack VM started earlier, by name.
