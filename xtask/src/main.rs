@@ -5,6 +5,7 @@
 //! sources; it only builds, runs and measures them.
 
 mod bench;
+mod demo;
 mod deps;
 mod netns;
 mod ramdisk;
@@ -36,6 +37,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// A virtual rack brought up end to end: build, lab, zero-touch inspection, summary.
+    #[command(
+        long_about = "A virtual rack brought up end to end, on the embedded lab site.\n\n\
+        Installs what is missing (like `cargo xtask test`), builds the provisioner, the lab's \
+        virtual BMC and the inspection ramdisk, then creates a network namespace with the lab \
+        bridge, starts the VMs of hardware-tests/sites/lab/rack.yaml powered off behind their \
+        virtual BMCs (Redfish and IPMI) and `provisioner serve` on a copy of the lab site. The \
+        provisioner then inspects every node by itself; a live table shows each node's state \
+        and last event, then a summary per node (profile, CPUs, hugepages, VFs, root disk). \
+        Exits 0 when every node is available, non-zero otherwise with the path of the logs. \
+        Ctrl-C tears everything down. Needs root (network namespaces) and about 4 GiB of RAM."
+    )]
+    Demo(demo::Args),
     /// Make sure the Debian packages the tests need are installed (installs them when root).
     #[command(
         long_about = "Make sure the Debian packages the tests need are installed.\n\n\
@@ -88,6 +102,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
+        Command::Demo(args) => demo::run(&args),
         Command::Deps(args) => deps::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(args),

@@ -65,6 +65,21 @@ pub fn build_static_agent() -> Result<PathBuf> {
 
 pub fn run(args: &Args) -> Result<()> {
     let start = Instant::now();
+    let target = crate::workspace::target_dir()?;
+    let out = args.out.clone().unwrap_or_else(|| target.join("ramdisk"));
+    build(&out, args.cache.as_deref(), args.kernel_deb.as_deref())?;
+    println!(
+        "ramdisk in {} ({:.1} s with the builds); boot it with:\n  \
+         qemu-system-x86_64 -accel tcg -m 1024 -nographic -kernel {0}/vmlinuz -initrd {0}/initramfs -append console=ttyS0",
+        out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Builds the static agent and the provisioner (debug), then the ramdisk into `out`
+/// (`vmlinuz`, `initramfs`, `manifest.json`).
+pub fn build(out: &Path, cache: Option<&Path>, kernel_deb: Option<&Path>) -> Result<()> {
     let agent = build_static_agent()?;
     let status = crate::workspace::cargo()
         .args(["build", "--locked", "-p", "provisioner"])
@@ -73,28 +88,21 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("building the provisioner failed ({status})");
     }
     let target = crate::workspace::target_dir()?;
-    let out = args.out.clone().unwrap_or_else(|| target.join("ramdisk"));
     let mut build = std::process::Command::new(target.join("debug/provisioner"));
     build
         .args(["image", "build", "ramdisk", "--agent"])
         .arg(&agent)
         .arg("--out")
-        .arg(&out);
-    if let Some(cache) = &args.cache {
+        .arg(out);
+    if let Some(cache) = cache {
         build.arg("--cache").arg(cache);
     }
-    if let Some(deb) = &args.kernel_deb {
+    if let Some(deb) = kernel_deb {
         build.arg("--kernel-deb").arg(deb);
     }
     let status = build.status()?;
     if !status.success() {
         bail!("`provisioner image build ramdisk` failed ({status})");
     }
-    println!(
-        "ramdisk in {} ({:.1} s with the builds); boot it with:\n  \
-         qemu-system-x86_64 -accel tcg -m 1024 -nographic -kernel {0}/vmlinuz -initrd {0}/initramfs -append console=ttyS0",
-        out.display(),
-        start.elapsed().as_secs_f64()
-    );
     Ok(())
 }

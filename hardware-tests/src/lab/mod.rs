@@ -80,15 +80,17 @@ pub fn provisioner_binary() -> Result<PathBuf, LabError> {
     )
 }
 
-/// A binary of the workspace next to the running test binary
-/// (`target/<profile>/deps/<test>` -> `target/<profile>/<name>`).
+/// A binary of the workspace next to the running binary: `target/<profile>/<name>`
+/// for a test (`target/<profile>/deps/<test>`) or for xtask (`target/<profile>/xtask`).
 pub fn sibling_binary(name: &str, how_to_build: &str) -> Result<PathBuf, LabError> {
     let exe = std::env::current_exe().map_err(io("locating the test binary"))?;
+    // Tests run from target/<profile>/deps/, xtask from target/<profile>/.
     let candidate = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|profile| profile.join(name))
-        .filter(|p| p.is_file());
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file());
     candidate.ok_or_else(|| {
         LabError::Missing(format!(
             "no {name} binary next to the test binary: {how_to_build}"
@@ -426,6 +428,11 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The PID of `provisioner serve`, while it runs.
+    pub fn provisioner_pid(&self) -> Option<u32> {
+        self.provisioner.as_ref().map(|p| p.child.id())
     }
 
     /// The provisioner's exit status, once it has exited.

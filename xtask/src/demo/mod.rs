@@ -1,0 +1,282 @@
+//! `cargo xtask demo`: a virtual rack brought up end to end.
+//!
+//! Installs what is missing (as `cargo xtask test` does), builds the provisioner, the
+//! lab's virtual BMC and the inspection ramdisk, then starts the lab harness (a network
+//! namespace with the lab bridge), the rack's VMs powered off behind their virtual BMCs
+//! (`hardware-tests/sites/lab/rack.yaml`), and `provisioner serve` on a copy of the lab
+//! site. From there the provisioner does everything: zero-touch inspection powers each
+//! node on through its BMC with a one-time network boot, the node PXE-boots the ramdisk,
+//! the agent reports the inventory, the node becomes `available`.
+//!
+//! The operator's view is the CLI's: the demo polls `provisioner node list` inside the
+//! namespace and redraws a table (plain lines when stdout is not a terminal or `CI` is
+//! set), then prints a summary per node. Ctrl-C tears everything down (the harness kills
+//! its processes by PID and deletes the namespace).
+
+mod table;
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use hardware_tests::lab::{Lab, LabOptions, assets::TestRamdisk};
+use hardware_tests::rack;
+use serde_json::Value;
+
+/// The lab site's BMC password variable and the value the demo's BMCs use.
+const PASSWORD: (&str, &str) = ("LAB_BMC_PASSWORD", "demo-bmc-secret");
+const API: &str = "http://10.213.0.1:8080";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Give up after this many seconds once the lab is up.
+    #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+    timeout: u64,
+    /// Skip `cargo xtask deps` (on a machine where the packages are known to be there).
+    #[arg(long)]
+    no_deps: bool,
+    /// Keep the lab directory (site copy, state, logs) even when every node ends available.
+    #[arg(long)]
+    keep: bool,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    watch_ctrl_c(Arc::clone(&interrupted))?;
+    if !args.no_deps {
+        step("installing what is missing (cargo xtask deps)");
+        crate::deps::run(&crate::deps::Args::default())?;
+    }
+    step("building the provisioner and the lab's virtual BMC");
+    let status = crate::workspace::cargo()
+        .args([
+            "build",
+            "--locked",
+            "-p",
+            "provisioner",
+            "-p",
+            "hardware-tests",
+            "--bins",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("the build failed ({status})");
+    }
+    let target = crate::workspace::target_dir()?;
+    step("building the inspection ramdisk (static node-agent, Debian's kernel)");
+    let ramdisk = target.join("ramdisk");
+    crate::ramdisk::build(&ramdisk, None, None)?;
+    if interrupted.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+
+    let start = Instant::now();
+    step("starting the lab: network namespace, bridge br0 10.213.0.1/24, rack VMs and BMCs");
+    let rack_file = rack::lab_rack_file();
+    let rack = rack::load(&rack_file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut lab = Lab::start(
+        LabOptions {
+            serve: false,
+            env: vec![(PASSWORD.0.into(), PASSWORD.1.into())],
+            ..LabOptions::default()
+        }
+        .with_inspect_ramdisk(&TestRamdisk {
+            kernel: ramdisk.join("vmlinuz"),
+            initramfs: ramdisk.join("initramfs"),
+        }),
+    )?;
+    for vm in &rack.vms {
+        lab.start_rack_vm(&rack_file, vm, PASSWORD)
+            .with_context(|| format!("starting {}", vm.name))?;
+    }
+    lab.serve(Some(target.join("debug/provisioner")))?;
+    step(&format!(
+        "provisioner serving in namespace {} (logs: {})",
+        lab.netns().name(),
+        lab.dir().display()
+    ));
+
+    let cli = Cli {
+        netns: lab.netns().name().to_owned(),
+        binary: target.join("debug/provisioner"),
+        token: std::fs::read_to_string(lab.dir().join("state/api-token"))
+            .context("reading the daemon's API token")?
+            .trim()
+            .to_owned(),
+    };
+    let live = std::io::stdout().is_terminal() && std::env::var_os("CI").is_none();
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut drawn = 0;
+    let mut last_plain: Vec<String> = vec![];
+    let mut peak_rss_kib = 0;
+    let outcome = loop {
+        if interrupted.load(Ordering::SeqCst) {
+            break Outcome::Interrupted;
+        }
+        if let Some(pid) = lab.provisioner_pid() {
+            peak_rss_kib = peak_rss_kib.max(vm_hwm_kib(pid).unwrap_or(0));
+        }
+        let nodes = cli.json(&["node", "list"])?;
+        let mut events = vec![];
+        for node in nodes.as_array().into_iter().flatten() {
+            let name = node["name"].as_str().unwrap_or_default().to_owned();
+            let history = cli.json(&["node", "history", &name])?;
+            if let Some(last) = history.as_array().and_then(|h| h.last()) {
+                events.push((name, last.clone()));
+            }
+        }
+        let rows = table::rows(&nodes, &events, table::chrono_like::Now::system());
+        let lines = table::render(&rows, start.elapsed(), terminal_width());
+        if live {
+            let mut out = std::io::stdout().lock();
+            if drawn > 0 {
+                // Up over the previous table, then clear to the end of the screen.
+                write!(out, "\x1b[{drawn}A\x1b[J")?;
+            }
+            for line in &lines {
+                writeln!(out, "{line}")?;
+            }
+            out.flush()?;
+            drawn = lines.len();
+        } else {
+            // Plain output: a line per node whose row changed (not the clock).
+            for (line, row) in lines.iter().skip(1).zip(&rows) {
+                let key = format!("{} {} {}", row.node, row.state, row.last_event);
+                if !last_plain.contains(&key) {
+                    println!("[{:>4.0}s] {line}", start.elapsed().as_secs_f64());
+                    last_plain.retain(|k| !k.starts_with(&format!("{} ", row.node)));
+                    last_plain.push(key);
+                }
+            }
+        }
+        if table::settled(&rows) {
+            let all_available = rows.iter().all(|r| r.state == "available");
+            break if all_available {
+                Outcome::Available
+            } else {
+                Outcome::Failed
+            };
+        }
+        if Instant::now() > deadline {
+            break Outcome::TimedOut;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let took = start.elapsed();
+
+    println!();
+    for node in &rack.vms {
+        match cli.json(&["node", "show", &node.name]) {
+            Ok(shown) => println!("{}", table::summary(&shown)),
+            Err(err) => println!("{}: cannot read it: {err:#}", node.name),
+        }
+    }
+    println!(
+        "\n{} nodes, {:.1} s from the lab start; provisioner peak RSS {:.1} MiB",
+        rack.vms.len(),
+        took.as_secs_f64(),
+        peak_rss_kib as f64 / 1024.0
+    );
+    let logs = lab.dir().to_path_buf();
+    match outcome {
+        Outcome::Available => {
+            if args.keep {
+                println!("lab directory kept: {}", logs.display());
+            } else {
+                lab.pass();
+            }
+            println!("every node is available");
+            Ok(())
+        }
+        Outcome::Failed => bail!(
+            "some nodes failed; logs (provisioner.log, */serial.log, */bmc.log) in {}",
+            logs.display()
+        ),
+        Outcome::TimedOut => bail!(
+            "not every node was available after {} s; logs in {}",
+            args.timeout,
+            logs.display()
+        ),
+        Outcome::Interrupted => bail!(
+            "interrupted; the lab is torn down, logs in {}",
+            logs.display()
+        ),
+    }
+}
+
+enum Outcome {
+    Available,
+    Failed,
+    TimedOut,
+    Interrupted,
+}
+
+fn step(what: &str) {
+    println!("==> {what}");
+}
+
+/// The CLI inside the lab namespace, as an operator on the provisioning network runs it.
+struct Cli {
+    netns: String,
+    binary: PathBuf,
+    token: String,
+}
+
+impl Cli {
+    fn json(&self, args: &[&str]) -> Result<Value> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(&self.binary)
+            .args(args)
+            .args(["-o", "json", "--api", API])
+            .env("PROVISIONER_TOKEN", &self.token)
+            .output()
+            .context("running the provisioner CLI in the lab namespace")?;
+        if !out.status.success() {
+            bail!(
+                "provisioner {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&out.stdout).context("parsing the CLI's JSON")
+    }
+}
+
+/// Peak resident memory of a process (VmHWM), KiB.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(120)
+}
+
+/// Ctrl-C sets `flag` (the demo loop then returns and the lab is dropped, which kills
+/// its processes and deletes the namespace) instead of killing xtask outright.
+fn watch_ctrl_c(flag: Arc<AtomicBool>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: tearing the lab down...");
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+    });
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! The demo's node table and summaries: pure text from the CLI's JSON, so they are
+//! tested without a lab.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// One row of the live table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub node: String,
+    pub state: String,
+    /// Seconds in the current state.
+    pub in_state: u64,
+    pub last_event: String,
+}
+
+/// Rows from `provisioner node list -o json` and each node's last history entry
+/// (`node history NAME -o json`), at `now` (RFC 3339 times in the JSON).
+pub fn rows(nodes: &Value, last_events: &[(String, Value)], now: chrono_like::Now) -> Vec<Row> {
+    nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|node| {
+            let name = node["name"].as_str().unwrap_or("?").to_owned();
+            let mut state = node["state"].as_str().unwrap_or("?").to_owned();
+            if node["maintenance"].as_bool() == Some(true) {
+                state.push_str(" (maintenance)");
+            }
+            let in_state = node["state_since"]
+                .as_str()
+                .and_then(chrono_like::parse_rfc3339)
+                .map_or(0, |since| now.0.saturating_sub(since));
+            let last_event = last_events
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, e)| describe_event(e))
+                .unwrap_or_default();
+            Row {
+                node: name,
+                state,
+                in_state,
+                last_event,
+            }
+        })
+        .collect()
+}
+
+fn describe_event(entry: &Value) -> String {
+    let event = entry["event"].as_str().unwrap_or("?");
+    match entry["reason"].as_str() {
+        Some(reason) if !reason.is_empty() => format!("{event}: {reason}"),
+        _ => event.to_owned(),
+    }
+}
+
+/// The table, one line per node under a header, each line cut to `width` columns.
+pub fn render(rows: &[Row], elapsed: Duration, width: usize) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{:<16} {:<12} {:>7}  {}",
+        "NODE", "STATE", "IN STATE", "LAST EVENT"
+    )];
+    for row in rows {
+        lines.push(format!(
+            "{:<16} {:<12} {:>7}s  {}",
+            row.node, row.state, row.in_state, row.last_event
+        ));
+    }
+    lines.push(format!("elapsed {:.0} s", elapsed.as_secs_f64()));
+    lines
+        .into_iter()
+        .map(|l| l.chars().take(width.max(20)).collect())
+        .collect()
+}
+
+/// Whether the demo is over: every node available or failed.
+pub fn settled(rows: &[Row]) -> bool {
+    !rows.is_empty()
+        && rows
+            .iter()
+            .all(|r| r.state == "available" || r.state.starts_with("failed"))
+}
+
+/// The per-node summary from `provisioner node show NAME -o json`.
+pub fn summary(node: &Value) -> String {
+    let name = node["name"].as_str().unwrap_or("?");
+    let state = node["state"].as_str().unwrap_or("?");
+    let mut out = format!("{name}: {state}");
+    if let Some(profile) = node["matched_profile"].as_str() {
+        out.push_str(&format!(", profile {profile}"));
+    }
+    let plan = &node["plan"];
+    if plan.is_object() {
+        let count = |key: &str| plan[key].as_array().map_or(0, Vec::len);
+        let vfs: u64 = plan["sriov"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["num_vfs"].as_u64())
+            .sum();
+        let hugepages: Vec<String> = plan["hugepages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                format!(
+                    "{}x{}k@node{}",
+                    h["count"].as_u64().unwrap_or(0),
+                    h["size_kb"].as_u64().unwrap_or(0),
+                    h["node"].as_u64().unwrap_or(0)
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "\n    CPUs reserved {} / isolated {}; hugepages {}; VFs {vfs}; root disk {}",
+            count("reserved_cpus"),
+            count("isolated_cpus"),
+            if hugepages.is_empty() {
+                "none".to_owned()
+            } else {
+                hugepages.join(" ")
+            },
+            plan["root_disk"]["name"].as_str().unwrap_or("none")
+        ));
+    }
+    if let Some(error) = node["last_error"].as_str() {
+        out.push_str(&format!("\n    why: {error}"));
+    }
+    out
+}
+
+/// Seconds since the Unix epoch, without a date crate: the CLI prints RFC 3339 UTC
+/// (`2026-11-21T15:40:00.123Z` or `+00:00`).
+pub mod chrono_like {
+    /// "Now" in seconds since the epoch.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Now(pub u64);
+
+    impl Now {
+        pub fn system() -> Now {
+            Now(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()))
+        }
+    }
+
+    /// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|+00:00)`; other offsets are refused.
+    pub fn parse_rfc3339(s: &str) -> Option<u64> {
+        let (date, time) = s.split_once('T')?;
+        let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+        let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+        let time = time
+            .strip_suffix('Z')
+            .or_else(|| time.strip_suffix("+00:00"))?;
+        let time = time.split('.').next()?;
+        let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
+        let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+        // Days from civil (Howard Hinnant's algorithm).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rfc3339_times_parse_to_epoch_seconds() {
+        assert_eq!(chrono_like::parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            chrono_like::parse_rfc3339("2026-11-21T15:40:00.123456Z"),
+            Some(1_795_362_000)
+        );
+        assert_eq!(
+            chrono_like::parse_rfc3339("2000-03-01T00:00:01+00:00"),
+            Some(951_868_801)
+        );
+        assert_eq!(
+            chrono_like::parse_rfc3339("2026-11-21T15:40:00+02:00"),
+            None
+        );
+        assert_eq!(chrono_like::parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn rows_show_state_time_in_state_and_the_last_event() {
+        let nodes = json!([
+            {"name": "lab-compute-0", "state": "inspecting", "state_since": "2026-11-21T15:40:00Z", "maintenance": false},
+            {"name": "lab-storage-0", "state": "available", "state_since": "2026-11-21T15:40:30Z", "maintenance": true},
+        ]);
+        let events = vec![(
+            "lab-compute-0".to_owned(),
+            json!({"event": "inspect", "reason": "zero-touch: enrolled with a BMC"}),
+        )];
+        let now = chrono_like::Now(chrono_like::parse_rfc3339("2026-11-21T15:40:42Z").unwrap());
+        let rows = rows(&nodes, &events, now);
+        assert_eq!(rows[0].in_state, 42);
+        assert_eq!(
+            rows[0].last_event,
+            "inspect: zero-touch: enrolled with a BMC"
+        );
+        assert_eq!(rows[1].state, "available (maintenance)");
+        let lines = render(&rows, Duration::from_secs(50), 200);
+        assert_eq!(lines.len(), 4);
+        assert!(
+            lines[1].starts_with("lab-compute-0    inspecting"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[1].contains("42s"), "{}", lines[1]);
+        assert_eq!(lines[3], "elapsed 50 s");
+        assert!(
+            render(&rows, Duration::ZERO, 30)
+                .iter()
+                .all(|l| l.chars().count() <= 30)
+        );
+        assert!(!settled(&rows), "maintenance is not available");
+    }
+
+    #[test]
+    fn the_demo_settles_when_every_node_is_available_or_failed() {
+        let row = |state: &str| Row {
+            node: "n".into(),
+            state: state.into(),
+            in_state: 0,
+            last_event: String::new(),
+        };
+        assert!(settled(&[row("available"), row("failed")]));
+        assert!(!settled(&[row("available"), row("inspecting")]));
+        assert!(!settled(&[]));
+    }
+
+    #[test]
+    fn the_summary_names_profile_cpus_hugepages_vfs_and_root_disk() {
+        let node = json!({
+            "name": "lab-compute-0", "state": "available", "matched_profile": "lab-compute",
+            "plan": {
+                "reserved_cpus": [0, 2], "isolated_cpus": [1, 3],
+                "hugepages": [{"node": 0, "size_kb": 2048, "count": 512}, {"node": 1, "size_kb": 2048, "count": 512}],
+                "sriov": [{"num_vfs": 7}], "root_disk": {"name": "vda"}
+            }
+        });
+        let text = summary(&node);
+        assert!(
+            text.starts_with("lab-compute-0: available, profile lab-compute"),
+            "{text}"
+        );
+        assert!(text.contains("CPUs reserved 2 / isolated 2"), "{text}");
+        assert!(text.contains("512x2048k@node0 512x2048k@node1"), "{text}");
+        assert!(text.contains("VFs 7; root disk vda"), "{text}");
+        let failed = json!({"name": "n", "state": "failed", "last_error": "no DHCP"});
+        assert_eq!(summary(&failed), "n: failed\n    why: no DHCP");
+    }
+}
