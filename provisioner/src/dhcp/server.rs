@@ -207,8 +207,9 @@ impl Handle {
         }
     }
 
-    /// Applies a reloaded site: answer policy (known MACs), reservations and
-    /// boot settings. Mode, interface and pool need a restart (logged).
+    /// Applies a reloaded site: answer policy (known MACs), reservations,
+    /// router/DNS and boot settings. Mode, interface, range and lease time
+    /// need a restart (logged).
     pub fn reconfigure(&self, settings: &Settings) -> Result<(), DhcpError> {
         let mut core = lock(&self.core);
         if settings.interface != self.interface
@@ -217,8 +218,9 @@ impl Handle {
             || settings.pool.as_ref() != core.leases.as_ref().map(Leases::config)
         {
             warn!(
-                "network.interface, network.dhcp mode or range changed: restart `provisioner serve` \
-                 to apply them (policy, reservations and options are applied now)"
+                "network.interface or network.dhcp mode, range or lease_time changed: restart \
+                 `provisioner serve` to apply them (answer policy, reservations, router, DNS and \
+                 boot settings are applied now)"
             );
         }
         if let Some(leases) = core.leases.as_mut() {
