@@ -3,11 +3,15 @@
 //! the replies sent where [`Destination`] says.
 //!
 //! Invariants:
-//! - A reply whose decision changed the lease table leaves only after those
-//!   changes are committed to `dhcp_leases` (one `BEGIN IMMEDIATE`
+//! - An ACK leaves only after the changes of its decision, and every change
+//!   made before it, are committed to `dhcp_leases` (one `BEGIN IMMEDIATE`
 //!   transaction per batch of packets, replies after the commit), so a
 //!   restart (even `kill -9`) never hands one address to two MACs: the
-//!   restored table holds every lease a client was told about.
+//!   restored table holds every lease a client was told it has. Changes that
+//!   promise nothing (OFFERs: the client must still REQUEST; RELEASE,
+//!   DECLINE, expiry) do not wait: they are written with the next commit, or
+//!   after 500 ms without traffic. Losing them in a crash only keeps an
+//!   address held longer.
 //! - Changes reach the committer in the order the lease table made them (they
 //!   are queued while the table's lock is held); a failed commit drops the
 //!   batch's replies and keeps its changes for the next attempt.
@@ -50,6 +54,9 @@ const DECLINE_SECS: u32 = 600;
 const EXPIRE_EVERY: Duration = Duration::from_secs(30);
 /// Most packets' changes in one commit.
 const MAX_BATCH: usize = 4096;
+/// Changes that need no commit before their reply are written at the latest
+/// after this much quiet time.
+const LAZY_FLUSH: Duration = Duration::from_millis(500);
 
 /// Why the DHCP server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -200,8 +207,9 @@ impl Handle {
         }
     }
 
-    /// Applies a reloaded site: answer policy (known MACs), reservations and
-    /// boot settings. Mode, interface and pool need a restart (logged).
+    /// Applies a reloaded site: answer policy (known MACs), reservations,
+    /// router/DNS and boot settings. Mode, interface, range and lease time
+    /// need a restart (logged).
     pub fn reconfigure(&self, settings: &Settings) -> Result<(), DhcpError> {
         let mut core = lock(&self.core);
         if settings.interface != self.interface
@@ -210,8 +218,9 @@ impl Handle {
             || settings.pool.as_ref() != core.leases.as_ref().map(Leases::config)
         {
             warn!(
-                "network.interface, network.dhcp mode or range changed: restart `provisioner serve` \
-                 to apply them (policy, reservations and options are applied now)"
+                "network.interface or network.dhcp mode, range or lease_time changed: restart \
+                 `provisioner serve` to apply them (answer policy, reservations, router, DNS and \
+                 boot settings are applied now)"
             );
         }
         if let Some(leases) = core.leases.as_mut() {
@@ -516,6 +525,15 @@ async fn receive(
                         let dest = target(to, source);
                         if changes.is_empty() {
                             Some((bytes, dest, reply.message_type))
+                        } else if reply.message_type == ReplyType::Offer {
+                            // An offer promises nothing (the client must
+                            // REQUEST it, and that ACK waits for a commit):
+                            // it goes now, its changes ride with the next commit.
+                            let _ = tx.send(Job {
+                                changes,
+                                reply: None,
+                            });
+                            Some((bytes, dest, reply.message_type))
                         } else {
                             let _ = tx.send(Job {
                                 changes,
@@ -584,11 +602,23 @@ async fn committer(
     let mut pending: BTreeMap<Mac, Option<Lease>> = BTreeMap::new();
     let mut batch = Vec::new();
     loop {
-        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return;
+        match tokio::time::timeout(LAZY_FLUSH, rx.recv_many(&mut batch, MAX_BATCH)).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            // Quiet: write what offers, releases and expiry left pending.
+            Err(_) if pending.is_empty() => continue,
+            Err(_) => {}
         }
         for job in &batch {
             merge(&mut pending, &job.changes);
+        }
+        let durable = batch.iter().any(|job| job.reply.is_some()) || pending.len() >= MAX_BATCH;
+        if !durable && !batch.is_empty() {
+            // Only changes that need no commit before a reply (offers,
+            // RELEASE/DECLINE, expiry): they wait for the next ACK's commit
+            // or the quiet-time flush.
+            batch.clear();
+            continue;
         }
         let rows: Vec<(Mac, Option<Lease>)> =
             pending.iter().map(|(m, l)| (*m, l.clone())).collect();

@@ -25,6 +25,8 @@ namespace:
 for each RATE of the ladder. Prints, per server and rate, the 4-way exchanges per second
 perfdhcp completed and the drops (1 - ACKs received / DISCOVERs sent), then the highest
 exchange rate each server sustained at <= 1 % drops and our ratio to Kea and to dnsmasq.
+Also prints the server process's CPU time per completed exchange (/proc/PID/stat), which
+stays meaningful when other work shares the machine's cores.
 Installs kea-dhcp4-server, kea-admin (perfdhcp) and dnsmasq-base when missing (as root).";
 
 const BENCH_DEPS: &[Dep] = &[
@@ -103,10 +105,20 @@ struct Step {
     offer_received: u64,
     request_sent: u64,
     ack_received: u64,
+    /// CPU time the server process used during the run, in seconds.
+    server_cpu: f64,
 }
 
 impl Step {
     /// 1 - ACKs received / DISCOVERs sent, in percent.
+    /// Server CPU microseconds per completed exchange (ACK received).
+    fn cpu_us_per_exchange(&self) -> f64 {
+        if self.ack_received == 0 {
+            return f64::NAN;
+        }
+        1e6 * self.server_cpu / self.ack_received as f64
+    }
+
     fn drops_percent(&self) -> f64 {
         if self.discover_sent == 0 {
             return 100.0;
@@ -190,13 +202,17 @@ pub fn run(args: &Args) -> Result<()> {
         wait_ready(server, &pair, &dir)?;
         let mut steps = Vec::new();
         for &rate in &args.rates {
-            let step = perfdhcp(&pair, rate, args)?;
+            let before = cpu_seconds(guard.pid())?;
+            let mut step = perfdhcp(&pair, rate, args)?;
+            step.server_cpu = cpu_seconds(guard.pid())? - before;
             println!(
-                "bench dhcp: {:<12} offered {:>6}/s: {:>8.0} exchanges/s, drops {:>5.1} %",
+                "bench dhcp: {:<12} offered {:>6}/s: {:>8.0} exchanges/s, drops {:>5.1} %, \
+                 server CPU {:>5.1} us/exchange",
                 server.name(),
                 rate,
                 step.exchanges,
-                step.drops_percent()
+                step.drops_percent(),
+                step.cpu_us_per_exchange()
             );
             steps.push(step);
         }
@@ -367,6 +383,25 @@ fn perfdhcp(pair: &VethPair, rate: u32, args: &Args) -> Result<Step> {
     parse_perfdhcp(rate, &String::from_utf8_lossy(&out.stdout))
 }
 
+/// User + system CPU seconds of a process so far (`/proc/PID/stat`, clock
+/// ticks of 1/100 s, the Linux `USER_HZ` on every architecture we run on).
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat: did the server exit?"))?;
+    parse_cpu_ticks(&stat)
+        .map(|ticks| ticks as f64 / 100.0)
+        .with_context(|| format!("unexpected /proc/{pid}/stat: {stat}"))
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line; the command
+/// name in parentheses may contain spaces, so fields count from its `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ")": field 3 (state) is index 0, so utime (14) is index 11.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
 /// Average packets per commit and commit time, from the provisioner's /metrics.
 fn print_commit_figures(pair: &VethPair, dir: &Path) {
     let Ok(url) = std::fs::read_to_string(dir.join("state/api-url")) else {
@@ -414,19 +449,24 @@ fn best(steps: &[Step]) -> f64 {
 fn report(args: &Args, results: &[(Server, Vec<Step>)]) {
     println!();
     println!(
-        "bench dhcp: perfdhcp -r RATE -p {} -R {} over a veth pair; exchanges/s (drops %)",
+        "bench dhcp: perfdhcp -r RATE -p {} -R {} over a veth pair; exchanges/s (drops %) [server CPU us/exchange]",
         args.seconds, args.clients
     );
     print!("{:>10}", "offered/s");
     for (server, _) in results {
-        print!("{:>22}", server.name());
+        print!("{:>30}", server.name());
     }
     println!();
     for (i, rate) in args.rates.iter().enumerate() {
         print!("{rate:>10}");
         for (_, steps) in results {
             let s = steps[i];
-            print!("{:>14.0} ({:>5.1})", s.exchanges, s.drops_percent());
+            print!(
+                "{:>14.0} ({:>5.1}) [{:>5.1}]",
+                s.exchanges,
+                s.drops_percent(),
+                s.cpu_us_per_exchange()
+            );
         }
         println!();
     }
@@ -441,14 +481,60 @@ fn report(args: &Args, results: &[(Server, Vec<Step>)]) {
         best_of(Server::Kea),
         best_of(Server::Dnsmasq),
     );
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}", a / b)
+        } else {
+            "n/a (peer figure is 0)".to_owned()
+        }
+    };
     println!(
         "best exchanges/s at <= 1 % drops: provisioner {ours:.0}, kea {kea:.0}, dnsmasq {dnsmasq:.0}"
     );
     println!(
-        "ratio provisioner/kea {:.2}, provisioner/dnsmasq {:.2}",
+        "ratio provisioner/kea {}, provisioner/dnsmasq {}",
         ratio(ours, kea),
         ratio(ours, dnsmasq)
+    );
+    let peak_of = |which: Server| {
+        results
+            .iter()
+            .find(|(s, _)| *s == which)
+            .map_or(0.0, |(_, steps)| {
+                steps.iter().map(|s| s.exchanges).fold(0.0, f64::max)
+            })
+    };
+    let (p_ours, p_kea, p_dnsmasq) = (
+        peak_of(Server::Ours),
+        peak_of(Server::Kea),
+        peak_of(Server::Dnsmasq),
+    );
+    println!(
+        "peak exchanges/s at any drops: provisioner {p_ours:.0}, kea {p_kea:.0}, dnsmasq {p_dnsmasq:.0} \
+         (provisioner/kea {}, provisioner/dnsmasq {})",
+        ratio(p_ours, p_kea),
+        ratio(p_ours, p_dnsmasq)
+    );
+    // CPU per exchange at the lowest rate (no drops anywhere): what each
+    // server costs, independent of other load on the machine.
+    let cpu_of = |which: Server| {
+        results
+            .iter()
+            .find(|(s, _)| *s == which)
+            .and_then(|(_, steps)| steps.first())
+            .map_or(f64::NAN, Step::cpu_us_per_exchange)
+    };
+    let (c_ours, c_kea, c_dnsmasq) = (
+        cpu_of(Server::Ours),
+        cpu_of(Server::Kea),
+        cpu_of(Server::Dnsmasq),
+    );
+    println!(
+        "server CPU per exchange at {}/s: provisioner {c_ours:.1} us, kea {c_kea:.1} us, dnsmasq {c_dnsmasq:.1} us \
+         (provisioner/kea {}, provisioner/dnsmasq {})",
+        args.rates.first().copied().unwrap_or(0),
+        ratio(c_ours, c_kea),
+        ratio(c_ours, c_dnsmasq)
     );
     println!(
         "{{\"bench\":\"dhcp\",\"seconds\":{},\"clients\":{},\"best_ours\":{ours:.0},\"best_kea\":{kea:.0},\"best_dnsmasq\":{dnsmasq:.0}}}",
@@ -491,10 +577,18 @@ drops ratio: 0.200 %
                 offer_received: 9996,
                 request_sent: 9996,
                 ack_received: 9976,
+                server_cpu: 0.0,
             }
         );
         assert!((step.drops_percent() - 0.230).abs() < 0.01);
         assert!(parse_perfdhcp(1, "garbage").is_err());
+    }
+
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name() {
+        let stat = "4242 (kea dhcp4) S 1 4242 4242 0 -1 4194560 100 0 0 0 150 25 0 0 20 0 1 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(175));
+        assert_eq!(parse_cpu_ticks("garbage"), None);
     }
 
     #[test]
