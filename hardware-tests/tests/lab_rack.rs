@@ -82,7 +82,9 @@ fn zero_touch_boots_rack_vms_through_redfish_and_ipmi_bmcs() -> Result<()> {
         );
         let seen: Vec<Step> = steps.iter().map(|(step, _)| *step).collect();
         ensure!(
-            seen.contains(&Step::PoweredOn) && seen.contains(&Step::Script),
+            seen.contains(&Step::PoweredOn)
+                && seen.contains(&Step::Dhcp)
+                && seen.contains(&Step::Script),
             "boot progress of {node}: {seen:?}"
         );
         ensure!(

@@ -326,6 +326,7 @@ pub async fn start(
     }));
     let (tx, rx) = mpsc::unbounded_channel();
     let counters = Arc::new(Counters::new(&metrics));
+    let progress_store = store.clone();
     tokio::spawn(committer(
         rx,
         store,
@@ -335,8 +336,9 @@ pub async fn start(
     ));
     for (port, socket) in sockets {
         let (core, tx, counters) = (Arc::clone(&core), tx.clone(), Arc::clone(&counters));
+        let store = progress_store.clone();
         tokio::spawn(async move {
-            receive(port, socket, core, tx, counters).await;
+            receive(port, socket, core, tx, counters, store).await;
         });
     }
     if settings.pool.is_some() {
@@ -463,6 +465,7 @@ async fn receive(
     core: Arc<Mutex<Core>>,
     tx: mpsc::UnboundedSender<Job>,
     counters: Arc<Counters>,
+    store: Store,
 ) {
     let mut buf = vec![0u8; 4096];
     loop {
@@ -483,6 +486,21 @@ async fn receive(
             }
         };
         counters.request(request.message_type).inc();
+        // A network-boot client: note it for the node with that boot MAC (a timeout
+        // can then say DHCP was seen). Boot clients are few; ordinary ones (and load
+        // generators) cost nothing here.
+        if super::boot::classify(&request) != super::ClientKind::Ordinary {
+            let (store, mac) = (store.clone(), request.mac.to_string());
+            tokio::spawn(async move {
+                let step = crate::executor::jobs::Step::Dhcp;
+                if let Err(err) = store
+                    .record_progress_by_mac(&mac, step, chrono::Utc::now())
+                    .await
+                {
+                    debug!(%mac, %err, "DHCP progress not recorded");
+                }
+            });
+        }
         let immediate = {
             let mut guard = lock(&core);
             let core = &mut *guard;
