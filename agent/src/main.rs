@@ -7,14 +7,17 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use model::plan::HostPlan;
 
-use agent::apply;
 use agent::sysroot::SysRoot;
+use agent::{apply, inspect};
 
 /// node-agent: the provisioner's agent on a server (inspection ramdisk and
-/// installed host). Today it applies host plans; inspection comes next.
+/// installed host). It inventories the hardware (`inspect`) and applies host
+/// plans (`apply`).
 ///
-/// Start with `node-agent apply --plan plan.json --dry-run`: it shows what the
-/// host plan would change on this machine without changing anything.
+/// Start with `node-agent inspect`: it prints what this machine has (CPUs,
+/// NUMA nodes, memory, NICs, disks) without changing anything. Then
+/// `node-agent apply --plan plan.json --dry-run` shows what a host plan would
+/// change.
 #[derive(Debug, Parser)]
 #[command(name = "node-agent", version)]
 struct Cli {
@@ -24,6 +27,27 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Inventory this machine's hardware: system identity and firmware,
+    /// CPUs, NUMA nodes, memory, NICs (PCI address, NUMA node, SR-IOV),
+    /// disks and PCI devices. Reads only; odd or missing sysfs files become
+    /// warnings in the output. Exits 0 even with warnings.
+    #[command(
+        after_help = "Examples:\n  node-agent inspect                          summary of this machine\n  node-agent inspect -o json                  the inventory the provisioner stores\n  node-agent inspect --sysroot tree -o json   on a recorded sysfs/procfs tree\n  node-agent inspect --record /tmp/rec        also copy every file read into /tmp/rec\n\nRun as root for the SMBIOS table (installed memory) and EFI variables."
+    )]
+    Inspect {
+        /// Root of the host's /sys, /proc and /dev (a directory holding a
+        /// recorded or fake tree in tests).
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        sysroot: PathBuf,
+        /// Summary for people (text) or the inventory as JSON.
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        /// Copy every file, directory and symlink the inspection read into
+        /// DIR, laid out like the host (DIR/sys/..., DIR/proc/...), so the
+        /// inspection can be replayed with `--sysroot DIR`.
+        #[arg(long, value_name = "DIR")]
+        record: Option<PathBuf>,
+    },
     /// Make this host match a host plan: create SR-IOV VFs and bind them to
     /// their driver, set the PF MTU, allocate hugepages per NUMA node, and
     /// check the kernel arguments. Safe to run again: values already right are
@@ -66,6 +90,22 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Inspect {
+            sysroot,
+            output,
+            record,
+        } => {
+            let sys = SysRoot::new(&sysroot, true);
+            let (inventory, accesses) = inspect::inspect_logged(&sys);
+            if let Some(dir) = record {
+                inspect::record::record(&sysroot, &dir, &accesses)?;
+            }
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&inventory)?),
+                Output::Text => print!("{}", inspect::Summary(&inventory)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Apply {
             plan,
             sysroot,

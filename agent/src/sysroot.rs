@@ -53,6 +53,24 @@ impl SysRoot {
         fs::read_to_string(self.path(path)).map(|s| s.trim().to_owned())
     }
 
+    /// The raw bytes of host file `path` (binary files such as the SMBIOS
+    /// table, EFI variables or SCSI VPD pages).
+    pub fn read_bytes(&self, path: &str) -> io::Result<Vec<u8>> {
+        fs::read(self.path(path))
+    }
+
+    /// The target of symlink `path` as written in the link (not resolved:
+    /// sysfs links are relative, e.g. `../../devices/pci0000:00/...`), or
+    /// `None` when `path` is not a symlink.
+    pub fn read_link(&self, path: &str) -> Option<PathBuf> {
+        fs::read_link(self.path(path)).ok()
+    }
+
+    /// The root directory (`/` on a real machine).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Host file `path` parsed as an unsigned number.
     pub fn read_u64(&self, path: &str) -> io::Result<u64> {
         let text = self.read(path)?;
