@@ -8,6 +8,7 @@ pub mod boot;
 pub mod cli;
 pub mod daemon;
 pub mod dhcp;
+pub mod inspection;
 pub mod lifecycle;
 pub mod metrics;
 pub mod plan;
