@@ -13,6 +13,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::file_error;
 use crate::progress::Progress;
 
 /// The metapackage that always points at Debian's current amd64 kernel.
@@ -46,14 +47,8 @@ pub enum KernelError {
     /// The unpacked package does not look like a kernel package.
     #[error("{deb} is not a kernel package as expected: {what}")]
     Layout { deb: PathBuf, what: String },
-    /// A file or directory in the cache could not be read or written.
-    #[error("{path}: {action}")]
-    Io {
-        path: PathBuf,
-        action: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] crate::FileError),
 }
 
 /// A kernel package, unpacked.
@@ -124,15 +119,6 @@ pub fn kernel_dependency(depends: &str) -> Option<(String, Option<String>)> {
 /// as apt does).
 fn deb_file_name(package: &str, version: &str) -> String {
     format!("{package}_{}_amd64.deb", version.replace(':', "%3a"))
-}
-
-fn io_err(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> KernelError {
-    let path = path.to_owned();
-    move |source| KernelError::Io {
-        path,
-        action,
-        source,
-    }
 }
 
 /// Runs a command and returns its stdout; a failure carries the last lines of stderr.
@@ -208,9 +194,11 @@ fn apt_download(dir: &Path, package: &str, version: Option<&str>) -> Result<Path
 
 fn list_debs(dir: &Path) -> Result<Vec<PathBuf>, KernelError> {
     let mut debs = vec![];
-    for entry in std::fs::read_dir(dir).map_err(io_err(dir, "reading the download directory"))? {
+    for entry in
+        std::fs::read_dir(dir).map_err(file_error(dir, "reading the download directory"))?
+    {
         let path = entry
-            .map_err(io_err(dir, "reading the download directory"))?
+            .map_err(file_error(dir, "reading the download directory"))?
             .path();
         if path.extension().is_some_and(|e| e == "deb") {
             debs.push(path);
@@ -229,7 +217,7 @@ pub fn fetch(
     progress: &dyn Progress,
 ) -> Result<Kernel, KernelError> {
     let debs = cache.join("kernel");
-    std::fs::create_dir_all(&debs).map_err(io_err(&debs, "creating the kernel cache"))?;
+    std::fs::create_dir_all(&debs).map_err(file_error(&debs, "creating the kernel cache"))?;
     // Each run downloads into its own scratch directory, so parallel runs do not mix files.
     let scratch = tempdir_in(&debs)?;
     let step = progress.begin(&format!("resolving {metapackage} with apt-get download"));
@@ -254,7 +242,7 @@ pub fn fetch(
         let step = progress.begin(&format!("downloading {package} {version}"));
         let deb = apt_download(scratch.path(), &package, Some(&version))?;
         std::fs::rename(&deb, &cached)
-            .map_err(io_err(&cached, "moving the package into the cache"))?;
+            .map_err(file_error(&cached, "moving the package into the cache"))?;
         let size = std::fs::metadata(&cached).map(|m| m.len()).unwrap_or(0);
         progress.finish(step, &format!("{} MiB", size / (1 << 20)));
     }
@@ -262,10 +250,11 @@ pub fn fetch(
 }
 
 fn tempdir_in(dir: &Path) -> Result<tempfile::TempDir, KernelError> {
-    tempfile::Builder::new()
+    let scratch = tempfile::Builder::new()
         .prefix(".download-")
         .tempdir_in(dir)
-        .map_err(io_err(dir, "creating a scratch directory"))
+        .map_err(file_error(dir, "creating a scratch directory"))?;
+    Ok(scratch)
 }
 
 /// Unpacks a kernel `.deb` under `cache/kernel/` (once: an unpacked tree is reused) and
@@ -274,7 +263,7 @@ pub fn unpack(deb: &Path, cache: &Path, progress: &dyn Progress) -> Result<Kerne
     let package = deb_field(deb, "Package")?;
     let package_version = deb_field(deb, "Version")?;
     let base = cache.join("kernel");
-    std::fs::create_dir_all(&base).map_err(io_err(&base, "creating the kernel cache"))?;
+    std::fs::create_dir_all(&base).map_err(file_error(&base, "creating the kernel cache"))?;
     let root = base.join(deb_file_name(&package, &package_version).trim_end_matches(".deb"));
     if !root.is_dir() {
         let step = progress.begin(&format!("unpacking {package} with dpkg-deb -x"));
@@ -291,9 +280,9 @@ pub fn unpack(deb: &Path, cache: &Path, progress: &dyn Progress) -> Result<Kerne
             // Another run may have won the race; its tree is as good as ours.
             let _ = std::fs::remove_dir_all(&unpacked);
             if !root.is_dir() {
-                return Err(io_err(&root, "moving the unpacked kernel into the cache")(
-                    e,
-                ));
+                return Err(
+                    file_error(&root, "moving the unpacked kernel into the cache")(e).into(),
+                );
             }
         }
         progress.finish(step, &root.display().to_string());
@@ -319,8 +308,8 @@ fn locate(
         .find(|d| d.is_dir())
         .ok_or_else(|| layout("no lib/modules or usr/lib/modules directory".into()))?;
     let mut releases = vec![];
-    for entry in std::fs::read_dir(&modules_base).map_err(io_err(&modules_base, "reading"))? {
-        let entry = entry.map_err(io_err(&modules_base, "reading"))?;
+    for entry in std::fs::read_dir(&modules_base).map_err(file_error(&modules_base, "reading"))? {
+        let entry = entry.map_err(file_error(&modules_base, "reading"))?;
         if entry.path().is_dir() {
             releases.push(entry.file_name().to_string_lossy().into_owned());
         }

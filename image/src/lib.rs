@@ -2,12 +2,41 @@
 //! and a cpio initramfs with `node-agent` as init) and, later, the A/B host disk image.
 //!
 //! Modules: [`kernel`] fetches and caches Debian's kernel package with apt; [`cpio`] writes
-//! the newc archives the kernel unpacks; [`progress`] is how long steps are reported.
+//! the newc archives the kernel unpacks; [`modules`] picks the drivers and their load
+//! order; [`ramdisk`] builds `vmlinuz`, `initramfs` and `manifest.json`; [`progress`] is how
+//! long steps are reported.
 //!
 //! Invariant: building is deterministic (same inputs, same bytes) and never needs root or
-//! loop devices. Pure cores (cpio, package-field parsing) are apart from the few functions
-//! that run commands or touch files.
+//! loop devices. The pure cores (cpio, package fields, `.modinfo`, load order, archive
+//! layout) are apart from the few functions that run commands or touch files.
 
 pub mod cpio;
 pub mod kernel;
+pub mod modules;
 pub mod progress;
+pub mod ramdisk;
+
+use std::path::{Path, PathBuf};
+
+/// A file or directory that could not be read or written: which one, doing what.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {action}")]
+pub struct FileError {
+    pub path: PathBuf,
+    pub action: &'static str,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// For `map_err`: an I/O error on `path` while doing `action`.
+pub(crate) fn file_error(
+    path: &Path,
+    action: &'static str,
+) -> impl FnOnce(std::io::Error) -> FileError {
+    let path = path.to_owned();
+    move |source| FileError {
+        path,
+        action,
+        source,
+    }
+}

@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 use model::inventory::Inventory;
 use model::profile::Profile;
 
+mod build;
+
 use crate::daemon::{self, ServeOptions};
 use crate::plan::{self, matching, render};
 use crate::site;
@@ -72,6 +74,9 @@ enum Command {
     /// Talk to one BMC directly, without the daemon: power, boot device, inventory.
     #[command(subcommand, long_about = BMC_LONG_ABOUT)]
     Bmc(BmcCommand),
+    /// Build images without a daemon: the inspection ramdisk (kernel + initramfs).
+    #[command(subcommand, long_about = build::IMAGE_LONG_ABOUT)]
+    Image(build::ImageCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -354,6 +359,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             block_on(node_command(&client, command))
         }
         Command::Bmc(command) => block_on(bmc_command(command)),
+        Command::Image(command) => build::run(command).map(|()| ExitCode::SUCCESS),
     }
 }
 

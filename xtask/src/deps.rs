@@ -89,6 +89,11 @@ pub const DEPS: &[Dep] = &[
         from_backports: false,
     },
     Dep {
+        package: "kmod",
+        why: "`depmod` cross-checks the ramdisk's module dependencies (image/tests/ramdisk.rs)",
+        from_backports: false,
+    },
+    Dep {
         package: "python3-venv",
         why: "the BMC tests run sushy-tools' Redfish emulator from a venv (target/venv)",
         from_backports: false,

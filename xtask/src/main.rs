@@ -6,6 +6,7 @@
 
 mod bench;
 mod deps;
+mod ramdisk;
 mod sys;
 mod test;
 mod venv;
@@ -23,7 +24,8 @@ use clap::{Parser, Subcommand};
         Start with `cargo xtask deps` (installs the Debian packages the tests need), then \
         `cargo xtask test` (the exact checks CI runs). `cargo xtask bench api` measures the \
         provisioner daemon's API against a static file server; `cargo xtask bench bmc` the \
-        Redfish driver against 200 fake BMCs."
+        Redfish driver against 200 fake BMCs. `cargo xtask ramdisk` builds the inspection \
+        ramdisk with a static node-agent."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,7 +50,8 @@ enum Command {
         2. the PyPI peers (sushy-tools) into <target>/venv\n\
         3. cargo fmt --all -- --check\n\
         4. cargo clippy --workspace --all-targets --locked -- -D warnings\n\
-        5. cargo test --workspace --locked [EXTRA ARGS]\n\n\
+        5. the static node-agent for the ramdisk tests (see `cargo xtask ramdisk`)\n\
+        6. cargo test --workspace --locked [EXTRA ARGS]\n\n\
         Output is streamed; each step's duration is printed, then a summary line. \
         The target directory is the caller's (CARGO_TARGET_DIR is respected).\n\n\
         Example: cargo xtask test --no-deps -- --nocapture"
@@ -56,6 +59,17 @@ enum Command {
     Test(test::Args),
     /// Benchmark a component against a peer (e.g. `cargo xtask bench api`).
     Bench(bench::Args),
+    /// Build a static node-agent and the inspection ramdisk with it (kernel + initramfs).
+    #[command(
+        long_about = "Build a static node-agent and the inspection ramdisk with it.\n\n\
+        1. cargo build --release -p agent --target x86_64-unknown-linux-gnu, with \
+        RUSTFLAGS=\"-C target-feature=+crt-static\" (no extra toolchain needed)\n\
+        2. cargo build -p provisioner\n\
+        3. provisioner image build ramdisk --agent <that agent> --out <target>/ramdisk\n\n\
+        The first run downloads Debian's kernel package with apt-get (cached in \
+        ~/.cache/provisioner). Boot the result with qemu-system-x86_64 -kernel/-initrd."
+    )]
+    Ramdisk(ramdisk::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +78,7 @@ fn main() -> std::process::ExitCode {
         Command::Deps(args) => deps::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(args),
+        Command::Ramdisk(args) => ramdisk::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -25,6 +25,8 @@ enum Step {
     Deps,
     /// The PyPI peers in `<target>/venv` (sushy-tools, ...).
     Venv,
+    /// The static `node-agent` the ramdisk tests pack as `/init` (image/tests/ramdisk.rs).
+    StaticAgent,
     Cargo(Vec<OsString>),
 }
 
@@ -48,6 +50,7 @@ fn steps(args: &Args) -> Vec<(String, Step)> {
             "warnings",
         ]),
     ));
+    steps.push(("static-agent".to_owned(), Step::StaticAgent));
     let mut test = vec!["test".into(), "--workspace".into(), "--locked".into()];
     test.extend(args.cargo_test_args.iter().cloned());
     steps.push(("test".to_owned(), Step::Cargo(test)));
@@ -60,6 +63,10 @@ fn describe(step: &Step) -> String {
         Step::Venv => format!(
             "pip install into <target>/venv: {}",
             crate::venv::PEERS.join(" ")
+        ),
+        Step::StaticAgent => format!(
+            "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p agent --target {}",
+            crate::ramdisk::AGENT_TARGET
         ),
         Step::Cargo(args) => {
             let args: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
@@ -74,6 +81,7 @@ fn run_step(step: &Step) -> Result<()> {
         Step::Venv => {
             crate::venv::ensure(&crate::workspace::target_dir()?, crate::venv::PEERS).map(drop)
         }
+        Step::StaticAgent => crate::ramdisk::build_static_agent().map(drop),
         Step::Cargo(args) => {
             let status = crate::workspace::cargo().args(args).status()?;
             if !status.success() {
