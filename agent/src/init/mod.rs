@@ -86,7 +86,7 @@ fn main_loop(
         .map_err(|e| format!("cannot read /proc/cmdline: {e}"))?;
     let params = cmdline::parse(&cmdline).map_err(|e| e.to_string())?;
     say(&format!(
-        "provisioner {} , boot MAC {}",
+        "provisioner {}, boot MAC {}",
         params.url,
         params.mac_string()
     ));
