@@ -9,5 +9,6 @@
 //! sysfs trees. The ramdisk mode arrives with the inspection work.
 
 pub mod apply;
+pub mod init;
 pub mod inspect;
 pub mod sysroot;

@@ -18,6 +18,9 @@ use agent::{apply, inspect};
 /// NUMA nodes, memory, NICs, disks) without changing anything. Then
 /// `node-agent apply --plan plan.json --dry-run` shows what a host plan would
 /// change.
+///
+/// In the inspection ramdisk, node-agent is `/init` (PID 1): started as PID 1
+/// it runs `node-agent init` whatever its arguments.
 #[derive(Debug, Parser)]
 #[command(name = "node-agent", version)]
 struct Cli {
@@ -70,6 +73,18 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Run as the init (PID 1) of the inspection ramdisk: mount /proc, /sys,
+    /// /dev and /run, load /lib/modules/load-order, bring up the NIC whose
+    /// MAC is `provisioner.mac=` on the kernel command line with DHCP, post
+    /// the inventory to `provisioner.url=` with `provisioner.token=`, then
+    /// heartbeat and obey the provisioner (wait, inspect, poweroff, reboot).
+    /// Never returns; every problem is printed on the console. Needs root and
+    /// is meant for the ramdisk only: on a running host it would power the
+    /// machine off when told.
+    #[command(
+        after_help = "The ramdisk's kernel command line looks like:\n  console=ttyS0,115200 provisioner.url=http://10.213.0.1:8080 provisioner.token=TOKEN provisioner.mac=52:54:00:aa:00:01\n(written by the provisioner's iPXE script)."
+    )]
+    Init,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -79,6 +94,10 @@ enum Output {
 }
 
 fn main() -> ExitCode {
+    // As PID 1 the kernel passes its own arguments: ignore them.
+    if std::process::id() == 1 {
+        run_init();
+    }
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(err) => {
@@ -88,8 +107,13 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_init() -> ! {
+    agent::init::run(&|| inspect::inspect(&SysRoot::new("/", true)))
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Init => run_init(),
         Command::Inspect {
             sysroot,
             output,

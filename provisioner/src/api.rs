@@ -1,5 +1,6 @@
-//! The REST API (axum, JSON): nodes, their history, maintenance, manual
-//! lifecycle events, site reload; `/api/openapi.json`, `/metrics`, `/healthz`.
+//! The REST API (axum, JSON): nodes, their history and inventory, maintenance,
+//! manual lifecycle events, site reload; the agent API under `/api/agent/v1/`;
+//! `/api/openapi.json`, `/metrics`, `/healthz`.
 //!
 //! Invariants:
 //! - Every `/api/v1/*` route requires `Authorization: Bearer <token>`; the
@@ -7,6 +8,9 @@
 //!   document are public (they reveal no node data), and so are the boot
 //!   routes `/boot/{file}` and `/images/{image}/{file}` (firmware cannot send
 //!   a token; see `crate::boot` for what they may serve).
+//! - Every `/api/agent/v1/*` route requires the per-boot token of the boot
+//!   the message is about (the token's MAC equals the message's `mac`); the
+//!   operator token is not accepted there, nor a boot token on `/api/v1`.
 //! - Errors map to HTTP status in one exhaustive match ([`status_of`]) and the
 //!   body is always `{"error": ..., "hint": ...}`.
 //! - The OpenAPI document lists exactly the routes of [`router`] (a test checks).
@@ -15,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -27,7 +31,10 @@ use crate::bmc::{BmcError, PowerAction};
 use crate::daemon::{App, DaemonError, PowerReport, SiteStatus};
 use crate::lifecycle::{Event, TransitionError};
 use crate::metrics::{RequestLabels, RouteLabels};
-use crate::store::{HistoryEntry, NodeRecord, StoreError, SyncReport};
+use crate::store::{
+    BootSession, HistoryEntry, NodeRecord, StoreError, StoredInventory, SyncReport,
+};
+use model::agent::{Command, Heartbeat, InventoryReport};
 
 /// Body of every error answer.
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -128,6 +135,16 @@ fn status_of(err: &ApiError) -> (StatusCode, Option<String>) {
                 Some("see the daemon log".into()),
             ),
             D::NoBmc(_) => (StatusCode::CONFLICT, None),
+            D::AgentToken(_) => (
+                StatusCode::UNAUTHORIZED,
+                Some(
+                    "the agent sends the token of its kernel command line (provisioner.token=); \
+                     a newer network boot of the same MAC replaces it: reboot the node"
+                        .into(),
+                ),
+            ),
+            D::DiscoveryOff(_) => (StatusCode::FORBIDDEN, None),
+            D::NoInventory(_) => (StatusCode::NOT_FOUND, None),
             D::Bmc(err) => match err {
                 BmcError::Credential { .. } => (
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -208,12 +225,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/nodes/{name}"),
     ("delete", "/api/v1/nodes/{name}"),
     ("get", "/api/v1/nodes/{name}/history"),
+    ("get", "/api/v1/nodes/{name}/inventory"),
     ("put", "/api/v1/nodes/{name}/maintenance"),
     ("post", "/api/v1/nodes/{name}/events"),
     ("get", "/api/v1/nodes/{name}/power"),
     ("post", "/api/v1/nodes/{name}/power"),
     ("get", "/api/v1/site"),
     ("post", "/api/v1/site/reload"),
+    ("post", "/api/agent/v1/inventory"),
+    ("post", "/api/agent/v1/heartbeat"),
 ];
 
 /// The whole HTTP surface of the daemon.
@@ -222,6 +242,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{name}", get(show_node).delete(delete_node))
         .route("/api/v1/nodes/{name}/history", get(node_history))
+        .route("/api/v1/nodes/{name}/inventory", get(node_inventory))
         .route("/api/v1/nodes/{name}/maintenance", put(set_maintenance))
         .route("/api/v1/nodes/{name}/events", post(node_event))
         .route(
@@ -241,6 +262,9 @@ pub fn router(app: Arc<App>) -> Router {
         // Boot routes: firmware and iPXE cannot send the operator token.
         .route("/boot/{file}", get(crate::boot::boot_file))
         .route("/images/{image}/{file}", get(crate::boot::image_file))
+        // Agent routes: the per-boot token is checked in the handlers.
+        .route("/api/agent/v1/inventory", post(agent_inventory))
+        .route("/api/agent/v1/heartbeat", post(agent_heartbeat))
         .merge(v1)
         .layer(middleware::from_fn_with_state(Arc::clone(&app), observe))
         .with_state(app)
@@ -259,6 +283,38 @@ async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next
         }
         Some(_) => next.run(request).await,
     }
+}
+
+/// The boot an agent request belongs to, from its bearer token.
+async fn agent_session(app: &App, headers: &HeaderMap) -> Result<BootSession, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Daemon(DaemonError::AgentToken(
+            "missing bearer token",
+        )))?;
+    Ok(app.agent_session(token.trim()).await?)
+}
+
+async fn agent_inventory(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Json<InventoryReport>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Command> {
+    let session = agent_session(&app, &headers).await?;
+    let Json(report) = body.map_err(|e| ApiError::BadJson(e.body_text()))?;
+    Ok(Json(app.agent_inventory(&session, &report).await?))
+}
+
+async fn agent_heartbeat(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Json<Heartbeat>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Command> {
+    let session = agent_session(&app, &headers).await?;
+    let Json(beat) = body.map_err(|e| ApiError::BadJson(e.body_text()))?;
+    Ok(Json(app.agent_heartbeat(&session, &beat).await?))
 }
 
 async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
@@ -315,6 +371,16 @@ async fn list_nodes(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
 
 async fn show_node(State(app): State<Arc<App>>, Path(name): Path<String>) -> ApiResult<NodeRecord> {
     Ok(Json(app.store.node(&name).await?))
+}
+
+async fn node_inventory(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> ApiResult<StoredInventory> {
+    match app.store.inventory(&name).await? {
+        Some(inventory) => Ok(Json(inventory)),
+        None => Err(DaemonError::NoInventory(name).into()),
+    }
 }
 
 async fn node_history(
@@ -414,6 +480,13 @@ pub fn openapi() -> serde_json::Value {
     add("NodeList", generator.subschema_for::<Vec<NodeRecord>>());
     add("Node", generator.subschema_for::<NodeRecord>());
     add("History", generator.subschema_for::<Vec<HistoryEntry>>());
+    add("Inventory", generator.subschema_for::<StoredInventory>());
+    add(
+        "InventoryReport",
+        generator.subschema_for::<InventoryReport>(),
+    );
+    add("Heartbeat", generator.subschema_for::<Heartbeat>());
+    add("Command", generator.subschema_for::<Command>());
     add(
         "Maintenance",
         generator.subschema_for::<MaintenanceRequest>(),
@@ -453,7 +526,7 @@ pub fn openapi() -> serde_json::Value {
         },
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}, "agent": {"type": "http", "scheme": "bearer", "description": "per-boot token from the kernel command line"}}
         },
         "paths": {
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
@@ -488,6 +561,16 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/nodes/{name}/history": {
                 "parameters": name_param,
                 "get": {"summary": "A node's transitions, oldest first", "security": [{"bearer": []}], "responses": with_errors(json!({"200": ok("history", "History")}))}
+            },
+            "/api/v1/nodes/{name}/inventory": {
+                "parameters": name_param,
+                "get": {"summary": "The node's inventory as its inspection agent reported it", "security": [{"bearer": []}], "responses": with_errors(json!({"200": ok("the stored inventory", "Inventory")}))}
+            },
+            "/api/agent/v1/inventory": {
+                "post": {"summary": "Agent: report this machine's inventory; answers the next command", "description": "Bearer = the per-boot token of the kernel command line (provisioner.token=). An enrolled or inspecting node becomes available; an unknown machine is enrolled as discovered when site.yaml allows it (else 403).", "security": [{"agent": []}], "requestBody": json_body("InventoryReport"), "responses": {"200": ok("the next command", "Command"), "400": ok("bad body", "Error"), "401": ok("unknown, superseded or other-MAC boot token", "Error"), "403": ok("unknown machine and discovery is off", "Error"), "409": ok("the node's state refuses it", "Error")}}
+            },
+            "/api/agent/v1/heartbeat": {
+                "post": {"summary": "Agent: I am alive; answers the next command", "security": [{"agent": []}], "requestBody": json_body("Heartbeat"), "responses": {"200": ok("the next command", "Command"), "400": ok("bad body", "Error"), "401": ok("unknown, superseded or other-MAC boot token", "Error")}}
             },
             "/api/v1/nodes/{name}/maintenance": {
                 "parameters": name_param,

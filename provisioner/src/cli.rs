@@ -252,9 +252,16 @@ enum NodeCommand {
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
-    /// Show one node: state, why, since when, BMC, profile.
+    /// Show one node: state, why, since when, BMC, profile. With
+    /// `--inventory`, the hardware its inspection agent reported instead.
+    #[command(
+        after_help = "Examples:\n  provisioner node show lab-compute-0\n  provisioner node show lab-compute-0 --inventory          CPUs, NUMA nodes, NICs, disks\n  provisioner node show lab-compute-0 --inventory -o json  the whole inventory, as the agent sent it"
+    )]
     Show {
         name: String,
+        /// Print the node's stored inventory (from its last inspection).
+        #[arg(long)]
+        inventory: bool,
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
@@ -580,7 +587,24 @@ async fn node_command(client: &Client, command: NodeCommand) -> anyhow::Result<(
                 Output::Table => print_node_table(&nodes),
             }
         }
-        NodeCommand::Show { name, output } => {
+        NodeCommand::Show {
+            name,
+            inventory: true,
+            output,
+        } => {
+            let stored = client
+                .get(&format!("{}/inventory", node_path(&name)))
+                .await?;
+            match output {
+                Output::Json => print_json(&stored)?,
+                Output::Table => print_inventory(&stored)?,
+            }
+        }
+        NodeCommand::Show {
+            name,
+            inventory: false,
+            output,
+        } => {
             let node = client.get(&node_path(&name)).await?;
             print_node(&node, output)?;
         }
@@ -953,6 +977,75 @@ fn print_node(node: &Value, output: Output) -> anyhow::Result<()> {
     ]);
     for (key, value) in rows {
         println!("{key:>16}  {value}");
+    }
+    Ok(())
+}
+
+/// A stored inventory as text: identity, CPUs, NUMA nodes, NICs, disks, warnings.
+fn print_inventory(stored: &Value) -> anyhow::Result<()> {
+    let inv: model::inventory::Inventory = serde_json::from_value(stored["inventory"].clone())
+        .context("the daemon sent an inventory this CLI cannot read: are both the same version?")?;
+    let gib = |bytes: u64| format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64);
+    let sys = &inv.system;
+    println!(
+        "{} from {} at {}",
+        text(&stored["node"]),
+        text(&stored["mac"]),
+        text(&stored["received_at"])
+    );
+    println!(
+        "system: {} {} serial {} uuid {} firmware {:?} secure boot {}",
+        sys.vendor,
+        sys.product,
+        sys.serial.as_deref().unwrap_or("-"),
+        sys.uuid.as_deref().unwrap_or("-"),
+        sys.firmware,
+        sys.secure_boot.map_or("-".to_owned(), |b| b.to_string())
+    );
+    println!(
+        "cpus: {} ({}), {} sockets, {} cores, {} threads; memory {}",
+        inv.cpus.model,
+        inv.cpus.vendor,
+        inv.cpus.sockets,
+        inv.cpus.cores,
+        inv.cpus.threads,
+        gib(inv.memory_bytes)
+    );
+    let mut numa = new_table(&["numa node", "cpus", "memory"]);
+    for node in &inv.numa_nodes {
+        numa.add_row([
+            node.id.to_string(),
+            model::plan::format_cpulist(&node.cpus),
+            gib(node.memory_bytes),
+        ]);
+    }
+    println!("{numa}");
+    let mut nics = new_table(&["nic", "mac", "pci", "numa", "driver", "link", "vfs (total)"]);
+    for nic in &inv.nics {
+        nics.add_row([
+            nic.name.clone(),
+            nic.mac.clone(),
+            nic.pci_address.clone().unwrap_or_default(),
+            nic.numa_node.map(|n| n.to_string()).unwrap_or_default(),
+            nic.driver.clone().unwrap_or_default(),
+            if nic.link { "up".into() } else { "down".into() },
+            format!("{} ({})", nic.sriov_numvfs, nic.sriov_totalvfs),
+        ]);
+    }
+    println!("{nics}");
+    let mut disks = new_table(&["disk", "kind", "size", "model", "serial"]);
+    for disk in &inv.disks {
+        disks.add_row([
+            disk.path.clone(),
+            disk.kind.as_str().to_owned(),
+            gib(disk.size_bytes),
+            disk.model.clone().unwrap_or_default(),
+            disk.serial.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{disks}");
+    for warning in &inv.warnings {
+        println!("warning: {warning}");
     }
     Ok(())
 }

@@ -36,6 +36,8 @@ use crate::store::{
     EnrollSpec, NodeConfig, NodeRecord, StatusChange, Store, StoreError, SyncReport,
 };
 
+mod agent;
+
 /// The API token file inside the state directory (mode 0600).
 pub const TOKEN_FILE: &str = "api-token";
 /// The daemon writes its API base URL here so the CLI finds the local daemon.
@@ -88,6 +90,20 @@ pub enum DaemonError {
     NoBmc(String),
     #[error(transparent)]
     Bmc(#[from] BmcError),
+    /// An agent request without a valid per-boot token.
+    #[error("{0}")]
+    AgentToken(&'static str),
+    /// An unknown machine's agent reported and the site does not allow discovery.
+    #[error(
+        "machine {0} is not in nodes.yaml and discovery is off: list its boot MAC in nodes.yaml, \
+         or set `discovery: {{enabled: true}}` in site.yaml"
+    )]
+    DiscoveryOff(String),
+    #[error(
+        "node `{0}` has no inventory yet: its inspection agent has not reported \
+         (`provisioner node event {0} inspect` starts an inspection)"
+    )]
+    NoInventory(String),
 }
 
 /// What `provisioner node power` reports.
@@ -349,7 +365,7 @@ impl App {
                 .filter(|a| {
                     !(event == Event::InventoryReceived
                         && **a == Action::PowerOff
-                        && !lifecycle_config.power_off_after_inspection)
+                        && lifecycle_config.after_inspection == site::AfterInspection::Wait)
                 })
                 .copied()
                 .collect();

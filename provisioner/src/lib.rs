@@ -9,6 +9,7 @@ pub mod cli;
 pub mod daemon;
 pub mod dhcp;
 pub mod executor;
+pub mod inspection;
 pub mod lifecycle;
 pub mod metrics;
 pub mod plan;

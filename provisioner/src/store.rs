@@ -1,4 +1,5 @@
-//! The node store: nodes, their history and DHCP leases in an embedded SQLite
+//! The node store: nodes, their history, DHCP leases, per-boot agent tokens
+//! (`boot_tokens`) and what agents reported (`inventory`) in an embedded SQLite
 //! database (`STATE/provisioner.db`) through sqlx.
 //!
 //! Invariants:
@@ -28,7 +29,10 @@ use sqlx::{Row, SqlitePool};
 use crate::lifecycle::{Action, NodeStatus, State};
 
 mod boot_tokens;
+mod inventory;
+
 pub use boot_tokens::BootSession;
+pub use inventory::{AgentHeartbeat, StoredInventory};
 
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "provisioner.db";

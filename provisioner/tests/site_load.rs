@@ -235,7 +235,7 @@ fn missing_files_and_sections() {
         [
             "nodes.yaml:1:1: the file is empty: nodes.yaml holds `nodes:` followed by a list (`nodes: []` for none)",
             "site.yaml:1:1: missing section `network` (required): give `interface` and `address`",
-            "site.yaml:2:1: extra: unknown section `extra`; expected one of `network`, `api`, `images`, `lifecycle`, `boot`",
+            "site.yaml:2:1: extra: unknown section `extra`; expected one of `network`, `api`, `images`, `lifecycle`, `boot`, `discovery`",
         ]
     );
 }

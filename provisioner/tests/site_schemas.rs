@@ -40,6 +40,9 @@ fn site_schema_sections_match_the_loader() {
         .cloned()
         .collect();
     keys.sort();
-    assert_eq!(keys, ["api", "boot", "images", "lifecycle", "network"]);
+    assert_eq!(
+        keys,
+        ["api", "boot", "discovery", "images", "lifecycle", "network"]
+    );
     assert_eq!(site["additionalProperties"], serde_json::Value::Bool(false));
 }

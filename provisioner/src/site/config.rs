@@ -38,6 +38,23 @@ pub struct SiteFile {
     /// Network-boot services: the boot files and the TFTP server.
     #[serde(default)]
     pub boot: Option<BootWire>,
+    /// Discovery of machines that are not in nodes.yaml.
+    #[serde(default)]
+    pub discovery: Option<DiscoveryWire>,
+}
+
+/// Discovery: what happens when a machine that is not in nodes.yaml boots
+/// the inspection ramdisk (DHCP answer policy `pxe` or `all`) and its agent
+/// reports.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryWire {
+    /// Enroll such a machine as a discovered node (named `discovered-` plus
+    /// its serial number, or its MAC when it has none), store its inventory
+    /// and make it `available`. Default false: its report is refused and
+    /// logged, and the node stays unknown.
+    #[serde(default)]
+    pub enabled: Option<bool>,
 }
 
 /// Network-boot services.
@@ -100,7 +117,8 @@ pub struct TftpWire {
 }
 
 /// The section names of `site.yaml`, in the order of [`SiteFile`].
-pub(crate) const SITE_SECTIONS: &[&str] = &["network", "api", "images", "lifecycle", "boot"];
+pub(crate) const SITE_SECTIONS: &[&str] =
+    &["network", "api", "images", "lifecycle", "boot", "discovery"];
 
 /// Lifecycle settings. Every wait has a timeout: a node that does not get
 /// through a step in time is marked `failed` with a reason saying what to check.
@@ -132,14 +150,28 @@ pub struct LifecycleWire {
     #[serde(default)]
     #[schemars(range(min = 1, max = 20))]
     pub bmc_attempts: Option<u32>,
-    /// Power a node off once its inventory has arrived. Default true.
-    #[serde(default)]
-    pub power_off_after_inspection: Option<bool>,
     /// Zero-touch: inspect every enrolled node that has a BMC as soon as it is
     /// enrolled (one-time network boot and power on). Default true; false leaves
     /// enrolled nodes alone until `provisioner node inspect NAME`.
     #[serde(default)]
     pub auto_inspect: Option<bool>,
+    /// What the inspection agent does once the node's inventory is stored:
+    /// `poweroff` (default; the node waits powered off until it is deployed)
+    /// or `wait` (the agent keeps running and heartbeating, handy to watch a
+    /// lab machine's console).
+    #[serde(default)]
+    pub after_inspection: Option<AfterInspection>,
+}
+
+/// What the inspection agent does once the node's inventory is stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterInspection {
+    /// Power the machine off.
+    #[default]
+    Poweroff,
+    /// Keep the agent running, heartbeating.
+    Wait,
 }
 
 /// The provisioning network.
@@ -270,6 +302,15 @@ pub struct SiteConfig {
     pub lifecycle: LifecycleConfig,
     /// Network-boot services.
     pub boot: BootConfig,
+    /// Discovery of machines not in nodes.yaml.
+    pub discovery: DiscoveryConfig,
+}
+
+/// Validated discovery settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// Enroll unknown machines whose agent reports.
+    pub enabled: bool,
 }
 
 /// Validated network-boot settings.
@@ -301,8 +342,8 @@ pub struct LifecycleConfig {
     pub clean_timeout: Duration,
     pub max_concurrent_boots: usize,
     pub bmc_attempts: u32,
-    pub power_off_after_inspection: bool,
     pub auto_inspect: bool,
+    pub after_inspection: AfterInspection,
 }
 
 impl Default for LifecycleConfig {
@@ -313,8 +354,8 @@ impl Default for LifecycleConfig {
             clean_timeout: Duration::from_secs(60 * 60),
             max_concurrent_boots: 8,
             bmc_attempts: 6,
-            power_off_after_inspection: true,
             auto_inspect: true,
+            after_inspection: AfterInspection::default(),
         }
     }
 }
@@ -418,14 +459,14 @@ pub(crate) fn check(ctx: &mut FileCtx<'_>, root: &Value, dir: &Path) -> Option<S
     let before = ctx.diags.len();
     let map = ctx.top_mapping(
         root,
-        "site.yaml needs `network:` and may have `api:`, `images:`, `lifecycle:` and `boot:`",
+        "site.yaml needs `network:` and may have `api:`, `images:`, `lifecycle:`, `boot:` and `discovery:`",
     )?;
     for key in map.keys().filter(|k| !SITE_SECTIONS.contains(&k.as_str())) {
         ctx.report(
             &child("", key),
             At::Key,
             format!(
-                "unknown section `{key}`; expected one of `network`, `api`, `images`, `lifecycle`, `boot`"
+                "unknown section `{key}`; expected one of `network`, `api`, `images`, `lifecycle`, `boot`, `discovery`"
             ),
         );
     }
@@ -474,6 +515,13 @@ pub(crate) fn check(ctx: &mut FileCtx<'_>, root: &Value, dir: &Path) -> Option<S
     if let (Some(boot), Some(images)) = (&boot, &images) {
         check_inspect_image(ctx, boot, images);
     }
+    let discovery = match map.get("discovery") {
+        None | Some(Value::Null) => Some(DiscoveryWire::default()),
+        Some(v) => ctx.de::<DiscoveryWire>(v, "/discovery"),
+    }
+    .map(|w| DiscoveryConfig {
+        enabled: w.enabled.unwrap_or(false),
+    });
     if ctx.diags.len() > before {
         return None;
     }
@@ -483,6 +531,7 @@ pub(crate) fn check(ctx: &mut FileCtx<'_>, root: &Value, dir: &Path) -> Option<S
         api: api?,
         images: images?,
         lifecycle: lifecycle?,
+        discovery: discovery?,
     })
 }
 
@@ -830,10 +879,8 @@ fn check_lifecycle(ctx: &mut FileCtx<'_>, w: LifecycleWire) -> Option<LifecycleC
             .max_concurrent_boots
             .unwrap_or(defaults.max_concurrent_boots),
         bmc_attempts: w.bmc_attempts.unwrap_or(defaults.bmc_attempts),
-        power_off_after_inspection: w
-            .power_off_after_inspection
-            .unwrap_or(defaults.power_off_after_inspection),
         auto_inspect: w.auto_inspect.unwrap_or(defaults.auto_inspect),
+        after_inspection: w.after_inspection.unwrap_or_default(),
     };
     if !(1..=1000).contains(&config.max_concurrent_boots) {
         ctx.report(

@@ -36,10 +36,10 @@ use serde_json::Value;
 
 pub use bmc_url::{BmcKind, BmcUrl, BmcUrlError};
 pub use config::{
-    ApiConfig, ApiWire, BootConfig, BootWire, DEFAULT_API_LISTEN, DEFAULT_LEASE_TIME, DhcpAnswer,
-    DhcpConfig, DhcpMode, DhcpRange, DhcpWire, ImageSource, ImageSpec, ImageWire, LifecycleConfig,
-    LifecycleWire, NetworkConfig, NetworkWire, SiteConfig, SiteFile, TftpConfigSpec, TftpWire,
-    UefiLoaderWire,
+    AfterInspection, ApiConfig, ApiWire, BootConfig, BootWire, DEFAULT_API_LISTEN,
+    DEFAULT_LEASE_TIME, DhcpAnswer, DhcpConfig, DhcpMode, DhcpRange, DhcpWire, DiscoveryConfig,
+    DiscoveryWire, ImageSource, ImageSpec, ImageWire, LifecycleConfig, LifecycleWire,
+    NetworkConfig, NetworkWire, SiteConfig, SiteFile, TftpConfigSpec, TftpWire, UefiLoaderWire,
 };
 pub use diag::{Diagnostic, SiteErrors};
 pub use mac::{MacAddr, MacAddrError};
@@ -98,7 +98,8 @@ impl Site {
 }
 
 /// JSON Schemas of the three kinds of site file, then of the inventory the
-/// agent reports and of the host plan (for tools that read them), as (file
+/// agent reports, of the host plan and of the agent protocol's messages (for
+/// tools that read them), as (file
 /// name, schema).
 pub fn schemas() -> Vec<(&'static str, Value)> {
     vec![
@@ -121,6 +122,18 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         (
             "host-plan.schema.json",
             schemars::schema_for!(model::plan::HostPlan).to_value(),
+        ),
+        (
+            "agent-inventory-report.schema.json",
+            schemars::schema_for!(model::agent::InventoryReport).to_value(),
+        ),
+        (
+            "agent-heartbeat.schema.json",
+            schemars::schema_for!(model::agent::Heartbeat).to_value(),
+        ),
+        (
+            "agent-command.schema.json",
+            schemars::schema_for!(model::agent::Command).to_value(),
         ),
     ]
 }

@@ -1,0 +1,330 @@
+//! `node-agent` as PID 1 of the inspection ramdisk (`/init`, or
+//! `node-agent init`): mounts the kernel file systems, loads the modules of
+//! `/lib/modules/load-order`, brings up the boot NIC with its own DHCP
+//! client, then posts the inventory to the provisioner, heartbeats and
+//! obeys its commands.
+//!
+//! Invariants:
+//! - [`run`] never returns: PID 1 exiting panics the kernel. A fatal error
+//!   is printed and the machine reboots after a pause (it network-boots
+//!   again); a panic is caught the same way.
+//! - Every failure is printed on the console with what to check; nothing
+//!   is retried silently, nothing is given up silently.
+//! - The decisions are pure and unit-tested ([`cmdline`], [`backoff`],
+//!   [`modules`], [`dhcp`], [`netlink`], [`session`]); this file and
+//!   [`net`] are the thin side-effecting edge.
+
+pub mod backoff;
+pub mod cmdline;
+pub mod dhcp;
+pub mod modules;
+mod net;
+pub mod netlink;
+pub mod session;
+
+use std::io::{Read as _, Write as _};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use model::agent::{Command, Heartbeat, InventoryReport};
+use model::inventory::Inventory;
+
+use cmdline::BootParams;
+use session::{Action, Failure, Request, Session};
+
+/// How long a fatal error is shown before the machine reboots.
+const FATAL_PAUSE: Duration = Duration::from_secs(30);
+/// How long to wait for the boot NIC to appear after the modules loaded.
+const NIC_WAIT: Duration = Duration::from_secs(30);
+/// How long one DHCP exchange may take before it is started again.
+const DHCP_ROUND: Duration = Duration::from_secs(60);
+
+/// Prints one line on the console (`/dev/console`, else stderr).
+pub fn say(line: &str) {
+    let line = format!("node-agent: {line}\n");
+    match std::fs::OpenOptions::new().write(true).open("/dev/console") {
+        Ok(mut console) => {
+            let _ = console.write_all(line.as_bytes());
+        }
+        Err(_) => eprint!("{line}"),
+    }
+}
+
+/// Runs the agent as init. `inspect` reads this machine's inventory.
+pub fn run(inspect: &dyn Fn() -> Inventory) -> ! {
+    let started = Instant::now();
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| main_loop(inspect, started)));
+    let message = match outcome {
+        Ok(Err(message)) => message,
+        Err(panic) => format!(
+            "internal error (panic): {}; please report it with this console log",
+            panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message")
+        ),
+    };
+    say(&format!(
+        "FATAL: {message}; rebooting in {} s",
+        FATAL_PAUSE.as_secs()
+    ));
+    std::thread::sleep(FATAL_PAUSE);
+    power(Action::Reboot)
+}
+
+/// Mounts, loads modules, brings the network up and talks to the
+/// provisioner. Returns only on an error that needs a reboot.
+fn main_loop(
+    inspect: &dyn Fn() -> Inventory,
+    started: Instant,
+) -> Result<std::convert::Infallible, String> {
+    mount_kernel_filesystems();
+    say("started");
+    let cmdline = std::fs::read_to_string("/proc/cmdline")
+        .map_err(|e| format!("cannot read /proc/cmdline: {e}"))?;
+    let params = cmdline::parse(&cmdline).map_err(|e| e.to_string())?;
+    say(&format!(
+        "provisioner {}, boot MAC {}",
+        params.url,
+        params.mac_string()
+    ));
+    load_modules();
+    let nic = wait_for_nic(params.mac)?;
+    bring_up(&nic, &params);
+    let http = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(30)))
+            .http_status_as_error(false)
+            .build(),
+    );
+    let mut session = Session::new(&params.url);
+    loop {
+        let request = session.next_request();
+        let result = match request {
+            Request::Inventory => {
+                say("inspecting the hardware");
+                let report = InventoryReport {
+                    mac: params.mac_string(),
+                    inventory: inspect(),
+                };
+                post(&http, &params, "inventory", &report)
+            }
+            Request::Heartbeat => {
+                let (state, last_error) = session.report();
+                let beat = Heartbeat {
+                    mac: params.mac_string(),
+                    state,
+                    uptime_s: started.elapsed().as_secs(),
+                    last_error,
+                };
+                post(&http, &params, "heartbeat", &beat)
+            }
+        };
+        let (action, message) = match result {
+            Ok(command) => {
+                if request == Request::Inventory {
+                    say("inventory accepted");
+                }
+                session.on_command(request, command)
+            }
+            Err(failure) => session.on_failure(request, &failure),
+        };
+        if !message.is_empty() {
+            say(&message);
+        }
+        match action {
+            Action::Sleep(pause) => std::thread::sleep(pause),
+            Action::Renetwork => bring_up(&nic, &params),
+            Action::PowerOff | Action::Reboot => power(action),
+        }
+    }
+}
+
+fn post<T: serde::Serialize>(
+    http: &ureq::Agent,
+    params: &BootParams,
+    path: &str,
+    body: &T,
+) -> Result<Command, Failure> {
+    let url = format!("{}/api/agent/v1/{path}", params.url);
+    let mut response = http
+        .post(&url)
+        .header("Authorization", &format!("Bearer {}", params.token))
+        .send_json(body)
+        .map_err(|e| Failure::Unreachable(e.to_string()))?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let error = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        return Err(Failure::Status { status, error });
+    }
+    response
+        .body_mut()
+        .read_json::<Command>()
+        .map_err(|e| Failure::BadAnswer(e.to_string()))
+}
+
+/// Mounts proc, sys, dev (devtmpfs) and run; one already mounted is fine.
+fn mount_kernel_filesystems() {
+    use nix::mount::{MsFlags, mount};
+    for (source, target, fstype) in [
+        ("proc", "/proc", "proc"),
+        ("sysfs", "/sys", "sysfs"),
+        ("devtmpfs", "/dev", "devtmpfs"),
+        ("tmpfs", "/run", "tmpfs"),
+    ] {
+        let _ = std::fs::create_dir_all(target);
+        match mount(
+            Some(source),
+            target,
+            Some(fstype),
+            MsFlags::MS_NOSUID,
+            None::<&str>,
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EBUSY) => {}
+            Err(err) => say(&format!(
+                "cannot mount {fstype} on {target}: {err}; the kernel may lack it (check its config)"
+            )),
+        }
+    }
+}
+
+/// Loads `/lib/modules/load-order` in order; a failing module is reported
+/// and the rest still load.
+fn load_modules() {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = Path::new("/lib/modules").join(&release);
+    let text = match std::fs::read_to_string("/lib/modules/load-order") {
+        Ok(text) => text,
+        Err(err) => {
+            say(&format!(
+                "no module list (/lib/modules/load-order: {err}); continuing with the drivers built into the kernel"
+            ));
+            return;
+        }
+    };
+    let (load, refused) = modules::parse_load_order(&text);
+    for path in refused {
+        say(&format!(
+            "module {path} not loaded: load-order paths must stay inside /lib/modules/{release}"
+        ));
+    }
+    let (mut loaded, mut failed) = (0, 0);
+    for path in &load {
+        let name = modules::module_name(path);
+        let result = std::fs::File::open(dir.join(path))
+            .map_err(|e| e.to_string())
+            .and_then(|file| {
+                nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty())
+                    .map_err(|e| e.to_string())
+            });
+        match result {
+            Ok(()) => loaded += 1,
+            Err(err) if err.contains("EEXIST") => loaded += 1,
+            Err(err) => {
+                failed += 1;
+                say(&format!(
+                    "module {name} ({}) failed: {err}; its hardware may be missing from the inventory",
+                    dir.join(path).display()
+                ));
+            }
+        }
+    }
+    say(&format!(
+        "modules: {loaded} loaded, {failed} failed (kernel {release})"
+    ));
+}
+
+/// Waits for the NIC with the boot MAC to appear (drivers probe in the background).
+fn wait_for_nic(mac: [u8; 6]) -> Result<net::Nic, String> {
+    let class = Path::new("/sys/class/net");
+    let started = Instant::now();
+    loop {
+        if let Some(nic) = net::find_nic(class, mac) {
+            say(&format!("boot NIC is {} (index {})", nic.name, nic.index));
+            return Ok(nic);
+        }
+        if started.elapsed() > NIC_WAIT {
+            return Err(format!(
+                "no network interface has the boot MAC {} after {} s (interfaces: {}); check that \
+                 the ramdisk carries the NIC's driver (/lib/modules/load-order)",
+                cmdline::format_mac(mac),
+                NIC_WAIT.as_secs(),
+                net::list_nics(class)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Sets the NIC up and gets an address, retrying until it works.
+fn bring_up(nic: &net::Nic, params: &BootParams) {
+    let mut backoff = backoff::Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
+    loop {
+        let result = net::link_up(nic).and_then(|()| {
+            let lease = net::acquire(nic, params.mac, random_u32(), DHCP_ROUND)?;
+            net::configure(nic, &lease)?;
+            Ok(lease)
+        });
+        match result {
+            Ok(lease) => {
+                say(&format!(
+                    "address {}/{} on {} (router {}, from DHCP server {}, lease {} s)",
+                    lease.address,
+                    lease.prefix_len,
+                    nic.name,
+                    lease.router.map_or("none".to_owned(), |r| r.to_string()),
+                    lease.server,
+                    lease.lease_s
+                ));
+                return;
+            }
+            Err(err) => {
+                let pause = backoff.fail();
+                say(&format!(
+                    "network: {err}; retrying in {} s",
+                    pause.as_secs()
+                ));
+                std::thread::sleep(pause);
+            }
+        }
+    }
+}
+
+fn random_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        // Without /dev/urandom the time still makes clashes unlikely.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        bytes = nanos.to_ne_bytes();
+    }
+    u32::from_ne_bytes(bytes)
+}
+
+/// Powers off or reboots; if the kernel refuses, says so and keeps trying.
+fn power(action: Action) -> ! {
+    use nix::sys::reboot::{RebootMode, reboot};
+    let mode = match action {
+        Action::PowerOff => RebootMode::RB_POWER_OFF,
+        _ => RebootMode::RB_AUTOBOOT,
+    };
+    loop {
+        nix::unistd::sync();
+        let Err(err) = reboot(mode);
+        say(&format!(
+            "{mode:?} refused by the kernel: {err}; is node-agent running as PID 1? retrying in 10 s"
+        ));
+        std::thread::sleep(Duration::from_secs(10));
+    }
+}

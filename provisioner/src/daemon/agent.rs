@@ -1,0 +1,163 @@
+//! The daemon's side of the agent protocol: checks a report against its
+//! per-boot token, finds (or, with discovery, enrolls) the node, stores what
+//! the agent sent, fires the lifecycle events and answers the next command.
+//! The decisions are [`crate::inspection`]'s; this file does the I/O.
+
+use chrono::Utc;
+use model::agent::{Command, Heartbeat, InventoryReport};
+use tracing::{info, warn};
+
+use super::{App, DaemonError};
+use crate::dhcp::Mac;
+use crate::inspection;
+use crate::lifecycle::Event;
+use crate::site::MacAddr;
+use crate::store::{BootSession, EnrollSpec, NodeConfig, NodeRecord, Source, StoreError};
+
+impl App {
+    /// The boot a bearer token was issued for, if the token is current.
+    pub async fn agent_session(&self, token: &str) -> Result<BootSession, DaemonError> {
+        self.store
+            .verify_boot_token(token)
+            .await?
+            .ok_or(DaemonError::AgentToken(
+                "unknown or superseded boot token (each iPXE script issues a new one)",
+            ))
+    }
+
+    /// Checks that a message's MAC is the one the token was issued for.
+    fn check_mac(session: &BootSession, mac: &str) -> Result<MacAddr, DaemonError> {
+        let reported: MacAddr = mac
+            .parse()
+            .map_err(|e| DaemonError::BadRequest(format!("field `mac`: {e}")))?;
+        if Mac(reported.octets()) != session.mac {
+            return Err(DaemonError::AgentToken(
+                "the boot token was issued for another MAC than the one reported",
+            ));
+        }
+        Ok(reported)
+    }
+
+    /// The node a boot belongs to: the one named when the token was issued,
+    /// else the one whose boot MAC it is.
+    async fn node_of(&self, session: &BootSession) -> Result<Option<NodeRecord>, DaemonError> {
+        if let Some(name) = &session.node {
+            match self.store.node(name).await {
+                Ok(node) => return Ok(Some(node)),
+                Err(StoreError::NotFound(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(self.store.node_by_mac(&session.mac.to_string()).await?)
+    }
+
+    /// Enrolls an unknown machine whose agent reported, when the site allows it.
+    async fn discover(
+        &self,
+        mac: MacAddr,
+        report: &InventoryReport,
+    ) -> Result<NodeRecord, DaemonError> {
+        if !self.site().config.discovery.enabled {
+            warn!(
+                %mac,
+                "inventory from an unknown machine refused: discovery is off; list its boot MAC in \
+                 nodes.yaml or set `discovery: {{enabled: true}}` in site.yaml"
+            );
+            return Err(DaemonError::DiscoveryOff(mac.to_string()));
+        }
+        let serial = report.inventory.system.serial.clone();
+        let spec = |name: String| EnrollSpec {
+            name,
+            config: NodeConfig {
+                boot_mac: Some(mac.to_string()),
+                serial: serial.clone(),
+                ..NodeConfig::default()
+            },
+        };
+        let now = Utc::now();
+        let preferred = inspection::discovered_name(mac, serial.as_deref());
+        let node = match self
+            .store
+            .enroll(&spec(preferred.clone()), Source::Discovered, now)
+            .await
+        {
+            Err(StoreError::Duplicate(_)) => {
+                let by_mac = inspection::discovered_name_by_mac(mac);
+                warn!(%mac, taken = %preferred, name = %by_mac, "discovered machine's serial name is taken; naming it by MAC");
+                self.store
+                    .enroll(&spec(by_mac), Source::Discovered, now)
+                    .await?
+            }
+            other => other?,
+        };
+        info!(node = %node.name, %mac, serial = ?serial, "discovered a new machine; enrolled it");
+        Ok(node)
+    }
+
+    /// `POST /api/agent/v1/inventory`.
+    pub async fn agent_inventory(
+        &self,
+        session: &BootSession,
+        report: &InventoryReport,
+    ) -> Result<Command, DaemonError> {
+        let mac = Self::check_mac(session, &report.mac)?;
+        let node = match self.node_of(session).await? {
+            Some(node) => node,
+            None => self.discover(mac, report).await?,
+        };
+        self.store
+            .store_inventory(&node.name, &mac.to_string(), &report.inventory, Utc::now())
+            .await?;
+        info!(node = %node.name, %mac, "inventory stored");
+        let mut node = node;
+        for event in inspection::events_for_inventory(node.status()) {
+            let reason = match event {
+                Event::Inspect => {
+                    format!("its agent (boot MAC {mac}) reported without an inspect request")
+                }
+                _ => format!("inventory from the agent booted from {mac}"),
+            };
+            node = self.fire(&node.name, event, Some(reason)).await?;
+        }
+        Ok(inspection::next_command(
+            node.status(),
+            true,
+            self.site().config.lifecycle.after_inspection,
+        ))
+    }
+
+    /// `POST /api/agent/v1/heartbeat`.
+    pub async fn agent_heartbeat(
+        &self,
+        session: &BootSession,
+        beat: &Heartbeat,
+    ) -> Result<Command, DaemonError> {
+        let mac = Self::check_mac(session, &beat.mac)?;
+        let node = self.node_of(session).await?;
+        self.store
+            .record_heartbeat(node.as_ref().map(|n| n.name.as_str()), beat, Utc::now())
+            .await?;
+        if let Some(error) = &beat.last_error {
+            warn!(node = ?node.as_ref().map(|n| &n.name), %mac, %error, "agent reports an error");
+        }
+        let Some(node) = node else {
+            // Unknown machine: with discovery it should send its inventory;
+            // without, it waits (its inventory would be refused).
+            return Ok(if self.site().config.discovery.enabled {
+                Command::Inspect
+            } else {
+                Command::Wait {
+                    interval_s: 6 * Command::DEFAULT_INTERVAL_S,
+                }
+            });
+        };
+        let reported_this_boot = self.store.inventory(&node.name).await?.is_some_and(|inv| {
+            inv.received_at >= session.issued_at && inv.mac.as_deref() == Some(&*mac.to_string())
+        });
+        Ok(inspection::next_command(
+            node.status(),
+            reported_this_boot,
+            self.site().config.lifecycle.after_inspection,
+        ))
+    }
+}

@@ -1,0 +1,173 @@
+//! Decisions of the inspection flow, pure: which command answers an agent,
+//! which lifecycle events its inventory report fires, and how a discovered
+//! machine is named. The daemon (`daemon::agent`) reads the store, asks
+//! these functions, and performs the result.
+//!
+//! Invariants: no I/O, no clock, no tokio. The agent never decides a
+//! node's lifecycle: it reports, and the answer is computed here from the
+//! node's status.
+
+use model::agent::Command;
+
+use crate::lifecycle::{Event, NodeStatus, State};
+use crate::site::{AfterInspection, MacAddr};
+
+/// The command answering an agent whose node is in `status`.
+/// `reported_this_boot`: the node's stored inventory came from this boot
+/// (after its token was issued).
+pub fn next_command(
+    status: NodeStatus,
+    reported_this_boot: bool,
+    after: AfterInspection,
+) -> Command {
+    let wait = Command::Wait {
+        interval_s: Command::DEFAULT_INTERVAL_S,
+    };
+    if status.maintenance {
+        // Frozen: the agent keeps heartbeating, nothing changes under it.
+        return wait;
+    }
+    match status.state {
+        State::Enrolled | State::Inspecting => Command::Inspect,
+        State::Available if !reported_this_boot => Command::Inspect,
+        State::Available => match after {
+            AfterInspection::Poweroff => Command::Poweroff,
+            AfterInspection::Wait => wait,
+        },
+        // Deploy and clean are not the inspection agent's work (yet): it waits
+        // for the timer or the operator to move the node.
+        State::Deploying | State::Active | State::Cleaning | State::Failed => wait,
+    }
+}
+
+/// The lifecycle events an accepted inventory fires on a node in `status`,
+/// in order, with the reason recorded in the history. An enrolled node
+/// that reports on its own (booted by hand, or just discovered) is inspected
+/// first; an inspecting node becomes available; in any other state the
+/// inventory is stored and the state left alone.
+pub fn events_for_inventory(status: NodeStatus) -> Vec<Event> {
+    if status.maintenance {
+        return vec![];
+    }
+    match status.state {
+        State::Enrolled => vec![Event::Inspect, Event::InventoryReceived],
+        State::Inspecting => vec![Event::InventoryReceived],
+        State::Available | State::Deploying | State::Active | State::Cleaning | State::Failed => {
+            vec![]
+        }
+    }
+}
+
+/// The name of a discovered machine: `discovered-` plus its serial number
+/// (lowercase; anything but letters and digits becomes `-`) when it has a
+/// usable one, else plus its MAC's twelve hex digits.
+pub fn discovered_name(mac: MacAddr, serial: Option<&str>) -> String {
+    let from_mac = || {
+        let hex: String = mac.octets().iter().map(|b| format!("{b:02x}")).collect();
+        format!("discovered-{hex}")
+    };
+    let Some(serial) = serial else {
+        return from_mac();
+    };
+    let mut slug = String::new();
+    for c in serial.trim().chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let name = format!("discovered-{slug}");
+    if slug.is_empty() || !model::profile::is_valid_name(&name) {
+        from_mac()
+    } else {
+        name
+    }
+}
+
+/// The name to fall back on when [`discovered_name`] is taken by another
+/// machine (two machines with one serial happen with white-box boards).
+pub fn discovered_name_by_mac(mac: MacAddr) -> String {
+    discovered_name(mac, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: State, maintenance: bool) -> NodeStatus {
+        NodeStatus {
+            state,
+            failed_from: (state == State::Failed).then_some(State::Inspecting),
+            maintenance,
+        }
+    }
+
+    #[test]
+    fn the_answer_follows_the_node_state() {
+        let wait = Command::Wait {
+            interval_s: Command::DEFAULT_INTERVAL_S,
+        };
+        let p = AfterInspection::Poweroff;
+        let cases = [
+            (State::Enrolled, false, false, p, Command::Inspect),
+            (State::Inspecting, false, false, p, Command::Inspect),
+            (State::Available, false, true, p, Command::Poweroff),
+            (State::Available, false, true, AfterInspection::Wait, wait),
+            // An available node that boots the ramdisk again refreshes its inventory.
+            (State::Available, false, false, p, Command::Inspect),
+            (State::Available, true, true, p, wait),
+            (State::Inspecting, true, false, p, wait),
+            (State::Failed, false, false, p, wait),
+            (State::Active, false, false, p, wait),
+        ];
+        for (state, maintenance, this_boot, after, expected) in cases {
+            assert_eq!(
+                next_command(status(state, maintenance), this_boot, after),
+                expected,
+                "{state} maintenance={maintenance} this_boot={this_boot} {after:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_inventory_moves_enrolled_and_inspecting_nodes_only() {
+        assert_eq!(
+            events_for_inventory(status(State::Enrolled, false)),
+            [Event::Inspect, Event::InventoryReceived]
+        );
+        assert_eq!(
+            events_for_inventory(status(State::Inspecting, false)),
+            [Event::InventoryReceived]
+        );
+        for state in [State::Available, State::Active, State::Failed] {
+            assert_eq!(events_for_inventory(status(state, false)), []);
+        }
+        assert_eq!(events_for_inventory(status(State::Inspecting, true)), []);
+        // Every event sequence it returns is one the state machine accepts.
+        for state in State::ALL {
+            let mut s = status(state, false);
+            for event in events_for_inventory(s) {
+                s = crate::lifecycle::transition(s, event).unwrap().next;
+            }
+        }
+    }
+
+    #[test]
+    fn discovered_names_come_from_the_serial_or_the_mac() {
+        let mac: MacAddr = "52:54:00:AA:00:01".parse().unwrap();
+        let cases = [
+            (None, "discovered-525400aa0001"),
+            (Some("CZ20 39/0ABC "), "discovered-cz20-39-0abc"),
+            (Some("  "), "discovered-525400aa0001"),
+            (Some("---"), "discovered-525400aa0001"),
+            (Some(&"x".repeat(80)[..]), "discovered-525400aa0001"),
+        ];
+        for (serial, expected) in cases {
+            let name = discovered_name(mac, serial);
+            assert_eq!(name, expected, "{serial:?}");
+            assert!(model::profile::is_valid_name(&name));
+        }
+    }
+}
