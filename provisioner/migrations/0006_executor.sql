@@ -24,3 +24,8 @@ CREATE TABLE node_progress (
     at         TEXT    NOT NULL,
     PRIMARY KEY (node_id, step)
 );
+
+-- What matching the stored inventory gave (action `match profile`, on inventory): the
+-- host plan of the matched profile (JSON, model::plan::HostPlan), or why there is none.
+ALTER TABLE nodes ADD COLUMN plan TEXT;
+ALTER TABLE nodes ADD COLUMN plan_error TEXT;

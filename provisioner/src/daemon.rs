@@ -320,6 +320,28 @@ impl App {
         event: Event,
         reason: Option<String>,
     ) -> Result<NodeRecord, DaemonError> {
+        self.fire_with(name, event, reason, true).await
+    }
+
+    /// [`App::fire`] for a node that is already doing what the transition's BMC
+    /// actions would make it do (an agent that booted on its own reports): the
+    /// transition is recorded and its BMC actions are not queued.
+    pub async fn fire_recorded(
+        &self,
+        name: &str,
+        event: Event,
+        reason: Option<String>,
+    ) -> Result<NodeRecord, DaemonError> {
+        self.fire_with(name, event, reason, false).await
+    }
+
+    async fn fire_with(
+        &self,
+        name: &str,
+        event: Event,
+        reason: Option<String>,
+        queue_bmc: bool,
+    ) -> Result<NodeRecord, DaemonError> {
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -361,7 +383,7 @@ impl App {
             let bmc_actions: Vec<Action> = transition
                 .actions
                 .iter()
-                .filter(|a| crate::executor::is_bmc_action(a))
+                .filter(|a| queue_bmc && crate::executor::is_bmc_action(a))
                 .filter(|a| {
                     !(event == Event::InventoryReceived
                         && **a == Action::PowerOff
@@ -389,29 +411,15 @@ impl App {
                     if queued {
                         self.wake.notify_one();
                     }
-                    self.execute(&updated, &transition.actions);
+                    if transition.actions.contains(&Action::MatchProfile)
+                        && let Err(err) = crate::executor::plan::match_profile(self, name).await
+                    {
+                        error!(node = %name, %err, "match profile: the store failed");
+                    }
                     return Ok(updated);
                 }
                 Err(StoreError::Conflict { .. }) if attempts < 10 => continue,
                 Err(err) => return Err(err.into()),
-            }
-        }
-    }
-
-    /// Performs the inline actions of a persisted transition. Timers are already
-    /// done (the deadline was written with the status) and BMC actions were queued
-    /// for the executor in the same transaction.
-    fn execute(&self, node: &NodeRecord, actions: &[Action]) {
-        for action in actions {
-            match action {
-                Action::StartTimer { .. }
-                | Action::CancelTimer
-                | Action::SetBootDevice { .. }
-                | Action::PowerOnOrReset
-                | Action::PowerOff => {}
-                Action::MatchProfile => {
-                    info!(node = %node.name, %action, "action not performed: profile matching on inventory is not wired yet");
-                }
             }
         }
     }

@@ -136,6 +136,10 @@ pub struct NodeRecord {
     pub maintenance_reason: Option<String>,
     pub last_error: Option<String>,
     pub matched_profile: Option<String>,
+    /// The host plan computed from the inventory and the matched profile.
+    pub plan: Option<model::plan::HostPlan>,
+    /// Why there is no plan (no profile matched, a tie, an impossible request).
+    pub plan_error: Option<String>,
     pub has_inventory: bool,
     pub deadline: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -228,7 +232,7 @@ fn parse_state(name: &str, column: &'static str, value: &str) -> Result<State, S
 const NODE_COLUMNS: &str = "name, source, in_site, bmc_url, bmc_username, bmc_credential, bmc_tls, boot_mac, \
     serial, profile_override, role_override, state, failed_from, generation, maintenance, \
     maintenance_reason, last_error, matched_profile, inventory IS NOT NULL AS has_inventory, \
-    deadline, created_at, updated_at, state_since";
+    deadline, created_at, updated_at, state_since, plan, plan_error";
 
 fn node_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<NodeRecord, StoreError> {
     let name: String = row.try_get("name")?;
@@ -239,6 +243,16 @@ fn node_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<NodeRecord, StoreError
     let created_at: String = row.try_get("created_at")?;
     let updated_at: String = row.try_get("updated_at")?;
     let state_since: String = row.try_get("state_since")?;
+    let plan: Option<String> = row.try_get("plan")?;
+    let plan = plan
+        .map(|json| {
+            serde_json::from_str(&json).map_err(|_| StoreError::Corrupt {
+                name: name.clone(),
+                column: "plan",
+                value: json.chars().take(80).collect(),
+            })
+        })
+        .transpose()?;
     Ok(NodeRecord {
         source: Source::parse(&source).ok_or_else(|| StoreError::Corrupt {
             name: name.clone(),
@@ -265,6 +279,8 @@ fn node_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<NodeRecord, StoreError
         maintenance_reason: row.try_get("maintenance_reason")?,
         last_error: row.try_get("last_error")?,
         matched_profile: row.try_get("matched_profile")?,
+        plan,
+        plan_error: row.try_get("plan_error")?,
         has_inventory: row.try_get("has_inventory")?,
         deadline: deadline
             .map(|s| parse_time(&name, "deadline", &s))

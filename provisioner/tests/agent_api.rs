@@ -47,6 +47,13 @@ async fn lab(discovery: bool, after_inspection: &str) -> Lab {
         ),
     )
     .unwrap();
+    // The lab's compute profile: the inventory below (lab-compute.json) matches it.
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../hardware-tests/sites/lab/profiles/lab-compute.yaml"),
+        site.join("profiles/lab-compute.yaml"),
+    )
+    .unwrap();
     std::fs::write(
         site.join("nodes.yaml"),
         format!("nodes:\n  - name: node-001\n    boot_mac: \"{KNOWN_MAC}\"\n"),
@@ -134,6 +141,16 @@ async fn an_inspecting_node_reports_and_becomes_available() {
     assert_eq!(node.state.as_str(), "available");
     assert!(node.has_inventory);
     assert_eq!(node.deadline, None, "the inspect timer is cancelled");
+    // `match profile`: the site's profile matched and its host plan is stored.
+    assert_eq!(node.matched_profile.as_deref(), Some("lab-compute"));
+    assert_eq!(node.plan_error, None);
+    let plan = node.plan.as_ref().expect("a host plan");
+    assert_eq!(
+        plan.sriov.iter().map(|s| s.num_vfs).sum::<u32>(),
+        7,
+        "{plan:?}"
+    );
+    assert!(!plan.isolated_cpus.is_empty());
     let stored = lab.app.store.inventory("node-001").await.unwrap().unwrap();
     assert_eq!(stored.inventory, inventory(Some("SN1")));
     assert_eq!(stored.mac.as_deref(), Some(KNOWN_MAC));

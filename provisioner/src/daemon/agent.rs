@@ -117,7 +117,13 @@ impl App {
                 }
                 _ => format!("inventory from the agent booted from {mac}"),
             };
-            node = self.fire(&node.name, event, Some(reason)).await?;
+            // The machine is already up and inspecting: record `inspect` without
+            // resetting it through its BMC.
+            node = if event == Event::Inspect {
+                self.fire_recorded(&node.name, event, Some(reason)).await?
+            } else {
+                self.fire(&node.name, event, Some(reason)).await?
+            };
         }
         Ok(inspection::next_command(
             node.status(),

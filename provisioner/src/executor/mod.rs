@@ -20,6 +20,7 @@
 //!   the wait state's timeout still applies.
 
 pub mod jobs;
+pub mod plan;
 pub mod retry;
 
 use std::collections::HashMap;
