@@ -4,8 +4,9 @@
 //! next to another DHCP server).
 //!
 //! Invariants: no sockets, no tokio, no clock (time is passed in); an
-//! ordinary (non-boot) client is answered only under policy `all` or when
-//! its MAC is known, and never in proxy mode; nothing here emits router
+//! ordinary (non-boot) client is answered only under policy `all`, when its
+//! MAC is known, or (full mode) when it holds a lease it got by network-booting
+//! from us, and never in proxy mode; nothing here emits router
 //! advertisements; one address is leased to one MAC at a time.
 //! Not wired into `provisioner serve` yet: the UDP edge (ports 67 and 4011,
 //! persisting [`LeaseChange`]s in `dhcp_leases`) comes next.
@@ -100,7 +101,17 @@ pub fn handle(
 ) -> Decision {
     let kind = boot::classify(request);
     if let Err(reason) = policy::decide(&config.policy, request.mac, kind) {
-        return Decision::Ignore(reason);
+        // A machine that network-booted from us (it holds our lease) keeps being
+        // answered when the system it booted (our inspection agent, an installer)
+        // asks again as an ordinary client: it is ours, not a stranger's.
+        let booted_here = reason == IgnoreReason::NotABootClient
+            && matches!(config.mode, Mode::Full(_))
+            && leases
+                .as_ref()
+                .is_some_and(|l| l.lease_of(request.mac).is_some());
+        if !booted_here {
+            return Decision::Ignore(reason);
+        }
     }
     match &config.mode {
         Mode::Proxy => proxy(request, port, config),
@@ -567,6 +578,28 @@ mod tests {
                 }
             }
         }
+        // Under `pxe`, a machine that network-booted from us is still answered
+        // when its booted system asks as an ordinary client: same address.
+        let mut l = leases();
+        let (offer, _, _) = sent(run(
+            &build::bios_pxe(),
+            Port::Dhcp,
+            &full(AnswerPolicy::Pxe),
+            &mut l,
+            0,
+        ));
+        let (again, _, _) = sent(run(
+            &build::ordinary(),
+            Port::Dhcp,
+            &full(AnswerPolicy::Pxe),
+            &mut l,
+            30,
+        ));
+        assert_eq!(
+            (again.message_type, again.yiaddr),
+            (ReplyType::Offer, offer.yiaddr)
+        );
+        assert_eq!(again.file, None, "no boot file for the booted system");
         // An ordinary client gets an address but no boot file.
         let (offer, _, _) = sent(run(
             &build::ordinary(),

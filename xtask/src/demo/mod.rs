@@ -264,18 +264,29 @@ fn terminal_width() -> usize {
         .unwrap_or(120)
 }
 
-/// Ctrl-C sets `flag` (the demo loop then returns and the lab is dropped, which kills
-/// its processes and deletes the namespace) instead of killing xtask outright.
+/// Ctrl-C or SIGTERM sets `flag` (the demo loop then returns and the lab is dropped,
+/// which kills its processes and deletes the namespace) instead of killing xtask
+/// outright.
 fn watch_ctrl_c(flag: Arc<AtomicBool>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     std::thread::spawn(move || {
         runtime.block_on(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: tearing the lab down...");
-                flag.store(true, Ordering::SeqCst);
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match term.as_mut() {
+                    Some(term) => term.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
             }
+            eprintln!("\ninterrupted: tearing the lab down...");
+            flag.store(true, Ordering::SeqCst);
         });
     });
     Ok(())
