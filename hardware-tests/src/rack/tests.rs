@@ -126,6 +126,10 @@ fn the_compute_vm_has_two_numa_nodes_and_its_igb_on_node_1() {
             .unwrap()
             .contains("readonly=on")
     );
+    assert!(arg_with(&args, "-device", "intel-iommu").is_none());
+    let mut with_iommu = vm.clone();
+    with_iommu.iommu = true;
+    let args = qemu_args(&with_iommu, &paths(&with_iommu));
     assert!(arg_with(&args, "-device", "intel-iommu").is_some());
     assert!(
         arg_with(&args, "-machine", "q35")

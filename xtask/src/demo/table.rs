@@ -124,6 +124,9 @@ pub fn summary(node: &Value) -> String {
             plan["root_disk"]["name"].as_str().unwrap_or("none")
         ));
     }
+    if let Some(error) = node["plan_error"].as_str() {
+        out.push_str(&format!("\n    no host plan: {error}"));
+    }
     if let Some(error) = node["last_error"].as_str() {
         out.push_str(&format!("\n    why: {error}"));
     }
