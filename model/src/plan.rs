@@ -172,6 +172,30 @@ pub fn parse_cpulist(text: &str) -> Result<Vec<u32>, String> {
     Ok(cpus)
 }
 
+impl HostPlan {
+    /// One line for operators: CPUs, hugepages, VFs and root disk
+    /// (`provisioner node show`, the demo's summary).
+    pub fn summary(&self) -> String {
+        let vfs: u32 = self.sriov.iter().map(|s| s.num_vfs).sum();
+        let pages: Vec<String> = self
+            .hugepages
+            .iter()
+            .map(|h| format!("{} x {} KiB on node {}", h.count, h.size_kb, h.node))
+            .collect();
+        format!(
+            "CPUs {} reserved / {} isolated; hugepages {}; {vfs} VFs; root disk {}",
+            self.reserved_cpus.len(),
+            self.isolated_cpus.len(),
+            if pages.is_empty() {
+                "none".to_owned()
+            } else {
+                pages.join(", ")
+            },
+            self.root_disk.name
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

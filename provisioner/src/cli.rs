@@ -982,45 +982,16 @@ fn print_node(node: &Value, output: Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One line for a node's host plan: CPUs, hugepages, VFs, root disk; or why there is none.
+/// One line for a node's host plan ([`model::plan::HostPlan::summary`]), or why there is none.
 fn plan_summary(plan: &Value, error: &Value) -> String {
     if let Some(error) = error.as_str() {
         return format!("none: {error}");
     }
-    if !plan.is_object() {
-        return "none (no inventory yet)".into();
+    match serde_json::from_value::<model::plan::HostPlan>(plan.clone()) {
+        Ok(plan) => plan.summary(),
+        Err(_) if plan.is_null() => "none (no inventory yet)".into(),
+        Err(err) => format!("unreadable ({err}): are the CLI and the daemon the same version?"),
     }
-    let count = |key: &str| plan[key].as_array().map_or(0, Vec::len);
-    let vfs: u64 = plan["sriov"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["num_vfs"].as_u64())
-        .sum();
-    let pages: Vec<String> = plan["hugepages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|h| {
-            format!(
-                "{} x {} KiB on node {}",
-                text(&h["count"]),
-                text(&h["size_kb"]),
-                text(&h["node"])
-            )
-        })
-        .collect();
-    format!(
-        "CPUs {} reserved / {} isolated; hugepages {}; {vfs} VFs; root disk {}",
-        count("reserved_cpus"),
-        count("isolated_cpus"),
-        if pages.is_empty() {
-            "none".to_owned()
-        } else {
-            pages.join(", ")
-        },
-        text(&plan["root_disk"]["name"])
-    )
 }
 
 /// A stored inventory as text: identity, CPUs, NUMA nodes, NICs, disks, warnings.

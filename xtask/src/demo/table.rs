@@ -90,39 +90,8 @@ pub fn summary(node: &Value) -> String {
     if let Some(profile) = node["matched_profile"].as_str() {
         out.push_str(&format!(", profile {profile}"));
     }
-    let plan = &node["plan"];
-    if plan.is_object() {
-        let count = |key: &str| plan[key].as_array().map_or(0, Vec::len);
-        let vfs: u64 = plan["sriov"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s["num_vfs"].as_u64())
-            .sum();
-        let hugepages: Vec<String> = plan["hugepages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|h| {
-                format!(
-                    "{}x{}k@node{}",
-                    h["count"].as_u64().unwrap_or(0),
-                    h["size_kb"].as_u64().unwrap_or(0),
-                    h["node"].as_u64().unwrap_or(0)
-                )
-            })
-            .collect();
-        out.push_str(&format!(
-            "\n    CPUs reserved {} / isolated {}; hugepages {}; VFs {vfs}; root disk {}",
-            count("reserved_cpus"),
-            count("isolated_cpus"),
-            if hugepages.is_empty() {
-                "none".to_owned()
-            } else {
-                hugepages.join(" ")
-            },
-            plan["root_disk"]["name"].as_str().unwrap_or("none")
-        ));
+    if let Ok(plan) = serde_json::from_value::<model::plan::HostPlan>(node["plan"].clone()) {
+        out.push_str(&format!("\n    {}", plan.summary()));
     }
     if let Some(error) = node["plan_error"].as_str() {
         out.push_str(&format!("\n    no host plan: {error}"));
@@ -181,7 +150,7 @@ mod tests {
         assert_eq!(chrono_like::parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(
             chrono_like::parse_rfc3339("2026-11-21T15:40:00.123456Z"),
-            Some(1_795_362_000)
+            Some(1_795_275_600)
         );
         assert_eq!(
             chrono_like::parse_rfc3339("2000-03-01T00:00:01+00:00"),
@@ -244,22 +213,27 @@ mod tests {
 
     #[test]
     fn the_summary_names_profile_cpus_hugepages_vfs_and_root_disk() {
-        let node = json!({
-            "name": "lab-compute-0", "state": "available", "matched_profile": "lab-compute",
-            "plan": {
-                "reserved_cpus": [0, 2], "isolated_cpus": [1, 3],
-                "hugepages": [{"node": 0, "size_kb": 2048, "count": 512}, {"node": 1, "size_kb": 2048, "count": 512}],
-                "sriov": [{"num_vfs": 7}], "root_disk": {"name": "vda"}
-            }
+        let plan = json!({
+            "profile": "lab-compute", "roles": ["compute"], "kernel_args": [],
+            "reserved_cpus": [0, 2], "isolated_cpus": [1, 3],
+            "hugepages": [{"node": 0, "size_kb": 2048, "count": 512}, {"node": 1, "size_kb": 2048, "count": 512}],
+            "sriov": [{"pci_address": "0000:61:00.0", "pf_name": "eth1", "num_vfs": 7,
+                       "device_type": "vfio-pci", "mtu": null, "local_cpus": [3]}],
+            "root_disk": {"name": "vda", "by_path": null, "serial": "LABC0-ROOT", "size_bytes": 17179869184_u64},
+            "data_disks": [], "warnings": []
         });
+        let node = json!({"name": "lab-compute-0", "state": "available", "matched_profile": "lab-compute", "plan": plan});
         let text = summary(&node);
         assert!(
             text.starts_with("lab-compute-0: available, profile lab-compute"),
             "{text}"
         );
-        assert!(text.contains("CPUs reserved 2 / isolated 2"), "{text}");
-        assert!(text.contains("512x2048k@node0 512x2048k@node1"), "{text}");
-        assert!(text.contains("VFs 7; root disk vda"), "{text}");
+        assert!(text.contains("CPUs 2 reserved / 2 isolated"), "{text}");
+        assert!(
+            text.contains("512 x 2048 KiB on node 0, 512 x 2048 KiB on node 1"),
+            "{text}"
+        );
+        assert!(text.contains("7 VFs; root disk vda"), "{text}");
         let failed = json!({"name": "n", "state": "failed", "last_error": "no DHCP"});
         assert_eq!(summary(&failed), "n: failed\n    why: no DHCP");
     }
