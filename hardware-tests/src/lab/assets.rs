@@ -97,3 +97,35 @@ fn build_initramfs(out: &Path) -> Result<(), LabError> {
         .map_err(io(format!("writing {}", partial.display())))?;
     std::fs::rename(&partial, out).map_err(io("moving the initramfs in place"))
 }
+
+/// The real inspection ramdisk (Debian's kernel, the static `node-agent` as `/init`),
+/// built into `<target>/lab-assets/inspect/` with `image::ramdisk::build`. The static
+/// agent is `<target>/x86_64-unknown-linux-gnu/release/node-agent`: `cargo xtask test`
+/// builds it before the tests (or `cargo xtask ramdisk`).
+pub fn inspection_ramdisk() -> Result<TestRamdisk, LabError> {
+    let cache = cache_dir()?;
+    let target = cache.parent().map(Path::to_path_buf).unwrap_or_default();
+    let agent = target.join("x86_64-unknown-linux-gnu/release/node-agent");
+    if !agent.is_file() {
+        return Err(LabError::Missing(format!(
+            "no static node-agent at {}: run `cargo xtask ramdisk` once (`cargo xtask test` \
+             builds it before the tests)",
+            agent.display()
+        )));
+    }
+    let out = cache.join("inspect");
+    let options = image::ramdisk::RamdiskOptions::new(
+        out.clone(),
+        agent,
+        image::ramdisk::KernelSource::Apt {
+            metapackage: image::kernel::DEFAULT_METAPACKAGE.to_owned(),
+        },
+        image::kernel::default_cache_dir(),
+    );
+    image::ramdisk::build(&options, &image::progress::Quiet)
+        .map_err(|err| LabError::Missing(format!("the inspection ramdisk: {err}")))?;
+    Ok(TestRamdisk {
+        kernel: out.join("vmlinuz"),
+        initramfs: out.join("initramfs"),
+    })
+}
