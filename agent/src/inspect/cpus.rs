@@ -62,7 +62,7 @@ pub(super) fn scan(s: &mut Scan) -> Cpus {
         }
     };
     let first = cpuinfo.first().cloned().unwrap_or_default();
-    let present = numbered(&s.list(CPU), "cpu");
+    let present = present_cpus(s);
     let online = online_cpus(s, &present, &cpuinfo);
     let offline: Vec<u32> = present
         .iter()
@@ -163,6 +163,23 @@ pub(super) fn scan(s: &mut Scan) -> Cpus {
 
 /// Online CPUs from `cpu/online`; without it, from each `cpuN/online`
 /// (CPU 0 often has none: it cannot go offline), then from `/proc/cpuinfo`.
+/// Present CPUs: the kernel's `present` list, else the `cpuN` directories (an
+/// offline CPU's directory holds nothing the inspection reads, so a recorded tree
+/// may lack it; `present` always names it).
+fn present_cpus(s: &mut Scan) -> Vec<u32> {
+    let path = format!("{CPU}/present");
+    match s.read(&path).map(|t| cpulist(&t)) {
+        Some(Ok(list)) if !list.is_empty() => list,
+        Some(Err(e)) => {
+            s.warn(format!(
+                "{path}: {e}: present CPUs taken from the cpuN directories"
+            ));
+            numbered(&s.list(CPU), "cpu")
+        }
+        _ => numbered(&s.list(CPU), "cpu"),
+    }
+}
+
 fn online_cpus(s: &mut Scan, present: &[u32], cpuinfo: &[CpuinfoEntry]) -> Vec<u32> {
     let path = format!("{CPU}/online");
     match s.read(&path).map(|t| cpulist(&t)) {
