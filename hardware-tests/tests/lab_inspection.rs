@@ -44,7 +44,9 @@ fn a_numa_vm_is_inspected_through_our_boot_services() -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     let node = loop {
         let node = runtime.block_on(store.node(NODE))?;
-        if node.state == State::Available {
+        // `match profile` runs right after the transition to `available` commits:
+        // wait for its outcome too.
+        if node.state == State::Available && (node.plan.is_some() || node.plan_error.is_some()) {
             break node;
         }
         ensure!(

@@ -137,7 +137,7 @@ fn plan_errors_point_into_the_profile_file() {
     );
     assert!(
         lines[1].starts_with(
-            "hardware-tests/sites/lab/profiles/lab-compute.yaml:22:19: sriov[0].nic_selector: \
+            "hardware-tests/sites/lab/profiles/lab-compute.yaml:23:19: sriov[0].nic_selector: \
              matches no physical function on this machine"
         ),
         "{err}"
