@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Daemon, stderr, stdout};
-use provisioner::bmc::fake_redfish::{FakeRedfish, FakeRedfishOptions};
+use provisioner::bmc::fake_redfish::FakeRedfishOptions;
 
 fn write_site(dir: &std::path::Path, bmc: &str) {
     std::fs::create_dir_all(dir.join("profiles")).unwrap();
@@ -48,17 +48,10 @@ fn power_history(daemon: &Daemon, node: &str) -> Vec<String> {
 #[test]
 fn node_power_and_the_power_sync() {
     // The fake serves from its own runtime thread; the test drives the daemon and CLI.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let fake = runtime
-        .block_on(FakeRedfish::start(FakeRedfishOptions {
-            systems: 3,
-            ..FakeRedfishOptions::default()
-        }))
-        .unwrap();
+    let (_runtime, fake) = common::fake_redfish(FakeRedfishOptions {
+        systems: 3,
+        ..FakeRedfishOptions::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let (site, state) = (dir.path().join("site"), dir.path().join("state"));
     write_site(&site, &fake.url());

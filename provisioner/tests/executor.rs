@@ -54,19 +54,11 @@ fn event(daemon: &Daemon, name: &str, event: &str) {
 }
 
 fn fake_runtime() -> (tokio::runtime::Runtime, FakeRedfish) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let fake = runtime
-        .block_on(FakeRedfish::start(FakeRedfishOptions {
-            systems: 3,
-            credentials: Some(("admin".into(), "password".into())),
-            ..FakeRedfishOptions::default()
-        }))
-        .unwrap();
-    (runtime, fake)
+    common::fake_redfish(FakeRedfishOptions {
+        systems: 3,
+        credentials: Some(("admin".into(), "password".into())),
+        ..FakeRedfishOptions::default()
+    })
 }
 
 #[test]

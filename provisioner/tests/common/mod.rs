@@ -202,3 +202,22 @@ pub fn http(
     let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     (status, value, headers)
 }
+
+/// An in-process fake Redfish service with `options`, served from its own runtime
+/// (keep the runtime alive as long as the fake is used).
+pub fn fake_redfish(
+    options: provisioner::bmc::fake_redfish::FakeRedfishOptions,
+) -> (
+    tokio::runtime::Runtime,
+    provisioner::bmc::fake_redfish::FakeRedfish,
+) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = runtime
+        .block_on(provisioner::bmc::fake_redfish::FakeRedfish::start(options))
+        .unwrap();
+    (runtime, fake)
+}
