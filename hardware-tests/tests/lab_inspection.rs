@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
-use hardware_tests::lab::{Lab, LabOptions, assets};
+use hardware_tests::lab::{Lab, assets};
 use hardware_tests::rack::{self, DiskKind};
 use model::inventory::DiskKind as Kind;
 use provisioner::lifecycle::State;
@@ -19,24 +19,14 @@ const NODE: &str = "lab-compute-0";
 #[test]
 fn a_numa_vm_is_inspected_through_our_boot_services() -> Result<()> {
     let ramdisk = assets::inspection_ramdisk()?;
-    let mut lab = Lab::start(
-        LabOptions {
-            serve: false,
-            env: vec![(PASSWORD.0.into(), PASSWORD.1.into())],
-            ..LabOptions::default()
-        }
-        .with_inspect_ramdisk(&ramdisk),
-    )?;
-    let rack_file = rack::lab_rack_file();
-    let rack = rack::load(&rack_file)?;
+    let mut lab = Lab::start_rack(&ramdisk, PASSWORD, Some(&[NODE]), None)?;
+    let rack = rack::load(&rack::lab_rack_file())?;
     let spec = rack
         .vms
         .iter()
         .find(|v| v.name == NODE)
         .context("lab-compute-0 in rack.yaml")?;
-    lab.start_rack_vm(&rack_file, spec, PASSWORD)?;
     let started = lab.rack_vm(NODE).context("started")?.started;
-    lab.serve(None)?;
 
     let state = lab.dir().join("state");
     let runtime = tokio::runtime::Runtime::new()?;

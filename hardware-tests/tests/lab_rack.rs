@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
-use hardware_tests::lab::{Lab, LabOptions, assets};
+use hardware_tests::lab::{Lab, assets};
 use hardware_tests::rack;
 use provisioner::executor::jobs::Step;
 
@@ -19,29 +19,19 @@ const NODES: [&str; 2] = ["lab-network-0", "lab-storage-0"];
 fn zero_touch_boots_rack_vms_through_redfish_and_ipmi_bmcs() -> Result<()> {
     let ramdisk =
         assets::test_ramdisk(&assets::cache_dir()?).context("building the test ramdisk")?;
-    let mut lab = Lab::start(
-        LabOptions {
-            serve: false,
-            env: vec![(PASSWORD.0.into(), PASSWORD.1.into())],
-            ..LabOptions::default()
-        }
-        .with_inspect_ramdisk(&ramdisk),
-    )?;
-    let rack_file = rack::lab_rack_file();
-    let rack = rack::load(&rack_file)?;
-    let mut macs = vec![];
-    // VMs and BMCs first (powered off), then the provisioner: nobody touches the
-    // VMs but the executor.
-    for node in NODES {
-        let spec = rack
-            .vms
-            .iter()
-            .find(|v| v.name == node)
-            .with_context(|| format!("{node} in rack.yaml"))?;
-        macs.push(spec.boot_nic().mac.clone());
-        lab.start_rack_vm(&rack_file, spec, PASSWORD)?;
-    }
-    lab.serve(None)?;
+    // VMs and BMCs first (powered off), then the provisioner.
+    let mut lab = Lab::start_rack(&ramdisk, PASSWORD, Some(&NODES), None)?;
+    let rack = rack::load(&rack::lab_rack_file())?;
+    let macs: Vec<String> = NODES
+        .iter()
+        .map(|node| {
+            rack.vms
+                .iter()
+                .find(|v| v.name == *node)
+                .map(|v| v.boot_nic().mac.clone())
+                .with_context(|| format!("{node} in rack.yaml"))
+        })
+        .collect::<Result<_>>()?;
     let since = Instant::now();
     for (node, mac) in NODES.iter().zip(&macs) {
         let script = lab.wait_log(

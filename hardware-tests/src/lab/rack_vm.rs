@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use super::assets::TestRamdisk;
 use super::process::Owned;
 use super::vm::{OVMF_CODE, OVMF_VARS, wait_marker};
-use super::{Accel, Lab, LabError, accel, io, sibling_binary};
+use super::{Accel, Lab, LabError, LabOptions, accel, io, sibling_binary};
 use crate::rack::{self, BmcKind, Firmware, VmPaths, VmSpec};
 
 /// The lab bridge address the virtual BMCs listen on (nodes.yaml's BMC URLs).
@@ -54,6 +55,45 @@ impl RackVm {
 }
 
 impl Lab {
+    /// A lab running the lab rack: the VMs named in `nodes` (all of rack.yaml's when
+    /// `None`) started powered off behind their BMCs, then `provisioner serve`
+    /// (`provisioner`, default [`super::provisioner_binary`]) with `ramdisk` as its
+    /// inspection image. BMCs and provisioner share `password` (nodes.yaml's
+    /// `password_env` and its value), so nobody touches the VMs but the executor.
+    pub fn start_rack(
+        ramdisk: &TestRamdisk,
+        password: (&str, &str),
+        nodes: Option<&[&str]>,
+        provisioner: Option<PathBuf>,
+    ) -> Result<Lab, LabError> {
+        let mut lab = Lab::start(
+            LabOptions {
+                serve: false,
+                env: vec![(password.0.into(), password.1.into())],
+                ..LabOptions::default()
+            }
+            .with_inspect_ramdisk(ramdisk),
+        )?;
+        let rack_file = rack::lab_rack_file();
+        let rack = rack::load(&rack_file).map_err(|e| LabError::Missing(e.to_string()))?;
+        let wanted: Vec<&VmSpec> = match nodes {
+            None => rack.vms.iter().collect(),
+            Some(names) => names
+                .iter()
+                .map(|name| {
+                    rack.vms.iter().find(|v| v.name == *name).ok_or_else(|| {
+                        LabError::Missing(format!("no VM {name} in {}", rack_file.display()))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        for spec in wanted {
+            lab.start_rack_vm(&rack_file, spec, password)?;
+        }
+        lab.serve(provisioner)?;
+        Ok(lab)
+    }
+
     /// Starts a rack VM powered off, with its virtual BMC on the lab bridge. The BMC
     /// reads the VM from `rack_file` and its password from `password` (the value the
     /// site's `password_env` names).

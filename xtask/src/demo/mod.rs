@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use hardware_tests::lab::{Lab, LabOptions, assets::TestRamdisk};
+use hardware_tests::lab::{Lab, assets::TestRamdisk};
 use hardware_tests::rack;
 use serde_json::Value;
 
@@ -78,22 +78,15 @@ pub fn run(args: &Args) -> Result<()> {
     step("starting the lab: network namespace, bridge br0 10.213.0.1/24, rack VMs and BMCs");
     let rack_file = rack::lab_rack_file();
     let rack = rack::load(&rack_file).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut lab = Lab::start(
-        LabOptions {
-            serve: false,
-            env: vec![(PASSWORD.0.into(), PASSWORD.1.into())],
-            ..LabOptions::default()
-        }
-        .with_inspect_ramdisk(&TestRamdisk {
+    let mut lab = Lab::start_rack(
+        &TestRamdisk {
             kernel: ramdisk.join("vmlinuz"),
             initramfs: ramdisk.join("initramfs"),
-        }),
+        },
+        PASSWORD,
+        None,
+        Some(target.join("debug/provisioner")),
     )?;
-    for vm in &rack.vms {
-        lab.start_rack_vm(&rack_file, vm, PASSWORD)
-            .with_context(|| format!("starting {}", vm.name))?;
-    }
-    lab.serve(Some(target.join("debug/provisioner")))?;
     step(&format!(
         "provisioner serving in namespace {} (logs: {})",
         lab.netns().name(),
