@@ -288,7 +288,8 @@ fn qemu_args(vm: &Vm, work: &Path) -> Result<Vec<String>> {
     let mut push = |s: String| a.push(s);
     for s in [
         "-accel",
-        "tcg",
+        // One host thread for all vCPUs: see hardware_tests::lab::Accel::qemu_arg.
+        "tcg,thread=single",
         "-cpu",
         "max,vendor=GenuineIntel",
         "-machine",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::assets::TestRamdisk;
 use super::process::Owned;
 use super::vm::{OVMF_CODE, OVMF_VARS, wait_marker};
-use super::{Accel, Lab, LabError, LabOptions, accel, io, sibling_binary};
+use super::{Lab, LabError, LabOptions, accel, io, sibling_binary};
 use crate::rack::{self, BmcKind, Firmware, VmPaths, VmSpec};
 
 /// The lab bridge address the virtual BMCs listen on (nodes.yaml's BMC URLs).
@@ -134,10 +134,7 @@ impl Lab {
             serial_log: dir.join("serial.log"),
             qmp: vec![bmc_qmp.clone(), dir.join("test.qmp")],
             ovmf,
-            accel: match accel() {
-                Accel::Kvm => "kvm".into(),
-                Accel::Tcg => "tcg".into(),
-            },
+            accel: accel().qemu_arg().into(),
         };
         let qemu_log = std::fs::File::create(dir.join("qemu.log")).map_err(io("qemu.log"))?;
         let started = Instant::now();
