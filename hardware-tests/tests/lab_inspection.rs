@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
-use hardware_tests::lab::{Lab, assets};
+use hardware_tests::lab::{Lab, RackSetup, assets};
 use hardware_tests::rack::{self, DiskKind};
 use model::inventory::DiskKind as Kind;
 use provisioner::lifecycle::State;
@@ -19,7 +19,10 @@ const NODE: &str = "lab-compute-0";
 #[test]
 fn a_numa_vm_is_inspected_through_our_boot_services() -> Result<()> {
     let ramdisk = assets::inspection_ramdisk()?;
-    let mut lab = Lab::start_rack(&ramdisk, PASSWORD, Some(&[NODE]), None)?;
+    let mut lab = Lab::start_rack(RackSetup {
+        nodes: Some(&[NODE]),
+        ..RackSetup::new(&ramdisk, PASSWORD)
+    })?;
     let rack = rack::load(&rack::lab_rack_file())?;
     let spec = rack
         .vms

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
-use hardware_tests::lab::{Lab, assets};
+use hardware_tests::lab::{Lab, RackSetup, assets};
 use hardware_tests::rack;
 use provisioner::executor::jobs::Step;
 
@@ -20,7 +20,10 @@ fn zero_touch_boots_rack_vms_through_redfish_and_ipmi_bmcs() -> Result<()> {
     let ramdisk =
         assets::test_ramdisk(&assets::cache_dir()?).context("building the test ramdisk")?;
     // VMs and BMCs first (powered off), then the provisioner.
-    let mut lab = Lab::start_rack(&ramdisk, PASSWORD, Some(&NODES), None)?;
+    let mut lab = Lab::start_rack(RackSetup {
+        nodes: Some(&NODES),
+        ..RackSetup::new(&ramdisk, PASSWORD)
+    })?;
     let rack = rack::load(&rack::lab_rack_file())?;
     let macs: Vec<String> = NODES
         .iter()

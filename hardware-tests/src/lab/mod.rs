@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 pub use netns::{Netns, PREFIX};
 pub use process::Owned;
-pub use rack_vm::RackVm;
+pub use rack_vm::{RackSetup, RackVm};
 pub use vm::{Accel, Firmware, Vm, VmSpec, accel};
 
 /// The provisioner's address on the lab bridge (site.yaml `network.address`).

@@ -17,6 +17,42 @@ use crate::rack::{self, BmcKind, Firmware, VmPaths, VmSpec};
 /// The lab bridge address the virtual BMCs listen on (nodes.yaml's BMC URLs).
 pub const BMC_ADDRESS: &str = "10.213.0.1";
 
+/// What [`Lab::start_rack`] starts.
+#[derive(Debug, Clone)]
+pub struct RackSetup<'a> {
+    /// The inspection ramdisk the lab site's inspection image points to.
+    pub ramdisk: &'a TestRamdisk,
+    /// The BMC password: (nodes.yaml's `password_env`, its value).
+    pub password: (&'a str, &'a str),
+    /// The VMs to start, by name (default: every VM of the rack file).
+    pub nodes: Option<&'a [&'a str]>,
+    /// The rack file (default: the lab rack, [`rack::lab_rack_file`]). Its VMs
+    /// must match the site's nodes.yaml (replace it through `site_files`).
+    pub rack_file: Option<PathBuf>,
+    /// Files to place in the lab's site copy: (path inside the site, source).
+    pub site_files: Vec<(PathBuf, PathBuf)>,
+    /// The `provisioner` binary (default: [`super::provisioner_binary`]).
+    pub provisioner: Option<PathBuf>,
+    /// Start `provisioner serve` once the VMs are up (default on). Off: the
+    /// caller prepares the VMs (e.g. a NIC link down) and calls [`Lab::serve`].
+    pub serve: bool,
+}
+
+impl<'a> RackSetup<'a> {
+    /// Every VM of the lab rack, the default provisioner, served at once.
+    pub fn new(ramdisk: &'a TestRamdisk, password: (&'a str, &'a str)) -> Self {
+        RackSetup {
+            ramdisk,
+            password,
+            nodes: None,
+            rack_file: None,
+            site_files: vec![],
+            provisioner: None,
+            serve: true,
+        }
+    }
+}
+
 /// A rack VM and its BMC; both killed (by PID) on drop.
 #[derive(Debug)]
 pub struct RackVm {
@@ -55,28 +91,24 @@ impl RackVm {
 }
 
 impl Lab {
-    /// A lab running the lab rack: the VMs named in `nodes` (all of rack.yaml's when
-    /// `None`) started powered off behind their BMCs, then `provisioner serve`
-    /// (`provisioner`, default [`super::provisioner_binary`]) with `ramdisk` as its
-    /// inspection image. BMCs and provisioner share `password` (nodes.yaml's
-    /// `password_env` and its value), so nobody touches the VMs but the executor.
-    pub fn start_rack(
-        ramdisk: &TestRamdisk,
-        password: (&str, &str),
-        nodes: Option<&[&str]>,
-        provisioner: Option<PathBuf>,
-    ) -> Result<Lab, LabError> {
+    /// A lab running a rack ([`RackSetup`]): its VMs started powered off behind
+    /// their BMCs, then (unless `serve` is off) `provisioner serve` with the setup's
+    /// ramdisk as its inspection image. BMCs and provisioner share the password
+    /// (nodes.yaml's `password_env` and its value), so nobody touches the VMs but
+    /// the executor.
+    pub fn start_rack(setup: RackSetup<'_>) -> Result<Lab, LabError> {
         let mut lab = Lab::start(
             LabOptions {
                 serve: false,
-                env: vec![(password.0.into(), password.1.into())],
+                env: vec![(setup.password.0.into(), setup.password.1.into())],
+                site_files: setup.site_files.clone(),
                 ..LabOptions::default()
             }
-            .with_inspect_ramdisk(ramdisk),
+            .with_inspect_ramdisk(setup.ramdisk),
         )?;
-        let rack_file = rack::lab_rack_file();
+        let rack_file = setup.rack_file.clone().unwrap_or_else(rack::lab_rack_file);
         let rack = rack::load(&rack_file).map_err(|e| LabError::Missing(e.to_string()))?;
-        let wanted: Vec<&VmSpec> = match nodes {
+        let wanted: Vec<&VmSpec> = match setup.nodes {
             None => rack.vms.iter().collect(),
             Some(names) => names
                 .iter()
@@ -88,9 +120,11 @@ impl Lab {
                 .collect::<Result<_, _>>()?,
         };
         for spec in wanted {
-            lab.start_rack_vm(&rack_file, spec, password)?;
+            lab.start_rack_vm(&rack_file, spec, setup.password)?;
         }
-        lab.serve(provisioner)?;
+        if setup.serve {
+            lab.serve(setup.provisioner)?;
+        }
         Ok(lab)
     }
 

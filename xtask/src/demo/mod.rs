@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use hardware_tests::lab::{Lab, assets::TestRamdisk};
+use hardware_tests::lab::{Lab, RackSetup, assets::TestRamdisk};
 use hardware_tests::rack;
 use serde_json::Value;
 
@@ -78,15 +78,14 @@ pub fn run(args: &Args) -> Result<()> {
     step("starting the lab: network namespace, bridge br0 10.213.0.1/24, rack VMs and BMCs");
     let rack_file = rack::lab_rack_file();
     let rack = rack::load(&rack_file).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut lab = Lab::start_rack(
-        &TestRamdisk {
-            kernel: ramdisk.join("vmlinuz"),
-            initramfs: ramdisk.join("initramfs"),
-        },
-        PASSWORD,
-        None,
-        Some(target.join("debug/provisioner")),
-    )?;
+    let ramdisk = TestRamdisk {
+        kernel: ramdisk.join("vmlinuz"),
+        initramfs: ramdisk.join("initramfs"),
+    };
+    let mut lab = Lab::start_rack(RackSetup {
+        provisioner: Some(target.join("debug/provisioner")),
+        ..RackSetup::new(&ramdisk, PASSWORD)
+    })?;
     step(&format!(
         "provisioner serving in namespace {} (logs: {})",
         lab.netns().name(),
