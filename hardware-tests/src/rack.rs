@@ -125,6 +125,10 @@ pub struct BmcSpec {
     pub kind: BmcKind,
     /// TCP port (Redfish) or UDP port (IPMI).
     pub port: u16,
+    /// Fault injection (Redfish only): the BMC answers `500 InternalError` to
+    /// its first N requests, as a BMC busy after its own reboot does.
+    #[serde(default)]
+    pub fail_first: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -335,6 +339,12 @@ fn check(rack: &Rack) -> Vec<(String, String)> {
                     "size_gib is at least 1".into(),
                 ));
             }
+        }
+        if vm.bmc.fail_first > 0 && vm.bmc.kind != BmcKind::Redfish {
+            problems.push((
+                p("/bmc/fail_first"),
+                "fault injection is for redfish BMCs only (ipmi_sim has none)".into(),
+            ));
         }
         if !ports.insert(vm.bmc.port) {
             problems.push((

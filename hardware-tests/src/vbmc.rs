@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -61,6 +62,9 @@ pub struct VbmcConfig {
     pub password: String,
     /// How long after the next power-on a one-time boot override is undone.
     pub once_window: Duration,
+    /// Fault injection: answer `500 InternalError` to this many requests first
+    /// (the lab's check that BMC calls are retried).
+    pub fail_first: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +80,8 @@ struct Shared {
     sessions: Mutex<HashMap<String, u64>>,
     next_session: Mutex<u64>,
     boot: Mutex<Boot>,
+    /// Injected failures still to answer.
+    failures_left: AtomicU32,
 }
 
 /// A running virtual BMC; dropping it stops the HTTP server (not the VM).
@@ -127,7 +133,6 @@ impl Vbmc {
     /// Starts the service on `listen` (port 0: any free port) in front of `qmp`.
     pub async fn start(config: VbmcConfig, qmp: Qmp, listen: SocketAddr) -> std::io::Result<Vbmc> {
         let shared = Arc::new(Shared {
-            config,
             qmp,
             sessions: Mutex::default(),
             next_session: Mutex::new(1),
@@ -135,6 +140,8 @@ impl Vbmc {
                 target: "None",
                 enabled: "Disabled",
             }),
+            failures_left: AtomicU32::new(config.fail_first),
+            config,
         });
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
@@ -419,6 +426,21 @@ async fn handle(
 ) -> Response {
     let path = uri.path().trim_end_matches('/').to_owned();
     let get = method == Method::GET;
+    let injected = shared
+        .failures_left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    if let Ok(left) = injected {
+        let n = shared.config.fail_first - left + 1;
+        println!(
+            "lab-vbmc: injected fault {n}/{}: 500 to {method} {path}",
+            shared.config.fail_first
+        );
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            &format!("Injected fault {n} of {}.", shared.config.fail_first),
+        );
+    }
     match path.as_str() {
         "/redfish" if get => return axum::Json(json!({"v1": "/redfish/v1/"})).into_response(),
         "/redfish/v1" if get => {

@@ -52,6 +52,7 @@ async fn scenario(dir: &Path, vm: &mut Vm) -> Result<()> {
             username: "admin".into(),
             password: "lab-secret".into(),
             once_window: Duration::from_secs(1),
+            fail_first: 0,
         },
         bmc_qmp,
         "127.0.0.1:0".parse()?,

@@ -90,6 +90,7 @@ async fn bmc_commands_against_the_virtual_bmc() {
             username: "admin".into(),
             password: "lab-secret".into(),
             once_window: Duration::from_secs(30),
+            fail_first: 0,
         },
         qmp,
         "127.0.0.1:0".parse().unwrap(),

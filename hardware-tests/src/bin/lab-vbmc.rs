@@ -90,6 +90,7 @@ fn config(vm: &rack::VmSpec, username: String, password: String) -> VbmcConfig {
         password,
         // SeaBIOS resets once more after a QMP reset: keep the override a while.
         once_window: Duration::from_secs(20),
+        fail_first: vm.bmc.fail_first,
     }
 }
 

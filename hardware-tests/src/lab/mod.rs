@@ -179,6 +179,8 @@ pub struct Lab {
     vms: Vec<Vm>,
     rack_vms: Vec<RackVm>,
     provisioner: Option<Owned>,
+    /// The binary `provisioner serve` was last started from (for [`Lab::cli`]).
+    provisioner_binary: Option<PathBuf>,
     radvd: Option<Owned>,
     netns: Netns,
     dir: PathBuf,
@@ -209,6 +211,7 @@ impl Lab {
             taps: 0,
             env: options.env.clone(),
             provisioner: None,
+            provisioner_binary: None,
             radvd: None,
             netns,
             dir,
@@ -313,8 +316,20 @@ impl Lab {
 
     fn start_provisioner(&mut self, binary: &Path, site: &Path) -> Result<(), LabError> {
         let state = self.dir.join("state");
-        let log = std::fs::File::create(self.provisioner_log())
-            .map_err(io("creating provisioner.log"))?;
+        // Appended to: a restarted daemon's log follows the first one's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.provisioner_log())
+            .map_err(io("opening provisioner.log"))?;
+        // A killed daemon leaves its URL file behind: wait for the new one's.
+        let url_file = state.join("api-url");
+        match std::fs::remove_file(&url_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io(format!("removing {}", url_file.display()))(e));
+            }
+            _ => {}
+        }
         let child = self
             .netns
             .command(&binary.to_string_lossy())
@@ -336,8 +351,8 @@ impl Lab {
                 source,
             })?;
         self.provisioner = Some(Owned::new("provisioner serve", child));
+        self.provisioner_binary = Some(binary.to_owned());
         // Ready when the daemon wrote its API URL (after binding every listener).
-        let url_file = state.join("api-url");
         let deadline = Instant::now() + Duration::from_secs(30);
         while !url_file.exists() {
             if let Some(status) = self.provisioner_exit() {
@@ -433,6 +448,40 @@ impl Lab {
     /// The PID of `provisioner serve`, while it runs.
     pub fn provisioner_pid(&self) -> Option<u32> {
         self.provisioner.as_ref().map(|p| p.child.id())
+    }
+
+    /// Runs the operator CLI (`provisioner ARGS --api http://HTTP`) in the lab's
+    /// namespace with the daemon's API token, as an operator on the provisioning
+    /// network would; its output, whatever its exit status.
+    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output, LabError> {
+        let binary = match &self.provisioner_binary {
+            Some(binary) => binary.clone(),
+            None => provisioner_binary()?,
+        };
+        let token_file = self.dir.join("state/api-token");
+        let token = std::fs::read_to_string(&token_file)
+            .map_err(io(format!("reading {}", token_file.display())))?;
+        self.netns
+            .command(&binary.to_string_lossy())
+            .args(args)
+            .args(["--api", &format!("http://{HTTP}")])
+            .env("PROVISIONER_TOKEN", token.trim())
+            .output()
+            .map_err(|source| LabError::Spawn {
+                what: binary.display().to_string(),
+                source,
+            })
+    }
+
+    /// Kills `provisioner serve` with SIGKILL, as a crash or a power cut would
+    /// (no shutdown path runs), and reaps it; its PID. [`Lab::serve`] starts it
+    /// again on the same state directory.
+    pub fn kill_provisioner(&mut self) -> Option<u32> {
+        let mut p = self.provisioner.take()?;
+        let pid = p.child.id();
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+        Some(pid)
     }
 
     /// The provisioner's exit status, once it has exited.

@@ -76,6 +76,36 @@ impl RackVm {
         self.dir.join("test.qmp")
     }
 
+    /// Sets the link of NIC `nic` (its index in rack.yaml) up or down through the
+    /// harness's QMP socket, as a pulled cable or a dead switch port would.
+    pub fn set_link(&self, nic: usize, up: bool) -> Result<(), LabError> {
+        let socket = self.test_qmp();
+        let failed = |e: String| {
+            LabError::Missing(format!(
+                "{}: set_link {} {up} over {}: {e}",
+                self.spec.name,
+                rack::nic_id(nic),
+                socket.display()
+            ))
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io("starting a runtime for QMP"))?;
+        runtime.block_on(async {
+            let qmp = crate::qmp::Qmp::connect(&socket)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            qmp.execute(
+                "set_link",
+                serde_json::json!({"name": rack::nic_id(nic), "up": up}),
+            )
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+            Ok(())
+        })
+    }
+
     /// Waits until the serial console shows `marker`; the time since QEMU started.
     pub fn wait_serial(&mut self, marker: &str, timeout: Duration) -> Result<Duration, LabError> {
         let serial = self.serial_log();

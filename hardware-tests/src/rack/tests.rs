@@ -207,6 +207,16 @@ fn mistakes_are_reported_with_their_line_and_column() {
         "{text}"
     );
 
+    let ipmi_fault = "vms:\n  - name: a\n    firmware: bios\n    serial: S\n    numa: [{cpus: 1, memory_mib: 512}]\n    nics: [{model: virtio, mac: \"52:54:00:00:00:01\", boot: true}]\n    disks: [{kind: virtio, size_gib: 1, serial: R}]\n    bmc: {kind: ipmi, port: 6230, fail_first: 2}\n";
+    let err = parse("rack.yaml", ipmi_fault).unwrap_err().to_string();
+    assert!(
+        err.contains("rack.yaml:8:") && err.contains("fault injection is for redfish BMCs only"),
+        "{err}"
+    );
+    let redfish_fault = ipmi_fault.replace("kind: ipmi", "kind: redfish");
+    let rack = parse("rack.yaml", &redfish_fault).unwrap();
+    assert_eq!(rack.vms[0].bmc.fail_first, 2);
+
     let typo = "vms:\n  - name: a\n    firmware: coreboot\n";
     let err = parse("rack.yaml", typo).unwrap_err().to_string();
     assert!(

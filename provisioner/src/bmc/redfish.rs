@@ -608,7 +608,13 @@ impl RedfishBmc {
             }
             if retryable && attempt < self.retries {
                 let delay = self.backoff * 2u32.saturating_pow(attempt);
-                tracing::debug!(bmc = %self.name, what, attempt, ?delay, "retrying");
+                // Info, not debug: an operator wants to see a BMC that needs retries.
+                let outcome = match &result {
+                    Ok(reply) => reply.status.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::info!(bmc = %self.name, what, attempt = attempt + 1, %outcome, ?delay,
+                    "BMC request failed; retrying");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
                 continue;
