@@ -37,9 +37,12 @@ fn a_numa_vm_is_inspected_through_our_boot_services() -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     let node = loop {
         let node = runtime.block_on(store.node(NODE))?;
-        // `match profile` runs right after the transition to `available` commits:
-        // wait for its outcome too.
-        if node.state == State::Available && (node.plan.is_some() || node.plan_error.is_some()) {
+        if node.state == State::Available {
+            // `match profile` commits with the transition: its outcome is there.
+            ensure!(
+                node.plan.is_some() || node.plan_error.is_some(),
+                "{NODE} is available without a plan or plan error"
+            );
             break node;
         }
         ensure!(

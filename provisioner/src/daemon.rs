@@ -392,6 +392,11 @@ impl App {
                 .copied()
                 .collect();
             let queued = !bmc_actions.is_empty();
+            let matched = if transition.actions.contains(&Action::MatchProfile) {
+                crate::executor::plan::outcome_for(self, &node).await?
+            } else {
+                None
+            };
             let change = StatusChange {
                 status: next,
                 maintenance_reason,
@@ -400,6 +405,7 @@ impl App {
                 event: event.as_str().to_owned(),
                 reason: reason.clone(),
                 bmc_actions,
+                matched,
             };
             match self
                 .store
@@ -411,10 +417,8 @@ impl App {
                     if queued {
                         self.wake.notify_one();
                     }
-                    if transition.actions.contains(&Action::MatchProfile)
-                        && let Err(err) = crate::executor::plan::match_profile(self, name).await
-                    {
-                        error!(node = %name, %err, "match profile: the store failed");
+                    if let Some(outcome) = &change.matched {
+                        crate::executor::plan::log(name, outcome);
                     }
                     return Ok(updated);
                 }

@@ -182,6 +182,9 @@ pub struct StatusChange {
     /// The transition's BMC actions, queued for the executor in the same transaction
     /// (replacing whatever the node had queued; empty: nothing queued).
     pub bmc_actions: Vec<Action>,
+    /// The outcome of the transition's `match profile` action, stored in the same
+    /// transaction (`None`: matched profile and plan are left as they are).
+    pub matched: Option<crate::executor::plan::Outcome>,
 }
 
 /// What a site sync did.
@@ -714,6 +717,18 @@ impl Store {
         .await?;
         crate::executor::jobs::replace_in(&mut tx, id, generation, &change.bmc_actions, &now_s)
             .await?;
+        if let Some(outcome) = &change.matched {
+            let (profile, plan, error) = outcome.columns();
+            sqlx::query(
+                "UPDATE nodes SET matched_profile = ?, plan = ?, plan_error = ? WHERE id = ?",
+            )
+            .bind(profile)
+            .bind(plan)
+            .bind(error)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
         if from != to {
             sqlx::query("DELETE FROM node_progress WHERE node_id = ?")
                 .bind(id)
@@ -1034,6 +1049,7 @@ mod tests {
             event: "inspect".into(),
             reason: Some("operator".into()),
             bmc_actions: vec![],
+            matched: None,
         };
         let after = store
             .commit_status("n1", node.generation, &change, now)
@@ -1052,6 +1068,27 @@ mod tests {
         assert_eq!(history.len(), 2);
         assert_eq!(history[1].from, Some(State::Enrolled));
         assert_eq!(history[1].to, State::Inspecting);
+
+        // A match outcome rides with its transition; a transition without one keeps it.
+        let matched = StatusChange {
+            event: "inventory_received".into(),
+            matched: Some(crate::executor::plan::Outcome::PlanFailed {
+                profile: "p".into(),
+                error: "no disk".into(),
+            }),
+            ..change.clone()
+        };
+        let after = store
+            .commit_status("n1", after.generation, &matched, now)
+            .await
+            .unwrap();
+        assert_eq!(after.matched_profile.as_deref(), Some("p"));
+        assert_eq!(after.plan_error.as_deref(), Some("no disk"));
+        let after = store
+            .commit_status("n1", after.generation, &change, now)
+            .await
+            .unwrap();
+        assert_eq!(after.plan_error.as_deref(), Some("no disk"));
     }
 
     #[tokio::test]

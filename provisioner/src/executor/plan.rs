@@ -1,14 +1,17 @@
 //! The `match profile` action: the stored inventory against the site's profiles (or
 //! the node's `profile:` override from nodes.yaml), then the host plan of the winner,
-//! both stored with the node. A machine no profile fits, a tie or an impossible plan
+//! both stored with the node in the transition's own transaction. A machine no profile fits, a tie or an impossible plan
 //! is stored as `plan_error` (shown by `provisioner node show`): the node is still
 //! `available`, its hardware known, and the operator fixes the profiles.
 
 use tracing::{info, warn};
 
+use model::inventory::Inventory;
+
 use crate::daemon::App;
 use crate::plan::{self, matching};
-use crate::store::{Store, StoreError};
+use crate::site::Site;
+use crate::store::{NodeRecord, StoreError};
 
 /// What matching gave for a node.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,25 +26,19 @@ pub enum Outcome {
     NoProfile(String),
 }
 
-/// Matches and plans a node from its stored inventory, and stores the outcome.
-/// `Ok(None)` when the node has no inventory.
-pub async fn match_profile(app: &App, name: &str) -> Result<Option<Outcome>, StoreError> {
-    let Some(stored) = app.store.inventory(name).await? else {
-        warn!(node = %name, "match profile: no inventory stored");
-        return Ok(None);
-    };
-    let node = app.store.node(name).await?;
-    let site = app.site();
-    let chosen = match &node.config.profile_override {
+/// Matches and plans a node from its inventory: the node's `profile:` override from
+/// nodes.yaml, else the most specific matching profile of the site. Pure.
+pub fn decide(site: &Site, profile_override: Option<&str>, inventory: &Inventory) -> Outcome {
+    let chosen = match profile_override {
         Some(wanted) => site
             .profiles
             .iter()
-            .find(|p| &p.name == wanted)
+            .find(|p| p.name == wanted)
             .ok_or_else(|| {
                 format!("nodes.yaml names profile `{wanted}` for this node, but the site has no such profile")
             }),
         None => {
-            let report = matching::select(&stored.inventory, &site.profiles);
+            let report = matching::select(inventory, &site.profiles);
             match report.result() {
                 Ok(winner) => site
                     .profiles
@@ -52,9 +49,9 @@ pub async fn match_profile(app: &App, name: &str) -> Result<Option<Outcome>, Sto
             }
         }
     };
-    let outcome = match chosen {
+    match chosen {
         Err(why) => Outcome::NoProfile(why),
-        Ok(profile) => match plan::plan(&stored.inventory, profile) {
+        Ok(profile) => match plan::plan(inventory, profile) {
             Ok(plan) => Outcome::Planned {
                 profile: profile.name.clone(),
                 plan: Box::new(plan),
@@ -64,9 +61,28 @@ pub async fn match_profile(app: &App, name: &str) -> Result<Option<Outcome>, Sto
                 error: err.to_string(),
             },
         },
+    }
+}
+
+/// The `match profile` action of a transition about to commit: the outcome for the
+/// node's stored inventory, written in the transition's own transaction (so the
+/// node is never `available` without its plan or the reason it has none). `None`
+/// when no inventory is stored.
+pub async fn outcome_for(app: &App, node: &NodeRecord) -> Result<Option<Outcome>, StoreError> {
+    let Some(stored) = app.store.inventory(&node.name).await? else {
+        warn!(node = %node.name, "match profile: no inventory stored");
+        return Ok(None);
     };
-    app.store.set_match(name, &outcome).await?;
-    match &outcome {
+    Ok(Some(decide(
+        &app.site(),
+        node.config.profile_override.as_deref(),
+        &stored.inventory,
+    )))
+}
+
+/// Logs a committed outcome.
+pub fn log(name: &str, outcome: &Outcome) {
+    match outcome {
         Outcome::Planned { profile, .. } => {
             info!(node = %name, %profile, "profile matched, host plan stored")
         }
@@ -75,13 +91,12 @@ pub async fn match_profile(app: &App, name: &str) -> Result<Option<Outcome>, Sto
         }
         Outcome::NoProfile(why) => warn!(node = %name, %why, "no profile for this machine"),
     }
-    Ok(Some(outcome))
 }
 
-impl Store {
-    /// Stores what matching gave: the profile, the plan or why there is none.
-    pub async fn set_match(&self, name: &str, outcome: &Outcome) -> Result<(), StoreError> {
-        let (profile, plan, error) = match outcome {
+impl Outcome {
+    /// The node columns it sets: (`matched_profile`, `plan` as JSON, `plan_error`).
+    pub fn columns(&self) -> (Option<&str>, Option<String>, Option<String>) {
+        match self {
             Outcome::Planned { profile, plan } => (
                 Some(profile.as_str()),
                 Some(serde_json::to_string(plan).expect("plans serialize")),
@@ -91,19 +106,6 @@ impl Store {
                 (Some(profile.as_str()), None, Some(error.clone()))
             }
             Outcome::NoProfile(why) => (None, None, Some(why.clone())),
-        };
-        let updated = sqlx::query(
-            "UPDATE nodes SET matched_profile = ?, plan = ?, plan_error = ? WHERE name = ?",
-        )
-        .bind(profile)
-        .bind(plan)
-        .bind(error)
-        .bind(name)
-        .execute(self.pool())
-        .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound(name.to_owned()));
         }
-        Ok(())
     }
 }
