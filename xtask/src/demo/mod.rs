@@ -96,12 +96,14 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("interrupted");
     }
 
+    // Again after the build (the compilers have freed their memory): what the VMs will find.
+    fits_in_memory(&rack, mem_available_kib()?)?;
     let files = target.join("demo");
     let (rack_file, nodes_file) = write_rack_files(&original, &rack, &files)?;
 
     let start = Instant::now();
     step(&format!(
-        "starting the lab: network namespace, bridge br0 10.213.0.1/24, {} rack VMs and their BMCs",
+        "starting the lab: network namespace, bridge br0 10.213.0.1/24, rack VMs and BMCs: {}",
         rack.vms.len()
     ));
     let ramdisk = TestRamdisk {
@@ -199,7 +201,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
     println!(
-        "\n{} nodes, {:.1} s from the lab start; provisioner peak RSS {:.1} MiB",
+        "\nnodes: {}, {:.1} s from the lab start; provisioner peak RSS {:.1} MiB",
         rack.vms.len(),
         took.as_secs_f64(),
         peak_rss_kib as f64 / 1024.0
