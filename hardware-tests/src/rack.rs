@@ -8,9 +8,12 @@
 //! IPMI) on the lab bridge. VMs start powered off (`-S -no-shutdown`): their BMC powers
 //! them on.
 //!
+//! A rack grows by copies of its VMs with new identities ([`Rack::scaled`], with the
+//! matching `nodes.yaml` entries from [`scale::scaled_nodes`]): `cargo xtask demo --vms N`.
+//!
 //! Invariants: loading is pure apart from reading the file, and every problem is
-//! reported as `file:line:column: message`; [`qemu_args`] is pure (paths come in,
-//! arguments go out) so the command lines are tested without QEMU.
+//! reported as `file:line:column: message`; [`qemu_args`], scaling and [`to_yaml`] are
+//! pure (paths come in, arguments go out) so the command lines are tested without QEMU.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -18,10 +21,16 @@ use std::path::{Path, PathBuf};
 
 use provisioner::site::yaml;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub mod scale;
+
+/// The lab bridge address the virtual BMCs listen on (nodes.yaml's BMC URLs).
+pub const BMC_ADDRESS: &str = "10.213.0.1";
 
 /// `rack.yaml`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rack {
     /// The virtual servers, one per node of the lab site's `nodes.yaml`.
@@ -29,7 +38,7 @@ pub struct Rack {
 }
 
 /// One virtual server.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VmSpec {
     /// The node name in `nodes.yaml`.
@@ -58,7 +67,7 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Firmware {
     Bios,
@@ -66,7 +75,7 @@ pub enum Firmware {
 }
 
 /// A NUMA node of the VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NumaSpec {
     /// Logical CPUs on this node (0 for a CPU-less node).
@@ -76,7 +85,7 @@ pub struct NumaSpec {
 }
 
 /// A NIC of the VM.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NicSpec {
     /// `virtio` (virtio-net, boots with iPXE's ROM), `e1000e` or `igb` (82576, 7 VFs).
@@ -87,11 +96,11 @@ pub struct NicSpec {
     #[serde(default)]
     pub boot: bool,
     /// Put the NIC on this NUMA node (through a `pxb-pcie` bus); default: the root bus.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numa_node: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NicModel {
     Virtio,
@@ -100,7 +109,7 @@ pub enum NicModel {
 }
 
 /// A disk of the VM (a sparse raw file made by the harness).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiskSpec {
     pub kind: DiskKind,
@@ -110,7 +119,7 @@ pub struct DiskSpec {
     pub serial: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskKind {
     Virtio,
@@ -119,7 +128,7 @@ pub enum DiskKind {
 }
 
 /// The VM's virtual BMC, on the lab bridge address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BmcSpec {
     pub kind: BmcKind,
@@ -131,7 +140,7 @@ pub struct BmcSpec {
     pub fail_first: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BmcKind {
     Redfish,
@@ -185,6 +194,49 @@ impl VmSpec {
             b & 0xffff_ffff_ffff
         )
     }
+}
+
+/// The URL the site's `nodes.yaml` gives for `vm`'s virtual BMC on the lab bridge.
+pub fn bmc_url(vm: &VmSpec) -> String {
+    match vm.bmc.kind {
+        BmcKind::Redfish => format!(
+            "redfish+http://{BMC_ADDRESS}:{}/redfish/v1/Systems/{}",
+            vm.bmc.port, vm.name
+        ),
+        BmcKind::Ipmi => format!("ipmi://{BMC_ADDRESS}:{}", vm.bmc.port),
+    }
+}
+
+/// YAML text of a JSON value (a rack or a nodes file to write; block style, `name`
+/// first, then the other keys in the value's order).
+pub fn to_yaml(value: &Value) -> String {
+    fn convert(value: &Value) -> yaml_rust2::Yaml {
+        use yaml_rust2::Yaml;
+        match value {
+            Value::Null => Yaml::Null,
+            Value::Bool(b) => Yaml::Boolean(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Yaml::Integer(i),
+                None => Yaml::Real(n.to_string()),
+            },
+            Value::String(s) => Yaml::String(s.clone()),
+            Value::Array(items) => Yaml::Array(items.iter().map(convert).collect()),
+            // `name` first, so each VM or node starts with what it is.
+            Value::Object(map) => Yaml::Hash(
+                map.iter()
+                    .filter(|(k, _)| *k == "name")
+                    .chain(map.iter().filter(|(k, _)| *k != "name"))
+                    .map(|(k, v)| (Yaml::String(k.clone()), convert(v)))
+                    .collect(),
+            ),
+        }
+    }
+    let mut text = String::new();
+    yaml_rust2::YamlEmitter::new(&mut text)
+        .dump(&convert(value))
+        .expect("writing YAML to a String cannot fail");
+    text.push('\n');
+    text
 }
 
 /// Reads and checks a rack file.

@@ -47,7 +47,12 @@ enum Command {
         provisioner then inspects every node by itself; a live table shows each node's state \
         and last event, then a summary per node (profile, CPUs, hugepages, VFs, root disk). \
         Exits 0 when every node is available, non-zero otherwise with the path of the logs. \
-        Ctrl-C tears everything down. Needs root (network namespaces) and about 4 GiB of RAM."
+        Ctrl-C tears everything down. Needs root (network namespaces).\n\n\
+        --vms N brings up N VMs instead of the rack's three: the rack's VMs taken in turn, the \
+        copies renamed and re-addressed (rack.yaml and nodes.yaml written to <target>/demo/ and \
+        copied into the lab's site). Memory: the guests' RAM plus about 0.25 GiB per VM, \
+        7.5 GiB for three VMs, 15 GiB for six; more than the host's MemAvailable is refused.\n\n\
+        Example: cargo xtask demo --vms 6"
     )]
     Demo(demo::Args),
     /// Make sure the Debian packages the tests need are installed (installs them when root).

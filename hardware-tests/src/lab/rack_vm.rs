@@ -14,8 +14,7 @@ use super::vm::{OVMF_CODE, OVMF_VARS, wait_marker};
 use super::{Lab, LabError, LabOptions, accel, io, sibling_binary};
 use crate::rack::{self, BmcKind, Firmware, VmPaths, VmSpec};
 
-/// The lab bridge address the virtual BMCs listen on (nodes.yaml's BMC URLs).
-pub const BMC_ADDRESS: &str = "10.213.0.1";
+pub use crate::rack::BMC_ADDRESS;
 
 /// What [`Lab::start_rack`] starts.
 #[derive(Debug, Clone)]

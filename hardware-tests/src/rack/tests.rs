@@ -6,13 +6,16 @@ fn lab() -> Rack {
 
 #[test]
 fn the_lab_rack_matches_the_lab_sites_nodes() {
-    let rack = lab();
     let site = provisioner::site::load(&crate::lab_site_dir())
         .unwrap_or_else(|e| panic!("the lab site is invalid:\n{e}"));
-    assert_eq!(rack.vms.len(), site.nodes.len(), "one VM per node");
+    assert_nodes_match(&lab(), &site.nodes);
+}
+
+/// One node per VM, with the VM's name, boot MAC and BMC URL.
+pub(crate) fn assert_nodes_match(rack: &Rack, nodes: &[provisioner::site::NodeSpec]) {
+    assert_eq!(rack.vms.len(), nodes.len(), "one VM per node");
     for vm in &rack.vms {
-        let node = site
-            .nodes
+        let node = nodes
             .iter()
             .find(|n| n.name == vm.name)
             .unwrap_or_else(|| panic!("VM {} has no node in nodes.yaml", vm.name));
@@ -28,15 +31,7 @@ fn the_lab_rack_matches_the_lab_sites_nodes() {
             .expect("lab nodes have BMCs")
             .url
             .to_string();
-        let expected = match vm.bmc.kind {
-            BmcKind::Redfish => format!("redfish+http://10.213.0.1:{}/", vm.bmc.port),
-            BmcKind::Ipmi => format!("ipmi://10.213.0.1:{}", vm.bmc.port),
-        };
-        assert!(
-            bmc.starts_with(&expected),
-            "{}: BMC {bmc}, rack says {expected}",
-            vm.name
-        );
+        assert_eq!(bmc, bmc_url(vm), "{}: BMC URL", vm.name);
     }
 }
 

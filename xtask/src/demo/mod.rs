@@ -8,6 +8,11 @@
 //! node on through its BMC with a one-time network boot, the node PXE-boots the ramdisk,
 //! the agent reports the inventory, the node becomes `available`.
 //!
+//! `--vms N` scales the rack: the rack's VMs in turn (compute, network, storage,
+//! compute, ...), copies renamed and re-addressed by `hardware_tests::rack::Rack::scaled`
+//! with their `nodes.yaml` entries; the demo writes both files (`<target>/demo/`, copied
+//! into the lab's site) and refuses a rack whose guest memory the host cannot hold.
+//!
 //! The operator's view is the CLI's: the demo polls `provisioner node list` inside the
 //! namespace and redraws a table (plain lines when stdout is not a terminal or `CI` is
 //! set), then prints a summary per node. Ctrl-C tears everything down (the harness kills
@@ -31,8 +36,19 @@ use serde_json::Value;
 const PASSWORD: (&str, &str) = ("LAB_BMC_PASSWORD", "demo-bmc-secret");
 const API: &str = "http://10.213.0.1:8080";
 
+/// Host memory a VM costs beyond its guest RAM (QEMU, TCG's translation cache), MiB.
+const QEMU_OVERHEAD_MIB: u64 = 256;
+/// Host memory left for the rest (provisioner, BMCs, the CLI polls), MiB.
+const HOST_RESERVE_MIB: u64 = 512;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// How many VMs to start: the rack's VMs taken in turn (compute, network, storage,
+    /// compute, ...); VMs beyond the rack's three are copies with their own name (e.g.
+    /// lab-compute-1), MACs, serials, BMC port and nodes.yaml entry. Each costs its guest
+    /// RAM (1.5 to 3 GiB): the demo refuses more than the host's available memory holds.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    vms: u16,
     /// Give up after this many seconds once the lab is up.
     #[arg(long, default_value_t = 900, value_name = "SECONDS")]
     timeout: u64,
@@ -47,6 +63,12 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<()> {
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(Arc::clone(&interrupted))?;
+    // The rack first: a request the host cannot hold fails before any build.
+    let original = rack::load(&rack::lab_rack_file()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rack = original
+        .scaled(usize::from(args.vms))
+        .with_context(|| format!("scaling the lab rack to {} VMs", args.vms))?;
+    fits_in_memory(&rack, mem_available_kib()?)?;
     if !args.no_deps {
         step("installing what is missing (cargo xtask deps)");
         crate::deps::run(&crate::deps::Args::default())?;
@@ -74,16 +96,27 @@ pub fn run(args: &Args) -> Result<()> {
         bail!("interrupted");
     }
 
+    // Again after the build (the compilers have freed their memory): what the VMs will find.
+    fits_in_memory(&rack, mem_available_kib()?)?;
+    let files = target.join("demo");
+    let (rack_file, nodes_file) = write_rack_files(&original, &rack, &files)?;
+
     let start = Instant::now();
-    step("starting the lab: network namespace, bridge br0 10.213.0.1/24, rack VMs and BMCs");
-    let rack_file = rack::lab_rack_file();
-    let rack = rack::load(&rack_file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    step(&format!(
+        "starting the lab: network namespace, bridge br0 10.213.0.1/24, rack VMs and BMCs: {}",
+        rack.vms.len()
+    ));
     let ramdisk = TestRamdisk {
         kernel: ramdisk.join("vmlinuz"),
         initramfs: ramdisk.join("initramfs"),
     };
     let mut lab = Lab::start_rack(RackSetup {
         provisioner: Some(target.join("debug/provisioner")),
+        rack_file: Some(rack_file.clone()),
+        site_files: vec![
+            ("rack.yaml".into(), rack_file),
+            ("nodes.yaml".into(), nodes_file),
+        ],
         ..RackSetup::new(&ramdisk, PASSWORD)
     })?;
     step(&format!(
@@ -168,7 +201,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
     println!(
-        "\n{} nodes, {:.1} s from the lab start; provisioner peak RSS {:.1} MiB",
+        "\nnodes: {}, {:.1} s from the lab start; provisioner peak RSS {:.1} MiB",
         rack.vms.len(),
         took.as_secs_f64(),
         peak_rss_kib as f64 / 1024.0
@@ -198,6 +231,64 @@ pub fn run(args: &Args) -> Result<()> {
             logs.display()
         ),
     }
+}
+
+/// Writes the rack and its `nodes.yaml` (the lab site's, with entries for the copies)
+/// into `dir`; returns their paths.
+fn write_rack_files(
+    original: &rack::Rack,
+    rack: &rack::Rack,
+    dir: &Path,
+) -> Result<(PathBuf, PathBuf)> {
+    let site_nodes = hardware_tests::lab_site_dir().join("nodes.yaml");
+    let text = std::fs::read_to_string(&site_nodes)
+        .with_context(|| format!("reading {}", site_nodes.display()))?;
+    let nodes = rack::scale::scaled_nodes_yaml(original, rack, &text)
+        .with_context(|| format!("the nodes of {}", site_nodes.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let header = format!(
+        "# Written by `cargo xtask demo --vms {}` from hardware-tests/sites/lab: \
+         the lab's VMs taken in turn, copies renamed and re-addressed.\n",
+        rack.vms.len()
+    );
+    let rack_file = dir.join("rack.yaml");
+    let nodes_file = dir.join("nodes.yaml");
+    let rack_text = rack::to_yaml(&serde_json::to_value(rack).context("the scaled rack as data")?);
+    for (path, text) in [(&rack_file, &rack_text), (&nodes_file, &nodes)] {
+        std::fs::write(path, format!("{header}{text}"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok((rack_file, nodes_file))
+}
+
+/// Refuses a rack whose VMs (guest RAM plus QEMU's own) would not fit in the host's
+/// available memory.
+fn fits_in_memory(rack: &rack::Rack, available_kib: u64) -> Result<()> {
+    let guests: u64 = rack.vms.iter().map(rack::VmSpec::memory_mib).sum();
+    let needed = guests + QEMU_OVERHEAD_MIB * rack.vms.len() as u64 + HOST_RESERVE_MIB;
+    let available = available_kib / 1024;
+    if needed > available {
+        bail!(
+            "{} VMs need about {:.1} GiB ({:.1} GiB of guest RAM plus QEMU and the provisioner) \
+             but the host has {:.1} GiB available (MemAvailable in /proc/meminfo): ask for \
+             fewer with --vms, or free memory",
+            rack.vms.len(),
+            needed as f64 / 1024.0,
+            guests as f64 / 1024.0,
+            available as f64 / 1024.0
+        );
+    }
+    Ok(())
+}
+
+/// MemAvailable of /proc/meminfo, KiB.
+fn mem_available_kib() -> Result<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("/proc/meminfo has no MemAvailable line")
 }
 
 enum Outcome {
@@ -282,4 +373,41 @@ fn watch_ctrl_c(flag: Arc<AtomicBool>) -> Result<()> {
         });
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn six_vms_fit_in_24_gib_and_the_refusal_says_how_much() {
+        let lab = rack::load(&rack::lab_rack_file()).unwrap();
+        let six = lab.scaled(6).unwrap();
+        // This host: 24 GiB, about 22.5 GiB available.
+        fits_in_memory(&six, 22_500 * 1024).unwrap();
+        let err = fits_in_memory(&six, 12 * 1024 * 1024)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("6 VMs need about 15.0 GiB (13.0 GiB of guest RAM plus")
+                && err.contains("the host has 12.0 GiB available")
+                && err.contains("--vms"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_scaled_files_are_written_and_load_as_a_rack() {
+        let dir = tempfile::tempdir().unwrap();
+        let lab = rack::load(&rack::lab_rack_file()).unwrap();
+        let four = lab.scaled(4).unwrap();
+        let (rack_file, nodes_file) = write_rack_files(&lab, &four, dir.path()).unwrap();
+        assert_eq!(rack::load(&rack_file).unwrap(), four);
+        let nodes = std::fs::read_to_string(nodes_file).unwrap();
+        assert!(
+            nodes.starts_with("# Written by `cargo xtask demo --vms 4`"),
+            "{nodes}"
+        );
+        assert!(nodes.contains("lab-compute-1"), "{nodes}");
+    }
 }

@@ -24,19 +24,25 @@ pub fn rows(nodes: &Value, last_events: &[(String, Value)], now: chrono_like::No
         .flatten()
         .map(|node| {
             let name = node["name"].as_str().unwrap_or("?").to_owned();
-            let mut state = node["state"].as_str().unwrap_or("?").to_owned();
+            let last = last_events.iter().find(|(n, _)| *n == name).map(|(_, e)| e);
+            // The list and the history are two reads: a transition between them shows in
+            // the history only. Then the history's entry is the node's state.
+            let newer = last.filter(|e| {
+                e["generation"].as_i64() > node["generation"].as_i64() && e["to"].is_string()
+            });
+            let (state, since) = match newer {
+                Some(e) => (&e["to"], &e["at"]),
+                None => (&node["state"], &node["state_since"]),
+            };
+            let mut state = state.as_str().unwrap_or("?").to_owned();
             if node["maintenance"].as_bool() == Some(true) {
                 state.push_str(" (maintenance)");
             }
-            let in_state = node["state_since"]
+            let in_state = since
                 .as_str()
                 .and_then(chrono_like::parse_rfc3339)
                 .map_or(0, |since| now.0.saturating_sub(since));
-            let last_event = last_events
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, e)| describe_event(e))
-                .unwrap_or_default();
+            let last_event = last.map(describe_event).unwrap_or_default();
             Row {
                 node: name,
                 state,
@@ -196,6 +202,33 @@ mod tests {
                 .all(|l| l.chars().count() <= 30)
         );
         assert!(!settled(&rows), "maintenance is not available");
+    }
+
+    #[test]
+    fn a_transition_between_the_list_and_the_history_shows_the_historys_state() {
+        let nodes = json!([
+            {"name": "lab-compute-1", "state": "inspecting", "state_since": "2026-11-21T15:40:00Z", "generation": 2},
+            {"name": "lab-storage-0", "state": "inspecting", "state_since": "2026-11-21T15:40:00Z", "generation": 2},
+        ]);
+        let events = vec![
+            (
+                "lab-compute-1".to_owned(),
+                json!({"event": "inventory_received", "from": "inspecting", "to": "available",
+                       "at": "2026-11-21T15:40:40Z", "generation": 3}),
+            ),
+            (
+                "lab-storage-0".to_owned(),
+                json!({"event": "inspect", "from": "enrolled", "to": "inspecting",
+                       "at": "2026-11-21T15:40:00Z", "generation": 2}),
+            ),
+        ];
+        let now = chrono_like::Now(chrono_like::parse_rfc3339("2026-11-21T15:40:42Z").unwrap());
+        let rows = rows(&nodes, &events, now);
+        assert_eq!((rows[0].state.as_str(), rows[0].in_state), ("available", 2));
+        assert_eq!(
+            (rows[1].state.as_str(), rows[1].in_state),
+            ("inspecting", 42)
+        );
     }
 
     #[test]
