@@ -185,6 +185,8 @@ pub struct Lab {
     netns: Netns,
     dir: PathBuf,
     passed: bool,
+    /// Keep the lab directory even when passed.
+    keep: bool,
     started: Instant,
     /// Taps created so far (their names are numbered).
     taps: usize,
@@ -216,6 +218,7 @@ impl Lab {
             netns,
             dir,
             passed: false,
+            keep: false,
             started: Instant::now(),
         };
         lab.netns.add_bridge(BRIDGE_ADDRESS)?;
@@ -260,6 +263,12 @@ impl Lab {
     /// Marks the test as passed: the lab directory is removed on drop.
     pub fn pass(&mut self) {
         self.passed = true;
+    }
+
+    /// Marks the run as passed but keeps the lab directory (its logs) on drop.
+    pub fn pass_and_keep(&mut self) {
+        self.passed = true;
+        self.keep = true;
     }
 
     fn start_radvd(&mut self) -> Result<(), LabError> {
@@ -559,7 +568,9 @@ impl Drop for Lab {
         }
         self.provisioner = None;
         self.radvd = None;
-        if self.passed && !std::thread::panicking() {
+        if self.passed && self.keep && !std::thread::panicking() {
+            eprintln!("lab: directory kept in {}", self.dir.display());
+        } else if self.passed && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {
             eprintln!(

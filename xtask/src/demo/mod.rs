@@ -210,7 +210,7 @@ pub fn run(args: &Args) -> Result<()> {
     match outcome {
         Outcome::Available => {
             if args.keep {
-                println!("lab directory kept: {}", logs.display());
+                lab.pass_and_keep();
             } else {
                 lab.pass();
             }
