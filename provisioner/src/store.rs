@@ -199,6 +199,13 @@ pub struct SyncReport {
     pub unchanged: usize,
 }
 
+/// Unix seconds as stored (RFC 3339, UTC, whole seconds).
+fn unix_rfc3339(secs: u64) -> String {
+    DateTime::<Utc>::from_timestamp(i64::try_from(secs).unwrap_or(i64::MAX / 2), 0)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -367,19 +374,59 @@ impl Store {
         Ok(leases)
     }
 
+    /// Every stored decline mark: (address, end as Unix seconds).
+    pub async fn dhcp_declined(&self) -> Result<Vec<(std::net::Ipv4Addr, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT ip, until FROM dhcp_declined")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut marks = Vec::with_capacity(rows.len());
+        for row in rows {
+            let ip_text: String = row.try_get("ip")?;
+            let name = format!("dhcp decline of {ip_text}");
+            let ip = ip_text.parse().map_err(|_| StoreError::Corrupt {
+                name: name.clone(),
+                column: "ip",
+                value: ip_text.clone(),
+            })?;
+            let until: String = row.try_get("until")?;
+            let until = parse_time(&name, "until", &until)?.timestamp().max(0) as u64;
+            marks.push((ip, until));
+        }
+        Ok(marks)
+    }
+
     /// Writes the final state of every MAC a batch of lease changes touched,
-    /// in one transaction: the rows of those MACs are deleted, then the
-    /// leases they hold now are inserted. When the table held the lease
-    /// table's state before the batch, it holds it after (untouched rows did
-    /// not change, so the unique `ip` cannot collide). One commit (one
-    /// fsync) for the whole batch: this is the DHCP server's group commit.
+    /// and of every decline mark, in one transaction: the rows of those MACs
+    /// are deleted, then the leases they hold now are inserted. When the table
+    /// held the lease table's state before the batch, it holds it after
+    /// (untouched rows did not change, so the unique `ip` cannot collide).
+    /// One commit (one fsync) for the whole batch: this is the DHCP server's
+    /// group commit.
     pub async fn write_dhcp_leases(
         &self,
         finals: &[(crate::dhcp::Mac, Option<crate::dhcp::Lease>)],
+        declined: &[(std::net::Ipv4Addr, Option<u64>)],
     ) -> Result<(), StoreError> {
         // SQLite allows 32766 bound values per statement; stay well below.
         const CHUNK: usize = 1000;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for (ip, until) in declined {
+            match until {
+                Some(until) => {
+                    sqlx::query("INSERT OR REPLACE INTO dhcp_declined (ip, until) VALUES (?, ?)")
+                        .bind(ip.to_string())
+                        .bind(unix_rfc3339(*until))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM dhcp_declined WHERE ip = ?")
+                        .bind(ip.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
         for chunk in finals.chunks(CHUNK) {
             let mut delete =
                 sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM dhcp_leases WHERE mac IN (");
@@ -398,14 +445,9 @@ impl Store {
                 "INSERT INTO dhcp_leases (mac, ip, expires_at, hostname, state) ",
             );
             insert.push_values(leases, |mut row, lease| {
-                let expires = DateTime::<Utc>::from_timestamp(
-                    i64::try_from(lease.expires_at).unwrap_or(i64::MAX / 2),
-                    0,
-                )
-                .unwrap_or(DateTime::<Utc>::MAX_UTC);
                 row.push_bind(lease.mac.to_string())
                     .push_bind(lease.ip.to_string())
-                    .push_bind(expires.to_rfc3339_opts(SecondsFormat::Secs, true))
+                    .push_bind(unix_rfc3339(lease.expires_at))
                     .push_bind(lease.hostname.clone())
                     .push_bind(lease.state.as_str());
             });
@@ -1089,6 +1131,45 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(after.plan_error.as_deref(), Some("no disk"));
+    }
+
+    #[tokio::test]
+    async fn dhcp_leases_and_decline_marks_survive_a_reopen() {
+        use crate::dhcp::{Lease, LeaseState, Mac};
+        let dir = tempfile::tempdir().unwrap();
+        let lease = Lease {
+            mac: Mac([2, 0, 0, 0, 0, 1]),
+            ip: "10.0.0.10".parse().unwrap(),
+            expires_at: 1_800_000_000,
+            state: LeaseState::Bound,
+            hostname: Some("n1".into()),
+        };
+        let declined: std::net::Ipv4Addr = "10.0.0.11".parse().unwrap();
+        let ended: std::net::Ipv4Addr = "10.0.0.12".parse().unwrap();
+        {
+            let store = Store::open(dir.path()).await.unwrap();
+            store
+                .write_dhcp_leases(
+                    &[(lease.mac, Some(lease.clone()))],
+                    &[
+                        (declined, Some(1_800_000_600)),
+                        (ended, Some(1_800_000_100)),
+                    ],
+                )
+                .await
+                .unwrap();
+            store
+                .write_dhcp_leases(&[], &[(ended, None)])
+                .await
+                .unwrap();
+            store.close().await;
+        }
+        let store = Store::open(dir.path()).await.unwrap();
+        assert_eq!(store.dhcp_leases().await.unwrap(), vec![lease]);
+        assert_eq!(
+            store.dhcp_declined().await.unwrap(),
+            vec![(declined, 1_800_000_600)]
+        );
     }
 
     #[tokio::test]

@@ -88,6 +88,11 @@ pub enum LeaseChange {
     Upsert(Lease),
     /// Delete the row of `mac`.
     Remove { mac: Mac, ip: Ipv4Addr },
+    /// A client DECLINEd `ip` (someone else answers on it): keep it out of
+    /// offers until `until`, across restarts too.
+    Declined { ip: Ipv4Addr, until: Secs },
+    /// The decline mark of `ip` ended.
+    DeclineEnded { ip: Ipv4Addr },
 }
 
 /// Why a REQUEST is refused (the reason goes into the NAK's option 56).
@@ -436,18 +441,30 @@ impl Leases {
         if self.by_mac.get(&mac).is_none_or(|l| l.ip != ip) {
             return Vec::new();
         }
-        self.declined
-            .insert(ip, now + u64::from(self.config.decline_secs));
-        self.release(mac, ip)
+        let until = now + u64::from(self.config.decline_secs);
+        self.declined.insert(ip, until);
+        let mut changes = vec![LeaseChange::Declined { ip, until }];
+        changes.extend(self.release(mac, ip));
+        changes
+    }
+
+    /// Restores a stored decline mark at start (an address outside the
+    /// subnet is ignored: the site changed).
+    pub fn restore_decline(&mut self, ip: Ipv4Addr, until: Secs) {
+        if self.in_subnet(ip) {
+            self.declined.insert(ip, until);
+        }
     }
 
     /// Removes expired leases and decline marks; returns the removals.
     pub fn expire(&mut self, now: Secs) -> Vec<LeaseChange> {
         let mut low = self.low;
+        let mut ended = Vec::new();
         self.declined.retain(|&ip, &mut until| {
             let keep = now < until;
             if !keep {
                 low = low.min(u32::from(ip));
+                ended.push(LeaseChange::DeclineEnded { ip });
             }
             keep
         });
@@ -458,10 +475,12 @@ impl Leases {
             .filter(|l| l.expires_at <= now)
             .map(|l| (l.mac, l.ip))
             .collect();
-        expired
-            .into_iter()
-            .flat_map(|(mac, ip)| self.release(mac, ip))
-            .collect()
+        ended.extend(
+            expired
+                .into_iter()
+                .flat_map(|(mac, ip)| self.release(mac, ip)),
+        );
+        ended
     }
 
     /// Checks the table's internal consistency (tests and debug builds).
@@ -625,15 +644,29 @@ mod tests {
         assert_eq!(l.holder_of(ip(10)), None);
 
         l.request(mac(3), ip(10), None, 0).unwrap();
-        assert_eq!(l.decline(mac(3), ip(10), 0).len(), 1);
+        assert_eq!(
+            l.decline(mac(3), ip(10), 0),
+            vec![
+                LeaseChange::Declined {
+                    ip: ip(10),
+                    until: 600
+                },
+                LeaseChange::Remove {
+                    mac: mac(3),
+                    ip: ip(10)
+                }
+            ]
+        );
         assert_eq!(l.request(mac(4), ip(10), None, 10), Err(Nak::Declined));
         assert_eq!(l.offer(mac(4), None, None, 10).unwrap().0, ip(12));
         // After decline_secs the address is usable again.
         assert!(l.request(mac(5), ip(10), None, 600).is_ok());
 
         let removed = l.expire(600 + 3600);
-        // mac 4's offer of .12 expired long ago, mac 5's lease just now.
+        // The decline mark ended; mac 4's offer of .12 expired long ago, mac
+        // 5's lease just now.
         let want = vec![
+            LeaseChange::DeclineEnded { ip: ip(10) },
             LeaseChange::Remove {
                 mac: mac(4),
                 ip: ip(12),
@@ -711,6 +744,8 @@ mod tests {
         fn one_address_one_mac(events in proptest::collection::vec(event(), 1..80)) {
             let mut l = leases();
             let mut table: BTreeMap<Mac, Lease> = BTreeMap::new();
+            // The decline marks the changes describe (a restart restores them).
+            let mut declined: BTreeMap<Ipv4Addr, Secs> = BTreeMap::new();
             let mut now = 0;
             for e in events {
                 let changes = match e {
@@ -748,12 +783,20 @@ mod tests {
                             let row = table.remove(&mac);
                             prop_assert_eq!(row.map(|r| r.ip), Some(ip));
                         }
+                        LeaseChange::Declined { ip, until } => {
+                            prop_assert!(until > now);
+                            declined.insert(ip, until);
+                        }
+                        LeaseChange::DeclineEnded { ip } => {
+                            prop_assert!(declined.remove(&ip).is_some_and(|u| u <= now));
+                        }
                     }
                 }
                 prop_assert_eq!(l.check(), Ok(()));
                 let mine: Vec<&Lease> = l.iter().collect();
                 let theirs: Vec<&Lease> = table.values().collect();
                 prop_assert_eq!(mine, theirs);
+                prop_assert_eq!(&l.declined, &declined);
             }
         }
     }

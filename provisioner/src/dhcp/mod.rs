@@ -659,7 +659,13 @@ mod tests {
             .opt(54, &SERVER.octets());
         decline.mac[5] = 1;
         let decision = run(&decline, Port::Dhcp, &config, &mut l, 1);
-        assert!(matches!(decision, Decision::Recorded { changes } if changes.len() == 1));
+        // The decline mark (persisted) and the freed lease.
+        assert!(
+            matches!(decision, Decision::Recorded { changes } if matches!(
+                changes.as_slice(),
+                [LeaseChange::Declined { .. }, LeaseChange::Remove { .. }]
+            ))
+        );
         assert_eq!(
             run(&third, Port::Dhcp, &config, &mut l, 2),
             Decision::Ignore(IgnoreReason::PoolExhausted)

@@ -281,6 +281,10 @@ pub async fn start(
             let mut leases = Leases::new(pool.clone())?;
             leases.set_reservations(settings.reservations.iter().copied())?;
             let stored = store.dhcp_leases().await?;
+            // Addresses a client declined stay out of offers across restarts.
+            for (ip, until) in store.dhcp_declined().await? {
+                leases.restore_decline(ip, until);
+            }
             let mut dropped = 0usize;
             for lease in stored {
                 // A lease outside today's subnet (the site changed) is dropped.
@@ -304,7 +308,7 @@ pub async fn start(
     if let Some(leases) = leases.as_mut() {
         let removed = leases.expire(now);
         if !removed.is_empty() {
-            store.write_dhcp_leases(&finals(&removed)).await?;
+            Pending::of(&removed).write(&store).await?;
         }
         info!(
             leases = leases.len(),
@@ -587,23 +591,59 @@ async fn send(
     }
 }
 
-/// The final state of every MAC that `changes` touched, in MAC order.
-fn finals(changes: &[LeaseChange]) -> Vec<(Mac, Option<Lease>)> {
-    let mut map: BTreeMap<Mac, Option<Lease>> = BTreeMap::new();
-    merge(&mut map, changes);
-    map.into_iter().collect()
+/// Lease changes not yet committed: the final state of every MAC they touched
+/// (in MAC order), and of every decline mark (`None`: ended).
+#[derive(Debug, Default, PartialEq)]
+struct Pending {
+    leases: BTreeMap<Mac, Option<Lease>>,
+    declined: BTreeMap<Ipv4Addr, Option<Secs>>,
 }
 
-fn merge(map: &mut BTreeMap<Mac, Option<Lease>>, changes: &[LeaseChange]) {
-    for change in changes {
-        match change {
-            LeaseChange::Upsert(lease) => {
-                map.insert(lease.mac, Some(lease.clone()));
-            }
-            LeaseChange::Remove { mac, .. } => {
-                map.insert(*mac, None);
+impl Pending {
+    fn of(changes: &[LeaseChange]) -> Pending {
+        let mut pending = Pending::default();
+        pending.merge(changes);
+        pending
+    }
+
+    fn merge(&mut self, changes: &[LeaseChange]) {
+        for change in changes {
+            match change {
+                LeaseChange::Upsert(lease) => {
+                    self.leases.insert(lease.mac, Some(lease.clone()));
+                }
+                LeaseChange::Remove { mac, .. } => {
+                    self.leases.insert(*mac, None);
+                }
+                LeaseChange::Declined { ip, until } => {
+                    self.declined.insert(*ip, Some(*until));
+                }
+                LeaseChange::DeclineEnded { ip } => {
+                    self.declined.insert(*ip, None);
+                }
             }
         }
+    }
+
+    fn len(&self) -> usize {
+        self.leases.len() + self.declined.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn clear(&mut self) {
+        self.leases.clear();
+        self.declined.clear();
+    }
+
+    async fn write(&self, store: &Store) -> Result<(), crate::store::StoreError> {
+        let leases: Vec<(Mac, Option<Lease>)> =
+            self.leases.iter().map(|(m, l)| (*m, l.clone())).collect();
+        let declined: Vec<(Ipv4Addr, Option<Secs>)> =
+            self.declined.iter().map(|(ip, u)| (*ip, *u)).collect();
+        store.write_dhcp_leases(&leases, &declined).await
     }
 }
 
@@ -617,7 +657,7 @@ async fn committer(
     counters: Arc<Counters>,
 ) {
     // Changes of a failed commit, retried with the next batch.
-    let mut pending: BTreeMap<Mac, Option<Lease>> = BTreeMap::new();
+    let mut pending = Pending::default();
     let mut batch = Vec::new();
     loop {
         match tokio::time::timeout(LAZY_FLUSH, rx.recv_many(&mut batch, MAX_BATCH)).await {
@@ -628,7 +668,7 @@ async fn committer(
             Err(_) => {}
         }
         for job in &batch {
-            merge(&mut pending, &job.changes);
+            pending.merge(&job.changes);
         }
         let durable = batch.iter().any(|job| job.reply.is_some()) || pending.len() >= MAX_BATCH;
         if !durable && !batch.is_empty() {
@@ -638,10 +678,8 @@ async fn committer(
             batch.clear();
             continue;
         }
-        let rows: Vec<(Mac, Option<Lease>)> =
-            pending.iter().map(|(m, l)| (*m, l.clone())).collect();
         let started = Instant::now();
-        let result = store.write_dhcp_leases(&rows).await;
+        let result = pending.write(&store).await;
         metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -684,7 +722,7 @@ mod tests {
     }
 
     #[test]
-    fn finals_keep_the_last_change_of_each_mac() {
+    fn pending_keeps_the_last_change_of_each_mac_and_each_decline() {
         let changes = vec![
             LeaseChange::Upsert(lease(1, 10)),
             LeaseChange::Upsert(lease(2, 11)),
@@ -697,13 +735,29 @@ mod tests {
                 mac: lease(2, 11).mac,
                 ip: lease(2, 11).ip,
             },
+            LeaseChange::Declined {
+                ip: lease(2, 11).ip,
+                until: 700,
+            },
+            LeaseChange::Declined {
+                ip: lease(1, 10).ip,
+                until: 600,
+            },
+            LeaseChange::DeclineEnded {
+                ip: lease(1, 10).ip,
+            },
         ];
+        let pending = Pending::of(&changes);
         assert_eq!(
-            finals(&changes),
+            pending.leases.into_iter().collect::<Vec<_>>(),
             vec![
                 (lease(1, 12).mac, Some(lease(1, 12))),
                 (lease(2, 11).mac, None)
             ]
+        );
+        assert_eq!(
+            pending.declined.into_iter().collect::<Vec<_>>(),
+            vec![(lease(1, 10).ip, None), (lease(2, 11).ip, Some(700))]
         );
     }
 
