@@ -1,8 +1,9 @@
 //! The agent API in-process (the daemon's router on 127.0.0.1:0 with a real
 //! SQLite store in a tempdir): per-boot tokens (accepted, wrong, superseded,
 //! another MAC's, the operator's), inventory stored and the node made
-//! available, heartbeat commands, discovery on and off, and
-//! `provisioner node show --inventory` against it.
+//! available, heartbeat commands, discovery on and off,
+//! `provisioner node show --inventory` against it, and `provisioner node
+//! apply` (refusals, the `apply` command, the plan, the stored report).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -311,6 +312,126 @@ async fn an_enrolled_node_that_boots_on_its_own_is_inspected_and_waits_when_told
         .map(|h| h.event)
         .collect();
     assert_eq!(events, ["enroll", "inspect", "inventory_received"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_apply_goes_to_the_running_agent_and_its_report_is_stored() {
+    let lab = lab(false, "wait").await;
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--api", lab.base.as_str(), "node"];
+        all.extend_from_slice(args);
+        std::process::Command::new(env!("CARGO_BIN_EXE_provisioner"))
+            .args(&all)
+            .env("PROVISIONER_TOKEN", OPERATOR_TOKEN)
+            .output()
+            .unwrap()
+    };
+    // Not inspected yet: refused, saying why.
+    let out = cli(&["apply", "node-001"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("node `node-001` is enrolled") && stderr.contains("HTTP 409"),
+        "{stderr}"
+    );
+
+    let token = lab.token(KNOWN_MAC, Some("node-001")).await;
+    let (status, body) = lab.report(&token, KNOWN_MAC, None).await;
+    assert_eq!(status, 200, "{body}");
+    // Heartbeats say wait until the operator asks.
+    let wait = Command::Wait {
+        interval_s: Command::DEFAULT_INTERVAL_S,
+    };
+    assert_eq!(command(&lab.heartbeat(&token, KNOWN_MAC).await.1), wait);
+    let out = cli(&["apply", "node-001"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("apply requested"));
+    assert_eq!(
+        command(&lab.heartbeat(&token, KNOWN_MAC).await.1),
+        Command::Apply
+    );
+
+    // The agent fetches the plan with its boot token (the operator's is refused).
+    let get = |token: &str| {
+        lab.http
+            .get(format!("{}/api/agent/v1/plan", lab.base))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(get(OPERATOR_TOKEN).await.unwrap().status().as_u16(), 401);
+    let response = get(&token).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let plan: model::plan::HostPlan = response.json().await.unwrap();
+    let node = lab.app.store.node("node-001").await.unwrap();
+    assert_eq!(Some(&plan), node.plan.as_ref());
+
+    // It reports; the request is cleared and heartbeats say wait again.
+    let report = json!({"profile": "lab-compute", "dry_run": false, "items": [
+        {"what": "sriov enp65s0 (0000:41:00.0) sriov_numvfs", "status": "changed",
+         "before": "0", "wanted": "7", "detail": null},
+        {"what": "hugepages node 0 2048 kB", "status": "failed", "before": "0",
+         "wanted": "512", "detail": "the kernel allocated 100 pages"}],
+        "writes": [{"path": "/sys/bus/pci/devices/0000:41:00.0/sriov_numvfs", "value": "7"}]});
+    let (status, body) = lab
+        .post(
+            "/api/agent/v1/applied",
+            Some(&token),
+            json!({"mac": KNOWN_MAC, "report": report}),
+        )
+        .await;
+    assert_eq!((status, command(&body)), (200, wait), "{body}");
+    assert_eq!(command(&lab.heartbeat(&token, KNOWN_MAC).await.1), wait);
+    let stored = lab.app.store.apply_status("node-001").await.unwrap();
+    assert_eq!(stored.requested_at, None);
+    let last = stored.last.expect("a report");
+    assert_eq!(last.mac, KNOWN_MAC);
+    assert_eq!(serde_json::to_value(last.report).unwrap(), report);
+
+    // The operator sees it, failure included.
+    let out = cli(&["show", "node-001"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("lab-compute: 1 changed, 0 unchanged, 0 pending, 1 failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "FAILED       hugepages node 0 2048 kB: 0 -> 512 (the kernel allocated 100 pages)"
+        ),
+        "{text}"
+    );
+
+    // An agent that could not read the plan reports that instead.
+    lab.app
+        .store
+        .request_apply("node-001", chrono::Utc::now())
+        .await
+        .unwrap();
+    let (status, _) = lab
+        .post(
+            "/api/agent/v1/applied",
+            Some(&token),
+            json!({"mac": KNOWN_MAC, "error": "the plan is not a host plan"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&cli(&["show", "node-001"]).stdout).into_owned();
+    assert!(
+        text.contains("FAILED: the plan is not a host plan"),
+        "{text}"
+    );
+
+    // A node in maintenance is not touched: the refusal says what to do.
+    lab.app
+        .fire("node-001", Event::MaintenanceOn, Some("test".into()))
+        .await
+        .unwrap();
+    let out = cli(&["apply", "node-001"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("maintenance node-001 off"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,174 @@
+//! Applying a host plan for real: lab-compute-0 (an igb NIC on NUMA node 1, 7 VFs
+//! possible, QEMU's intel-iommu) is inspected with a site whose
+//! `lifecycle.after_inspection` is `wait`, so its agent stays up in the inspection
+//! ramdisk. `provisioner node apply --wait` (the operator's CLI, run in the lab's
+//! namespace) makes the agent fetch the lab-compute plan and apply it: the report
+//! shows the igb's `sriov_numvfs` going 0 -> 7 and each VF bound to vfio-pci; a
+//! second apply changes nothing; `node show` prints the last report.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use hardware_tests::lab::{Lab, RackSetup, assets, provisioner_binary};
+use model::apply::{ApplyReport, Status};
+use provisioner::lifecycle::State;
+
+const PASSWORD: (&str, &str) = ("LAB_BMC_PASSWORD", "lab-apply-secret");
+const NODE: &str = "lab-compute-0";
+
+/// The lab site.yaml with the agent kept up after inspection.
+fn site_yaml_keeping_the_agent(dir: &Path) -> Result<std::path::PathBuf> {
+    let original = std::fs::read_to_string(hardware_tests::lab_site_dir().join("site.yaml"))?;
+    let changed = original.replace("after_inspection: poweroff", "after_inspection: wait");
+    ensure!(
+        changed != original,
+        "the lab site.yaml no longer says `after_inspection: poweroff`: update this test"
+    );
+    let path = dir.join("site.yaml");
+    std::fs::write(&path, changed)?;
+    Ok(path)
+}
+
+/// Runs `provisioner --state STATE ARGS...` inside the lab's namespace.
+fn cli(lab: &Lab, args: &[&str]) -> Result<Output> {
+    let binary = provisioner_binary()?;
+    let output = lab
+        .netns()
+        .command(binary.to_str().context("binary path")?)
+        .arg("--state")
+        .arg(lab.dir().join("state"))
+        .args(args)
+        .output()?;
+    Ok(output)
+}
+
+/// `node apply NODE --wait -o json`: the stored report and the CLI's exit status.
+fn apply(lab: &Lab) -> Result<(ApplyReport, bool, String)> {
+    let started = Instant::now();
+    let out = cli(lab, &["node", "apply", NODE, "--wait", "-o", "json"])?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let status: serde_json::Value = serde_json::from_str(&stdout)
+        .with_context(|| format!("`node apply` printed no JSON: {stdout}{stderr}"))?;
+    let last = &status["last"];
+    ensure!(
+        last["error"].is_null(),
+        "the agent could not apply: {}",
+        last["error"]
+    );
+    let report: ApplyReport = serde_json::from_value(last["report"].clone())?;
+    eprintln!(
+        "{NODE}: apply reported {:.1} s after the request:\n{report}",
+        started.elapsed().as_secs_f64()
+    );
+    Ok((report, out.status.success(), stderr))
+}
+
+#[test]
+fn node_apply_creates_the_igb_vfs_through_the_running_agent() -> Result<()> {
+    let ramdisk = assets::inspection_ramdisk()?;
+    let scratch = tempfile::tempdir()?;
+    let site_yaml = site_yaml_keeping_the_agent(scratch.path())?;
+    let mut lab = Lab::start_rack(RackSetup {
+        nodes: Some(&[NODE]),
+        site_files: vec![("site.yaml".into(), site_yaml)],
+        ..RackSetup::new(&ramdisk, PASSWORD)
+    })?;
+    let started = lab.rack_vm(NODE).context("started")?.started;
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let store = runtime.block_on(provisioner::store::Store::open(&lab.dir().join("state")))?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let node = loop {
+        let node = runtime.block_on(store.node(NODE))?;
+        if node.state == State::Available && (node.plan.is_some() || node.plan_error.is_some()) {
+            break node;
+        }
+        ensure!(
+            node.state != State::Failed && Instant::now() < deadline,
+            "{NODE} is {} after {:.0} s ({:?}); logs in {}",
+            node.state,
+            started.elapsed().as_secs_f64(),
+            node.last_error,
+            lab.dir().display()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    runtime.block_on(store.close());
+    let plan = node.plan.context("no host plan")?;
+    let sriov = plan.sriov.first().context("no SR-IOV in the plan")?;
+    ensure!(sriov.num_vfs == 7, "{sriov:?}");
+    let applying = Instant::now();
+    eprintln!(
+        "{NODE}: available {:.1} s after QEMU started",
+        started.elapsed().as_secs_f64()
+    );
+
+    // First apply: the PF gets its 7 VFs, each bound to vfio-pci.
+    let (first, ok, stderr) = apply(&lab)?;
+    let numvfs = first
+        .items
+        .iter()
+        .find(|i| i.what.ends_with("sriov_numvfs") && i.what.contains(&sriov.pci_address))
+        .with_context(|| format!("no sriov_numvfs item for {}:\n{first}", sriov.pci_address))?;
+    ensure!(
+        numvfs.status == Status::Changed
+            && numvfs.before.as_deref() == Some("0")
+            && numvfs.wanted.as_deref() == Some("7"),
+        "{numvfs:?}"
+    );
+    let vf_items: Vec<_> = first
+        .items
+        .iter()
+        .filter(|i| i.what.starts_with(&format!("sriov {} vf", sriov.pf_name)))
+        .collect();
+    ensure!(
+        vf_items.len() == 7,
+        "7 VFs expected in the report:\n{first}"
+    );
+    for item in &vf_items {
+        ensure!(
+            item.status == Status::Changed
+                && item.wanted.as_deref() == Some("vfio-pci (override vfio-pci)"),
+            "VF not bound to vfio-pci: {item:?}"
+        );
+    }
+    ensure!(
+        !first.failed() && ok,
+        "items failed (CLI: {stderr}):\n{first}"
+    );
+
+    // Second apply: nothing to write.
+    let (second, ok, stderr) = apply(&lab)?;
+    ensure!(ok && !second.failed(), "CLI: {stderr}\n{second}");
+    ensure!(
+        second.writes.is_empty() && second.count(Status::Changed) == 0,
+        "the second apply changed something:\n{second}"
+    );
+    ensure!(
+        second
+            .items
+            .iter()
+            .filter(|i| i.what.starts_with(&format!("sriov {} vf", sriov.pf_name)))
+            .all(|i| i.status == Status::Unchanged),
+        "{second}"
+    );
+
+    // The operator's view.
+    let out = cli(&lab, &["node", "show", NODE])?;
+    let shown = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !shown.contains("last apply") {
+        bail!(
+            "`node show` lacks the apply report: {shown}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprintln!(
+        "{NODE}: two applies in {:.1} s",
+        applying.elapsed().as_secs_f64()
+    );
+    lab.pass();
+    Ok(())
+}
