@@ -1,7 +1,7 @@
 //! Applying a host plan for real: lab-compute-0 (an igb NIC on NUMA node 1, 7 VFs
 //! possible, QEMU's intel-iommu) is inspected with a site whose
-//! `lifecycle.after_inspection` is `wait`, so its agent stays up in the inspection
-//! ramdisk. `provisioner node apply --wait` (the operator's CLI, run in the lab's
+//! `lifecycle.after_inspection` is `wait` (and `heartbeat_interval` 2 s), so its
+//! agent stays up in the inspection ramdisk. `provisioner node apply --wait` (the operator's CLI, run in the lab's
 //! namespace) makes the agent fetch the lab-compute plan and apply it: the report
 //! shows the igb's `sriov_numvfs` going 0 -> 7 and each VF bound to vfio-pci; a
 //! second apply changes nothing; `node show` prints the last report.
@@ -13,18 +13,21 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use hardware_tests::lab::{Lab, RackSetup, assets, provisioner_binary};
 use model::apply::{ApplyReport, Status};
-use provisioner::lifecycle::State;
 
 const PASSWORD: (&str, &str) = ("LAB_BMC_PASSWORD", "lab-apply-secret");
 const NODE: &str = "lab-compute-0";
 
-/// The lab site.yaml with the agent kept up after inspection.
+/// The lab site.yaml with the agent kept up after inspection, heartbeating
+/// every 2 s (so an apply request reaches it within 2 s, not 10).
 fn site_yaml_keeping_the_agent(dir: &Path) -> Result<std::path::PathBuf> {
     let original = std::fs::read_to_string(hardware_tests::lab_site_dir().join("site.yaml"))?;
-    let changed = original.replace("after_inspection: poweroff", "after_inspection: wait");
+    let changed = original
+        .replace("after_inspection: poweroff", "after_inspection: wait")
+        .replace("heartbeat_interval: 10", "heartbeat_interval: 2");
     ensure!(
-        changed != original,
-        "the lab site.yaml no longer says `after_inspection: poweroff`: update this test"
+        changed.contains("after_inspection: wait") && changed.contains("heartbeat_interval: 2"),
+        "the lab site.yaml no longer says `after_inspection: poweroff` and \
+         `heartbeat_interval: 10`: update this test"
     );
     let path = dir.join("site.yaml");
     std::fs::write(&path, changed)?;
@@ -78,25 +81,7 @@ fn node_apply_creates_the_igb_vfs_through_the_running_agent() -> Result<()> {
     })?;
     let started = lab.rack_vm(NODE).context("started")?.started;
 
-    let runtime = tokio::runtime::Runtime::new()?;
-    let store = runtime.block_on(provisioner::store::Store::open(&lab.dir().join("state")))?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let node = loop {
-        let node = runtime.block_on(store.node(NODE))?;
-        if node.state == State::Available && (node.plan.is_some() || node.plan_error.is_some()) {
-            break node;
-        }
-        ensure!(
-            node.state != State::Failed && Instant::now() < deadline,
-            "{NODE} is {} after {:.0} s ({:?}); logs in {}",
-            node.state,
-            started.elapsed().as_secs_f64(),
-            node.last_error,
-            lab.dir().display()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    runtime.block_on(store.close());
+    let node = lab.wait_matched(NODE, Duration::from_secs(300))?;
     let plan = node.plan.context("no host plan")?;
     let sriov = plan.sriov.first().context("no SR-IOV in the plan")?;
     ensure!(sriov.num_vfs == 7, "{sriov:?}");

@@ -629,7 +629,7 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/nodes/{name}/apply": {
                 "parameters": name_param,
                 "get": {"summary": "The pending apply request and the agent's last apply report", "security": [{"bearer": []}], "responses": with_errors(json!({"200": ok("apply status", "ApplyStatus")}))},
-                "post": {"summary": "Ask the node's running agent to apply its host plan (with its next heartbeat)", "description": "Refused (409) unless the node is available, out of maintenance, has a plan and its agent was heard from in the last 30 s (site.yaml `lifecycle.after_inspection: wait` keeps it up).", "security": [{"bearer": []}], "responses": with_errors(json!({"200": ok("the request is pending", "ApplyStatus")}))}
+                "post": {"summary": "Ask the node's running agent to apply its host plan (with its next heartbeat)", "description": "Refused (409) unless the node is available, out of maintenance, has a plan and its agent was heard from within three heartbeat intervals, at least 30 s (site.yaml `lifecycle.after_inspection: wait` keeps it up).", "security": [{"bearer": []}], "responses": with_errors(json!({"200": ok("the request is pending", "ApplyStatus")}))}
             },
             "/api/v1/nodes/{name}/maintenance": {
                 "parameters": name_param,

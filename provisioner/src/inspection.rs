@@ -12,24 +12,27 @@ use chrono::{DateTime, Utc};
 use model::agent::Command;
 
 use crate::lifecycle::{Event, NodeStatus, State};
-use crate::site::{AfterInspection, MacAddr};
+use crate::site::{AfterInspection, LifecycleConfig, MacAddr};
 
 /// How long after the agent was last heard from (heartbeat or inventory)
-/// it still counts as up: three heartbeat intervals.
-pub const AGENT_ALIVE_S: i64 = 3 * Command::DEFAULT_INTERVAL_S as i64;
+/// it still counts as up: three heartbeat intervals, at least 30 s.
+pub fn agent_alive_s(heartbeat_interval_s: u32) -> i64 {
+    (3 * i64::from(heartbeat_interval_s)).max(30)
+}
 
 /// The command answering an agent whose node is in `status`.
 /// `reported_this_boot`: the node's stored inventory came from this boot
 /// (after its token was issued). `apply_requested`: the operator asked to
-/// apply the node's host plan and no report came since.
+/// apply the node's host plan and no report came since. `wait` answers
+/// carry site.yaml's `lifecycle.heartbeat_interval`.
 pub fn next_command(
     status: NodeStatus,
     reported_this_boot: bool,
-    after: AfterInspection,
+    lifecycle: &LifecycleConfig,
     apply_requested: bool,
 ) -> Command {
     let wait = Command::Wait {
-        interval_s: Command::DEFAULT_INTERVAL_S,
+        interval_s: lifecycle.heartbeat_interval_s,
     };
     if status.maintenance {
         // Frozen: the agent keeps heartbeating, nothing changes under it.
@@ -39,7 +42,7 @@ pub fn next_command(
         State::Enrolled | State::Inspecting => Command::Inspect,
         State::Available if !reported_this_boot => Command::Inspect,
         State::Available if apply_requested => Command::Apply,
-        State::Available => match after {
+        State::Available => match lifecycle.after_inspection {
             AfterInspection::Poweroff => Command::Poweroff,
             AfterInspection::Wait => wait,
         },
@@ -51,7 +54,7 @@ pub fn next_command(
 
 /// Why `provisioner node apply` is refused for node `name`, or `None` when
 /// its agent can be asked: the node must be available, out of maintenance,
-/// with a host plan, and its agent heard from within [`AGENT_ALIVE_S`].
+/// with a host plan, and its agent heard from within [`agent_alive_s`].
 pub fn apply_refusal(
     name: &str,
     status: NodeStatus,
@@ -59,6 +62,7 @@ pub fn apply_refusal(
     plan_error: Option<&str>,
     last_heard: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
+    heartbeat_interval_s: u32,
 ) -> Option<String> {
     if status.maintenance {
         return Some(format!(
@@ -77,7 +81,8 @@ pub fn apply_refusal(
             plan_error.unwrap_or("it was not matched to a profile yet")
         ));
     }
-    let alive = last_heard.is_some_and(|at| (now - at).num_seconds() <= AGENT_ALIVE_S);
+    let alive = last_heard
+        .is_some_and(|at| (now - at).num_seconds() <= agent_alive_s(heartbeat_interval_s));
     if !alive {
         let heard = last_heard.map_or_else(|| "never".to_owned(), |at| at.to_rfc3339());
         return Some(format!(
@@ -153,9 +158,7 @@ mod tests {
 
     #[test]
     fn the_answer_follows_the_node_state() {
-        let wait = Command::Wait {
-            interval_s: Command::DEFAULT_INTERVAL_S,
-        };
+        let wait = Command::Wait { interval_s: 10 };
         let p = AfterInspection::Poweroff;
         let cases = [
             (State::Enrolled, false, false, p, Command::Inspect),
@@ -169,23 +172,41 @@ mod tests {
             (State::Failed, false, false, p, wait),
             (State::Active, false, false, p, wait),
         ];
+        let lifecycle = |after_inspection| LifecycleConfig {
+            after_inspection,
+            ..LifecycleConfig::default()
+        };
         for (state, maintenance, this_boot, after, expected) in cases {
             assert_eq!(
-                next_command(status(state, maintenance), this_boot, after, false),
+                next_command(
+                    status(state, maintenance),
+                    this_boot,
+                    &lifecycle(after),
+                    false
+                ),
                 expected,
                 "{state} maintenance={maintenance} this_boot={this_boot} {after:?}"
             );
         }
         // A requested apply goes to an available node's agent of this boot only.
-        let w = AfterInspection::Wait;
+        let w = lifecycle(AfterInspection::Wait);
         let apply = |state, maintenance, this_boot| {
-            next_command(status(state, maintenance), this_boot, w, true)
+            next_command(status(state, maintenance), this_boot, &w, true)
         };
         assert_eq!(apply(State::Available, false, true), Command::Apply);
         assert_eq!(apply(State::Available, false, false), Command::Inspect);
         assert_eq!(apply(State::Available, true, true), wait);
         assert_eq!(apply(State::Inspecting, false, true), Command::Inspect);
         assert_eq!(apply(State::Active, false, true), wait);
+        // The site's heartbeat interval is what `wait` carries.
+        let quick = LifecycleConfig {
+            heartbeat_interval_s: 2,
+            ..w
+        };
+        assert_eq!(
+            next_command(status(State::Available, false), true, &quick, false),
+            Command::Wait { interval_s: 2 }
+        );
     }
 
     #[test]
@@ -193,9 +214,11 @@ mod tests {
         let now: DateTime<Utc> = "2026-11-21T18:00:00Z".parse().unwrap();
         let ago = |s| Some(now - chrono::Duration::seconds(s));
         let ok = status(State::Available, false);
-        assert_eq!(apply_refusal("n", ok, true, None, ago(5), now), None);
+        let alive = agent_alive_s(10);
+        assert_eq!((alive, agent_alive_s(2), agent_alive_s(60)), (30, 30, 180));
+        assert_eq!(apply_refusal("n", ok, true, None, ago(5), now, 10), None);
         assert_eq!(
-            apply_refusal("n", ok, true, None, ago(AGENT_ALIVE_S), now),
+            apply_refusal("n", ok, true, None, ago(alive), now, 10),
             None
         );
         let cases = [
@@ -207,12 +230,12 @@ mod tests {
             ),
             (status(State::Active, false), true, ago(1), "is active"),
             (ok, false, ago(1), "no host plan: no profile"),
-            (ok, true, ago(AGENT_ALIVE_S + 1), "after_inspection: wait"),
+            (ok, true, ago(alive + 1), "after_inspection: wait"),
             (ok, true, None, "last heard from: never"),
         ];
         for (s, has_plan, heard, expected) in cases {
-            let why =
-                apply_refusal("n", s, has_plan, Some("no profile"), heard, now).expect("refused");
+            let why = apply_refusal("n", s, has_plan, Some("no profile"), heard, now, 10)
+                .expect("refused");
             assert!(why.contains(expected), "{why}");
         }
     }

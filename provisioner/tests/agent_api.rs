@@ -77,6 +77,16 @@ async fn lab(discovery: bool, after_inspection: &str) -> Lab {
 }
 
 impl Lab {
+    /// `provisioner node ARGS...` against this lab's API with the operator token.
+    fn node_cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_provisioner"))
+            .args(["--api", self.base.as_str(), "node"])
+            .args(args)
+            .env("PROVISIONER_TOKEN", OPERATOR_TOKEN)
+            .output()
+            .unwrap()
+    }
+
     async fn token(&self, mac: &str, node: Option<&str>) -> String {
         let mac = Mac::parse(mac).unwrap();
         self.app.store.issue_boot_token(mac, node).await.unwrap()
@@ -184,20 +194,9 @@ async fn an_inspecting_node_reports_and_becomes_available() {
     );
 
     let cli = |args: &[&str]| {
-        let mut all = vec![
-            "--api",
-            lab.base.as_str(),
-            "node",
-            "show",
-            "node-001",
-            "--inventory",
-        ];
+        let mut all = vec!["show", "node-001", "--inventory"];
         all.extend_from_slice(args);
-        std::process::Command::new(env!("CARGO_BIN_EXE_provisioner"))
-            .args(&all)
-            .env("PROVISIONER_TOKEN", OPERATOR_TOKEN)
-            .output()
-            .unwrap()
+        lab.node_cli(&all)
     };
     let json_out = cli(&["-o", "json"]);
     assert!(
@@ -317,15 +316,7 @@ async fn an_enrolled_node_that_boots_on_its_own_is_inspected_and_waits_when_told
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_apply_goes_to_the_running_agent_and_its_report_is_stored() {
     let lab = lab(false, "wait").await;
-    let cli = |args: &[&str]| {
-        let mut all = vec!["--api", lab.base.as_str(), "node"];
-        all.extend_from_slice(args);
-        std::process::Command::new(env!("CARGO_BIN_EXE_provisioner"))
-            .args(&all)
-            .env("PROVISIONER_TOKEN", OPERATOR_TOKEN)
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| lab.node_cli(args);
     // Not inspected yet: refused, saying why.
     let out = cli(&["apply", "node-001"]);
     let stderr = String::from_utf8_lossy(&out.stderr);

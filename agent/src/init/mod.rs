@@ -209,10 +209,15 @@ fn apply_plan(http: &ureq::Agent, params: &BootParams) -> Result<AppliedReport, 
         "applying the host plan of profile {}",
         plan.profile
     ));
+    let started = Instant::now();
     let report = crate::apply::apply(&plan, &mut SysRoot::new("/", false));
     for line in report.to_string().lines() {
         say(&format!("apply: {line}"));
     }
+    say(&format!(
+        "apply: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
     Ok(AppliedReport {
         mac,
         report: Some(report),

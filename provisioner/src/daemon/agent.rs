@@ -132,7 +132,7 @@ impl App {
         Ok(inspection::next_command(
             node.status(),
             true,
-            self.site().config.lifecycle.after_inspection,
+            &self.site().config.lifecycle,
             apply_requested,
         ))
     }
@@ -192,7 +192,7 @@ impl App {
         Ok(inspection::next_command(
             node.status(),
             reported_this_boot,
-            self.site().config.lifecycle.after_inspection,
+            &self.site().config.lifecycle,
             false,
         ))
     }
@@ -233,6 +233,7 @@ impl App {
             node.plan_error.as_deref(),
             last_heard,
             now,
+            self.site().config.lifecycle.heartbeat_interval_s,
         ) {
             return Err(DaemonError::ApplyRefused(why));
         }
@@ -271,7 +272,7 @@ impl App {
         Ok(inspection::next_command(
             node.status(),
             reported_this_boot,
-            self.site().config.lifecycle.after_inspection,
+            &self.site().config.lifecycle,
             apply_requested,
         ))
     }
