@@ -416,6 +416,58 @@ async fn node_apply_goes_to_the_running_agent_and_its_report_is_stored() {
         "{text}"
     );
 
+    // `node apply --wait` waits for the report and fails when an item failed.
+    let waiting = std::process::Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .args([
+            "--api",
+            lab.base.as_str(),
+            "node",
+            "apply",
+            "node-001",
+            "--wait",
+        ])
+        .args(["--timeout", "30"])
+        .env("PROVISIONER_TOKEN", OPERATOR_TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lab
+        .app
+        .store
+        .apply_status("node-001")
+        .await
+        .unwrap()
+        .requested_at
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "the CLI never asked");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        command(&lab.heartbeat(&token, KNOWN_MAC).await.1),
+        Command::Apply
+    );
+    let (status, _) = lab
+        .post(
+            "/api/agent/v1/applied",
+            Some(&token),
+            json!({"mac": KNOWN_MAC, "report": report}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let out = tokio::task::spawn_blocking(move || waiting.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("FAILED       hugepages node 0"), "{stdout}");
+    assert!(stderr.contains("1 item(s) of the plan failed"), "{stderr}");
+
     // A node in maintenance is not touched: the refusal says what to do.
     lab.app
         .fire("node-001", Event::MaintenanceOn, Some("test".into()))
