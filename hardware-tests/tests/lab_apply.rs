@@ -7,11 +7,10 @@
 //! second apply changes nothing; `node show` prints the last report.
 
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use hardware_tests::lab::{Lab, RackSetup, assets, provisioner_binary};
+use hardware_tests::lab::{Lab, RackSetup, assets};
 use model::apply::{ApplyReport, Status};
 
 const PASSWORD: (&str, &str) = ("LAB_BMC_PASSWORD", "lab-apply-secret");
@@ -34,23 +33,10 @@ fn site_yaml_keeping_the_agent(dir: &Path) -> Result<std::path::PathBuf> {
     Ok(path)
 }
 
-/// Runs `provisioner --state STATE ARGS...` inside the lab's namespace.
-fn cli(lab: &Lab, args: &[&str]) -> Result<Output> {
-    let binary = provisioner_binary()?;
-    let output = lab
-        .netns()
-        .command(binary.to_str().context("binary path")?)
-        .arg("--state")
-        .arg(lab.dir().join("state"))
-        .args(args)
-        .output()?;
-    Ok(output)
-}
-
 /// `node apply NODE --wait -o json`: the stored report and the CLI's exit status.
 fn apply(lab: &Lab) -> Result<(ApplyReport, bool, String)> {
     let started = Instant::now();
-    let out = cli(lab, &["node", "apply", NODE, "--wait", "-o", "json"])?;
+    let out = lab.cli(&["node", "apply", NODE, "--wait", "-o", "json"])?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let status: serde_json::Value = serde_json::from_str(&stdout)
@@ -142,7 +128,7 @@ fn node_apply_creates_the_igb_vfs_through_the_running_agent() -> Result<()> {
     );
 
     // The operator's view.
-    let out = cli(&lab, &["node", "show", NODE])?;
+    let out = lab.cli(&["node", "show", NODE])?;
     let shown = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || !shown.contains("last apply") {
         bail!(
