@@ -115,7 +115,8 @@ pub struct AppliedReport {
 }
 
 impl Command {
-    /// The usual pause between heartbeats.
+    /// The default pause between heartbeats (the provisioner's site.yaml
+    /// `lifecycle.heartbeat_interval` sets the one it sends).
     pub const DEFAULT_INTERVAL_S: u32 = 10;
 }
 

@@ -305,8 +305,8 @@ enum NodeCommand {
     /// Apply the node's host plan on the machine now, through its running agent
     /// (inspection ramdisk): create the SR-IOV VFs and bind their driver, set the
     /// PF MTU, allocate hugepages per NUMA node, check the kernel arguments. The
-    /// agent gets the request with its next heartbeat (about 10 s) and reports
-    /// item by item; a second apply changes nothing. Refused unless the node is
+    /// agent gets the request with its next heartbeat (site.yaml
+    /// `lifecycle.heartbeat_interval`, default 10 s) and reports item by item; a second apply changes nothing. Refused unless the node is
     /// available with a plan and its agent is up (site.yaml
     /// `lifecycle.after_inspection: wait` keeps it up after inspection).
     #[command(
