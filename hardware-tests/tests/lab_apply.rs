@@ -3,8 +3,9 @@
 //! `lifecycle.after_inspection` is `wait` (and `heartbeat_interval` 2 s), so its
 //! agent stays up in the inspection ramdisk. `provisioner node apply --wait` (the operator's CLI, run in the lab's
 //! namespace) makes the agent fetch the lab-compute plan and apply it: the report
-//! shows the igb's `sriov_numvfs` going 0 -> 7 and each VF bound to vfio-pci; a
-//! second apply changes nothing; `node show` prints the last report.
+//! shows the igb's `sriov_numvfs` going 0 -> 7 and each VF bound to vfio-pci; the
+//! agent then inspects again and the stored inventory shows the 7 VFs; a second
+//! apply changes nothing; `node show` prints the last report.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use hardware_tests::lab::{Lab, RackSetup, assets};
 use model::apply::{ApplyReport, Status};
+use model::inventory::Inventory;
 
 const PASSWORD: (&str, &str) = ("LAB_BMC_PASSWORD", "lab-apply-secret");
 const NODE: &str = "lab-compute-0";
@@ -109,6 +111,40 @@ fn node_apply_creates_the_igb_vfs_through_the_running_agent() -> Result<()> {
     ensure!(
         !first.failed() && ok,
         "items failed (CLI: {stderr}):\n{first}"
+    );
+
+    // The apply changed the machine: the agent inspects again at once, and the
+    // stored inventory (read from sysfs by the inspection, not the apply) shows
+    // the PF with 7 VFs and 7 VF devices (8086:10ca) on NUMA node 1.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let inventory = loop {
+        let out = lab.cli(&["node", "show", NODE, "--inventory", "-o", "json"])?;
+        let stored: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("{}", String::from_utf8_lossy(&out.stderr)))?;
+        let inventory: Inventory = serde_json::from_value(stored["inventory"].clone())?;
+        let pf_vfs = inventory
+            .nics
+            .iter()
+            .find(|n| n.pci_address.as_deref() == Some(sriov.pci_address.as_str()))
+            .map(|n| n.sriov_numvfs);
+        if pf_vfs == Some(7) {
+            break inventory;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the stored inventory still shows {pf_vfs:?} VFs on {} 60 s after the apply",
+            sriov.pci_address
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let vfs: Vec<_> = inventory
+        .pci_devices
+        .iter()
+        .filter(|d| d.vendor_id == "8086" && d.device_id == "10ca")
+        .collect();
+    ensure!(
+        vfs.len() == 7 && vfs.iter().all(|d| d.numa_node == Some(1)),
+        "7 VFs on node 1 expected: {vfs:?}"
     );
 
     // Second apply: nothing to write.

@@ -25,8 +25,9 @@
 //! plan (`GET /api/agent/v1/plan`, 404 when the node has none), applies it to
 //! the running machine and posts what it did ([`AppliedReport`]), also when it
 //! could not fetch the plan (then `report` is absent and `error` says why).
-//! Applying is idempotent, so an agent that retries after a lost answer
-//! changes nothing twice.
+//! When the apply changed the machine, the answer is [`Command::Inspect`], so
+//! the stored inventory shows what it made (VFs). Applying is idempotent, so
+//! an agent that retries after a lost answer changes nothing twice.
 //!
 //! This module does no I/O.
 

@@ -52,6 +52,23 @@ pub fn next_command(
     }
 }
 
+/// The answer to an agent's apply report: `inspect` when the apply changed
+/// the machine (`changed`), so the stored inventory shows what it made (the
+/// PF's `sriov_numvfs`, the VFs), else [`next_command`].
+pub fn after_apply(
+    status: NodeStatus,
+    reported_this_boot: bool,
+    lifecycle: &LifecycleConfig,
+    changed: bool,
+) -> Command {
+    let next = next_command(status, reported_this_boot, lifecycle, false);
+    if changed && status.state == State::Available && !status.maintenance {
+        Command::Inspect
+    } else {
+        next
+    }
+}
+
 /// Why `provisioner node apply` is refused for node `name`, or `None` when
 /// its agent can be asked: the node must be available, out of maintenance,
 /// with a host plan, and its agent heard from within [`agent_alive_s`].
@@ -206,6 +223,28 @@ mod tests {
         assert_eq!(
             next_command(status(State::Available, false), true, &quick, false),
             Command::Wait { interval_s: 2 }
+        );
+    }
+
+    #[test]
+    fn a_changing_apply_is_followed_by_a_fresh_inventory() {
+        let lifecycle = LifecycleConfig {
+            after_inspection: AfterInspection::Wait,
+            ..LifecycleConfig::default()
+        };
+        let available = status(State::Available, false);
+        assert_eq!(
+            after_apply(available, true, &lifecycle, true),
+            Command::Inspect
+        );
+        assert_eq!(
+            after_apply(available, true, &lifecycle, false),
+            Command::Wait { interval_s: 10 }
+        );
+        let frozen = status(State::Available, true);
+        assert_eq!(
+            after_apply(frozen, true, &lifecycle, true),
+            Command::Wait { interval_s: 10 }
         );
     }
 

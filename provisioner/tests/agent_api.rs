@@ -374,7 +374,8 @@ async fn node_apply_goes_to_the_running_agent_and_its_report_is_stored() {
             json!({"mac": KNOWN_MAC, "report": report}),
         )
         .await;
-    assert_eq!((status, command(&body)), (200, wait), "{body}");
+    // It changed the machine: the answer asks for a fresh inventory.
+    assert_eq!((status, command(&body)), (200, Command::Inspect), "{body}");
     assert_eq!(command(&lab.heartbeat(&token, KNOWN_MAC).await.1), wait);
     let stored = lab.app.store.apply_status("node-001").await.unwrap();
     assert_eq!(stored.requested_at, None);
@@ -402,14 +403,15 @@ async fn node_apply_goes_to_the_running_agent_and_its_report_is_stored() {
         .request_apply("node-001", chrono::Utc::now())
         .await
         .unwrap();
-    let (status, _) = lab
+    let (status, body) = lab
         .post(
             "/api/agent/v1/applied",
             Some(&token),
             json!({"mac": KNOWN_MAC, "error": "the plan is not a host plan"}),
         )
         .await;
-    assert_eq!(status, 200);
+    // Nothing changed: no fresh inventory needed.
+    assert_eq!((status, command(&body)), (200, wait), "{body}");
     let text = String::from_utf8_lossy(&cli(&["show", "node-001"]).stdout).into_owned();
     assert!(
         text.contains("FAILED: the plan is not a host plan"),

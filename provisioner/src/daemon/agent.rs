@@ -162,7 +162,8 @@ impl App {
         }
     }
 
-    /// `POST /api/agent/v1/applied`: stores what applying the plan did.
+    /// `POST /api/agent/v1/applied`: stores what applying the plan did; when it
+    /// changed the machine, the answer asks for a fresh inventory.
     pub async fn agent_applied(
         &self,
         session: &BootSession,
@@ -189,11 +190,15 @@ impl App {
             }
         }
         let reported_this_boot = self.reported_this_boot(&node.name, session, mac).await?;
-        Ok(inspection::next_command(
+        let changed = applied
+            .report
+            .as_ref()
+            .is_some_and(|r| r.count(model::apply::Status::Changed) > 0);
+        Ok(inspection::after_apply(
             node.status(),
             reported_this_boot,
             &self.site().config.lifecycle,
-            false,
+            changed,
         ))
     }
 
