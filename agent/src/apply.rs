@@ -8,112 +8,11 @@
 //! applied is `failed` with the reason, and the command exits non-zero.
 //! All host access goes through [`SysRoot`], so tests run on a fake tree.
 
-use std::fmt;
-
 use model::plan::{DeviceType, HostPlan, NodeHugepages, SriovPlan};
-use serde::Serialize;
 
-use crate::sysroot::{SysRoot, Write};
+pub use model::apply::{ApplyReport as Report, Item, Status};
 
-/// What happened to one item of the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Already as planned; nothing written.
-    Unchanged,
-    /// Written now.
-    Changed,
-    /// Would be written (dry run).
-    WouldChange,
-    /// Not something a runtime write can do (a reboot, a module, the
-    /// kernel creating VFs): listed so the operator knows.
-    Pending,
-    /// Could not be applied; `detail` says why and what to do.
-    Failed,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Unchanged => "unchanged",
-            Status::Changed => "changed",
-            Status::WouldChange => "would change",
-            Status::Pending => "pending",
-            Status::Failed => "FAILED",
-        }
-    }
-}
-
-/// One item of the report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Item {
-    /// What this is, e.g. `sriov enp2s0 (0000:02:00.0) sriov_numvfs`.
-    pub what: String,
-    /// The outcome.
-    pub status: Status,
-    /// Value found before (when read).
-    pub before: Option<String>,
-    /// Value the plan wants.
-    pub wanted: Option<String>,
-    /// Why it failed or is pending, and what to do.
-    pub detail: Option<String>,
-}
-
-/// The result of applying a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Report {
-    /// The plan's profile.
-    pub profile: String,
-    /// Whether this was a dry run.
-    pub dry_run: bool,
-    /// One entry per planned value.
-    pub items: Vec<Item>,
-    /// Every write, in order (in a dry run: the writes that would be made).
-    pub writes: Vec<Write>,
-}
-
-impl Report {
-    /// Whether any item failed.
-    pub fn failed(&self) -> bool {
-        self.items.iter().any(|i| i.status == Status::Failed)
-    }
-
-    /// Number of items with `status`.
-    pub fn count(&self, status: Status) -> usize {
-        self.items.iter().filter(|i| i.status == status).count()
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for item in &self.items {
-            write!(f, "{:<12} {}", item.status.as_str(), item.what)?;
-            match (&item.before, &item.wanted) {
-                (Some(b), Some(w)) if b != w => write!(f, ": {b} -> {w}")?,
-                (_, Some(w)) => write!(f, ": {w}")?,
-                _ => {}
-            }
-            if let Some(d) = &item.detail {
-                write!(f, " ({d})")?;
-            }
-            writeln!(f)?;
-        }
-        write!(
-            f,
-            "{}: {} changed, {} unchanged, {} pending, {} failed{}",
-            self.profile,
-            self.count(Status::Changed) + self.count(Status::WouldChange),
-            self.count(Status::Unchanged),
-            self.count(Status::Pending),
-            self.count(Status::Failed),
-            if self.dry_run {
-                " (dry run: nothing written)"
-            } else {
-                ""
-            }
-        )
-    }
-}
+use crate::sysroot::SysRoot;
 
 /// Collects items while applying.
 struct Run<'a> {

@@ -77,7 +77,8 @@ enum Command {
     /// /dev and /run, load /lib/modules/load-order, bring up the NIC whose
     /// MAC is `provisioner.mac=` on the kernel command line with DHCP, post
     /// the inventory to `provisioner.url=` with `provisioner.token=`, then
-    /// heartbeat and obey the provisioner (wait, inspect, poweroff, reboot).
+    /// heartbeat and obey the provisioner (wait, inspect, poweroff, reboot,
+    /// apply: fetch the node's host plan, apply it as `apply` does, report).
     /// Never returns; every problem is printed on the console. Needs root and
     /// is meant for the ramdisk only: on a running host it would power the
     /// machine off when told.

@@ -8,16 +8,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
-/// One write to a sysfs (or procfs) file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Write {
-    /// The file, as an absolute path on the host (`/sys/...`), whatever the root.
-    pub path: String,
-    /// What was written (without a trailing newline).
-    pub value: String,
-}
+pub use model::apply::Write;
 
 /// A root directory for host paths, with a log of the writes made through it.
 #[derive(Debug)]

@@ -5,13 +5,12 @@
 //! node becomes `available`, the inventory matches the rack's definition of the VM,
 //! and the lab-compute profile's host plan puts the igb's 7 VFs on node 1's CPUs.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use hardware_tests::lab::{Lab, RackSetup, assets};
 use hardware_tests::rack::{self, DiskKind};
 use model::inventory::DiskKind as Kind;
-use provisioner::lifecycle::State;
 
 const PASSWORD: (&str, &str) = ("LAB_BMC_PASSWORD", "lab-inspection-secret");
 const NODE: &str = "lab-compute-0";
@@ -31,30 +30,9 @@ fn a_numa_vm_is_inspected_through_our_boot_services() -> Result<()> {
         .context("lab-compute-0 in rack.yaml")?;
     let started = lab.rack_vm(NODE).context("started")?.started;
 
-    let state = lab.dir().join("state");
+    let node = lab.wait_matched(NODE, Duration::from_secs(300))?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let store = runtime.block_on(provisioner::store::Store::open(&state))?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let node = loop {
-        let node = runtime.block_on(store.node(NODE))?;
-        if node.state == State::Available {
-            // `match profile` commits with the transition: its outcome is there.
-            ensure!(
-                node.plan.is_some() || node.plan_error.is_some(),
-                "{NODE} is available without a plan or plan error"
-            );
-            break node;
-        }
-        ensure!(
-            node.state != State::Failed && Instant::now() < deadline,
-            "{NODE} is {} after {:.0} s ({:?}); logs in {}",
-            node.state,
-            started.elapsed().as_secs_f64(),
-            node.last_error,
-            lab.dir().display()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let store = runtime.block_on(provisioner::store::Store::open(&lab.dir().join("state")))?;
     eprintln!(
         "{NODE}: inventory stored, node available {:.1} s after QEMU started",
         started.elapsed().as_secs_f64()

@@ -36,6 +36,10 @@ pub const DRIVERS: &[&str] = &[
     "mlx5_core",
     "bnxt_en",
     "tg3",
+    // VFIO: `node-agent apply` binds SR-IOV VFs to vfio-pci (the plan's `device_type:
+    // vfio-pci`); vfio_iommu_type1 is the IOMMU backend vfio's users open.
+    "vfio_pci",
+    "vfio_iommu_type1",
     // Disks: NVMe, SATA (AHCI), SCSI disks, Broadcom/LSI MegaRAID and SAS HBAs, HPE Smart Array.
     "nvme",
     "ahci",

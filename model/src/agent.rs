@@ -7,6 +7,8 @@
 //! |---|---|---|
 //! | `POST /api/agent/v1/inventory` | [`InventoryReport`] | [`Command`] |
 //! | `POST /api/agent/v1/heartbeat` | [`Heartbeat`] | [`Command`] |
+//! | `GET /api/agent/v1/plan` | none | the node's [`HostPlan`] |
+//! | `POST /api/agent/v1/applied` | [`AppliedReport`] | [`Command`] |
 //!
 //! Every request carries `Authorization: Bearer TOKEN`, the per-boot token
 //! the provisioner put on the kernel command line (`provisioner.token=`)
@@ -18,12 +20,24 @@
 //! The answer is always the next thing the agent must do ([`Command`]): the
 //! agent never decides the node's lifecycle, it reports and obeys.
 //!
+//! Applying a plan (`provisioner node apply NAME`): the provisioner answers a
+//! heartbeat with [`Command::Apply`]; the agent fetches the node's stored
+//! plan (`GET /api/agent/v1/plan`, 404 when the node has none), applies it to
+//! the running machine and posts what it did ([`AppliedReport`]), also when it
+//! could not fetch the plan (then `report` is absent and `error` says why).
+//! When the apply changed the machine, the answer is [`Command::Inspect`], so
+//! the stored inventory shows what it made (VFs). Applying is idempotent, so
+//! an agent that retries after a lost answer changes nothing twice.
+//!
 //! This module does no I/O.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::apply::ApplyReport;
 use crate::inventory::Inventory;
+#[cfg(doc)]
+use crate::plan::HostPlan;
 
 /// `POST /api/agent/v1/inventory`: what inspection found on this machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -80,10 +94,30 @@ pub enum Command {
     Poweroff,
     /// Reboot the machine (it network-boots again).
     Reboot,
+    /// Fetch the node's host plan (`GET /api/agent/v1/plan`), apply it to
+    /// this machine and post the report (`POST /api/agent/v1/applied`).
+    Apply,
+}
+
+/// `POST /api/agent/v1/applied`: what applying the node's host plan did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Agent apply report")]
+pub struct AppliedReport {
+    /// The MAC the machine booted from, lowercase colon form.
+    pub mac: String,
+    /// What applying the plan did, item by item; absent when the plan could
+    /// not be fetched or read.
+    #[serde(default)]
+    pub report: Option<ApplyReport>,
+    /// Why there is no report (the plan could not be fetched or read).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 impl Command {
-    /// The usual pause between heartbeats.
+    /// The default pause between heartbeats (the provisioner's site.yaml
+    /// `lifecycle.heartbeat_interval` sets the one it sends).
     pub const DEFAULT_INTERVAL_S: u32 = 10;
 }
 
@@ -101,6 +135,7 @@ mod tests {
             (Command::Inspect, r#"{"command":"inspect"}"#),
             (Command::Poweroff, r#"{"command":"poweroff"}"#),
             (Command::Reboot, r#"{"command":"reboot"}"#),
+            (Command::Apply, r#"{"command":"apply"}"#),
         ];
         for (command, json) in cases {
             assert_eq!(serde_json::to_string(&command).unwrap(), json);

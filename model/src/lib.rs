@@ -1,12 +1,14 @@
 //! Data shared by the provisioner and the node agent: hardware profiles
 //! (`profile`), the inventory the agent reports (`inventory`) and the host
-//! plan the planner derives from both (`plan`), and the messages between the
+//! plan the planner derives from both (`plan`), the report of applying a plan
+//! (`apply`), and the messages between the
 //! agent and the provisioner's agent API (`agent`).
 //!
 //! This crate does no I/O: it holds serde + schemars types and pure helpers
 //! only, so both binaries and every test can depend on it cheaply.
 
 pub mod agent;
+pub mod apply;
 pub mod inventory;
 pub mod plan;
 pub mod profile;

@@ -1,5 +1,5 @@
 //! The REST API (axum, JSON): nodes, their history and inventory, maintenance,
-//! manual lifecycle events, site reload; the agent API under `/api/agent/v1/`;
+//! manual lifecycle events, applying a node's host plan, site reload; the agent API under `/api/agent/v1/`;
 //! `/api/openapi.json`, `/metrics`, `/healthz`.
 //!
 //! Invariants:
@@ -32,9 +32,10 @@ use crate::daemon::{App, DaemonError, PowerReport, SiteStatus};
 use crate::lifecycle::{Event, TransitionError};
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::store::{
-    BootSession, HistoryEntry, NodeRecord, StoreError, StoredInventory, SyncReport,
+    ApplyStatus, BootSession, HistoryEntry, NodeRecord, StoreError, StoredInventory, SyncReport,
 };
-use model::agent::{Command, Heartbeat, InventoryReport};
+use model::agent::{AppliedReport, Command, Heartbeat, InventoryReport};
+use model::plan::HostPlan;
 
 /// Body of every error answer.
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -145,6 +146,11 @@ fn status_of(err: &ApiError) -> (StatusCode, Option<String>) {
             ),
             D::DiscoveryOff(_) => (StatusCode::FORBIDDEN, None),
             D::NoInventory(_) => (StatusCode::NOT_FOUND, None),
+            D::NoPlan(_) => (
+                StatusCode::NOT_FOUND,
+                Some("`provisioner node show NAME` says why the node has no plan".into()),
+            ),
+            D::ApplyRefused(_) => (StatusCode::CONFLICT, None),
             D::Bmc(err) => match err {
                 BmcError::Credential { .. } => (
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -228,12 +234,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/nodes/{name}/inventory"),
     ("put", "/api/v1/nodes/{name}/maintenance"),
     ("post", "/api/v1/nodes/{name}/events"),
+    ("get", "/api/v1/nodes/{name}/apply"),
+    ("post", "/api/v1/nodes/{name}/apply"),
     ("get", "/api/v1/nodes/{name}/power"),
     ("post", "/api/v1/nodes/{name}/power"),
     ("get", "/api/v1/site"),
     ("post", "/api/v1/site/reload"),
     ("post", "/api/agent/v1/inventory"),
     ("post", "/api/agent/v1/heartbeat"),
+    ("get", "/api/agent/v1/plan"),
+    ("post", "/api/agent/v1/applied"),
 ];
 
 /// The whole HTTP surface of the daemon.
@@ -245,6 +255,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/nodes/{name}/inventory", get(node_inventory))
         .route("/api/v1/nodes/{name}/maintenance", put(set_maintenance))
         .route("/api/v1/nodes/{name}/events", post(node_event))
+        .route(
+            "/api/v1/nodes/{name}/apply",
+            get(apply_status).post(request_apply),
+        )
         .route(
             "/api/v1/nodes/{name}/power",
             get(read_power).post(change_power),
@@ -265,6 +279,8 @@ pub fn router(app: Arc<App>) -> Router {
         // Agent routes: the per-boot token is checked in the handlers.
         .route("/api/agent/v1/inventory", post(agent_inventory))
         .route("/api/agent/v1/heartbeat", post(agent_heartbeat))
+        .route("/api/agent/v1/plan", get(agent_plan))
+        .route("/api/agent/v1/applied", post(agent_applied))
         .merge(v1)
         .layer(middleware::from_fn_with_state(Arc::clone(&app), observe))
         .with_state(app)
@@ -315,6 +331,21 @@ async fn agent_heartbeat(
     let session = agent_session(&app, &headers).await?;
     let Json(beat) = body.map_err(|e| ApiError::BadJson(e.body_text()))?;
     Ok(Json(app.agent_heartbeat(&session, &beat).await?))
+}
+
+async fn agent_plan(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<HostPlan> {
+    let session = agent_session(&app, &headers).await?;
+    Ok(Json(app.agent_plan(&session).await?))
+}
+
+async fn agent_applied(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Json<AppliedReport>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Command> {
+    let session = agent_session(&app, &headers).await?;
+    let Json(applied) = body.map_err(|e| ApiError::BadJson(e.body_text()))?;
+    Ok(Json(app.agent_applied(&session, &applied).await?))
 }
 
 async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
@@ -442,6 +473,20 @@ async fn node_event(
     Ok(Json(app.fire(&name, request.event, reason).await?))
 }
 
+async fn apply_status(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> ApiResult<ApplyStatus> {
+    Ok(Json(app.store.apply_status(&name).await?))
+}
+
+async fn request_apply(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> ApiResult<ApplyStatus> {
+    Ok(Json(app.request_apply(&name).await?))
+}
+
 async fn read_power(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -487,6 +532,9 @@ pub fn openapi() -> serde_json::Value {
     );
     add("Heartbeat", generator.subschema_for::<Heartbeat>());
     add("Command", generator.subschema_for::<Command>());
+    add("HostPlan", generator.subschema_for::<HostPlan>());
+    add("AppliedReport", generator.subschema_for::<AppliedReport>());
+    add("ApplyStatus", generator.subschema_for::<ApplyStatus>());
     add(
         "Maintenance",
         generator.subschema_for::<MaintenanceRequest>(),
@@ -571,6 +619,17 @@ pub fn openapi() -> serde_json::Value {
             },
             "/api/agent/v1/heartbeat": {
                 "post": {"summary": "Agent: I am alive; answers the next command", "security": [{"agent": []}], "requestBody": json_body("Heartbeat"), "responses": {"200": ok("the next command", "Command"), "400": ok("bad body", "Error"), "401": ok("unknown, superseded or other-MAC boot token", "Error")}}
+            },
+            "/api/agent/v1/plan": {
+                "get": {"summary": "Agent: the host plan of this boot's node (to apply after an `apply` command)", "security": [{"agent": []}], "responses": {"200": ok("the node's host plan", "HostPlan"), "401": ok("unknown or superseded boot token", "Error"), "404": ok("the node has no plan (or the machine is unknown)", "Error")}}
+            },
+            "/api/agent/v1/applied": {
+                "post": {"summary": "Agent: what applying the host plan did; answers the next command", "description": "Stored as the node's last apply report (`GET /api/v1/nodes/{name}/apply`); clears the operator's pending request.", "security": [{"agent": []}], "requestBody": json_body("AppliedReport"), "responses": {"200": ok("the next command", "Command"), "400": ok("bad body, or an unknown machine", "Error"), "401": ok("unknown, superseded or other-MAC boot token", "Error")}}
+            },
+            "/api/v1/nodes/{name}/apply": {
+                "parameters": name_param,
+                "get": {"summary": "The pending apply request and the agent's last apply report", "security": [{"bearer": []}], "responses": with_errors(json!({"200": ok("apply status", "ApplyStatus")}))},
+                "post": {"summary": "Ask the node's running agent to apply its host plan (with its next heartbeat)", "description": "Refused (409) unless the node is available, out of maintenance, has a plan and its agent was heard from within three heartbeat intervals, at least 30 s (site.yaml `lifecycle.after_inspection: wait` keeps it up).", "security": [{"bearer": []}], "responses": with_errors(json!({"200": ok("the request is pending", "ApplyStatus")}))}
             },
             "/api/v1/nodes/{name}/maintenance": {
                 "parameters": name_param,

@@ -13,6 +13,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+use model::apply::ApplyReport;
 use model::inventory::Inventory;
 use model::profile::Profile;
 
@@ -298,6 +299,27 @@ enum NodeCommand {
         event: ManualEvent,
         #[arg(long)]
         reason: Option<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Apply the node's host plan on the machine now, through its running agent
+    /// (inspection ramdisk): create the SR-IOV VFs and bind their driver, set the
+    /// PF MTU, allocate hugepages per NUMA node, check the kernel arguments. The
+    /// agent gets the request with its next heartbeat (site.yaml
+    /// `lifecycle.heartbeat_interval`, default 10 s) and reports item by item; a second apply changes nothing. Refused unless the node is
+    /// available with a plan and its agent is up (site.yaml
+    /// `lifecycle.after_inspection: wait` keeps it up after inspection).
+    #[command(
+        after_help = "Examples:\n  provisioner node apply lab-compute-0            ask; `node show` shows the report later\n  provisioner node apply lab-compute-0 --wait     ask, wait for the report and print it\n\nWith --wait the exit status is 1 when an item failed."
+    )]
+    Apply {
+        name: String,
+        /// Wait for the agent's report and print it.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+        timeout: u64,
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
@@ -607,6 +629,63 @@ async fn node_command(client: &Client, command: NodeCommand) -> anyhow::Result<(
         } => {
             let node = client.get(&node_path(&name)).await?;
             print_node(&node, output)?;
+            if let Output::Table = output {
+                let apply = client.get(&format!("{}/apply", node_path(&name))).await?;
+                print_apply(&apply);
+            }
+        }
+        NodeCommand::Apply {
+            name,
+            wait,
+            timeout,
+            output,
+        } => {
+            let path = format!("{}/apply", node_path(&name));
+            let requested = client.call(reqwest::Method::POST, &path, None).await?;
+            if !wait {
+                match output {
+                    Output::Json => print_json(&requested)?,
+                    Output::Table => println!(
+                        "{name}: apply requested at {}; its agent applies the plan with its next \
+                         heartbeat (`provisioner node show {name}` shows the report)",
+                        text(&requested["requested_at"])
+                    ),
+                }
+                return Ok(());
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            let status = loop {
+                let status = client.get(&path).await?;
+                if status["requested_at"].is_null() && status["last"].is_object() {
+                    break status;
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!(
+                        "{name}: no apply report after {timeout} s: is its agent still up? \
+                         (`provisioner node show {name}`; the console shows the agent's messages)"
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            };
+            match output {
+                Output::Json => print_json(&status)?,
+                Output::Table => print_apply(&status),
+            }
+            let last = &status["last"];
+            if !last["error"].is_null() {
+                bail!(
+                    "{name}: the agent could not apply the plan: {}",
+                    text(&last["error"])
+                );
+            }
+            if let Ok(report) = serde_json::from_value::<ApplyReport>(last["report"].clone())
+                && report.failed()
+            {
+                bail!(
+                    "{name}: {} item(s) of the plan failed (see above)",
+                    report.count(model::apply::Status::Failed)
+                );
+            }
         }
         NodeCommand::History { name, output } => {
             let history = client.get(&format!("{}/history", node_path(&name))).await?;
@@ -980,6 +1059,55 @@ fn print_node(node: &Value, output: Output) -> anyhow::Result<()> {
         println!("{key:>16}  {value}");
     }
     Ok(())
+}
+
+/// A node's apply status (`GET /api/v1/nodes/{name}/apply`) as text: the
+/// pending request, then the last report item by item.
+fn print_apply(status: &Value) {
+    if status["requested_at"].is_string() {
+        println!(
+            "{:>16}  requested at {}, waiting for the agent",
+            "apply",
+            text(&status["requested_at"])
+        );
+    }
+    let last = &status["last"];
+    if last.is_null() {
+        if status["requested_at"].is_null() {
+            println!(
+                "{:>16}  never (`provisioner node apply NAME`)",
+                "last apply"
+            );
+        }
+        return;
+    }
+    let when = format!(
+        "{} by the agent of {}",
+        text(&last["received_at"]),
+        text(&last["mac"])
+    );
+    match serde_json::from_value::<ApplyReport>(last["report"].clone()) {
+        Ok(report) => {
+            println!("{:>16}  {when}: {}", "last apply", report.summary());
+            // The item lines; the summary line is printed above.
+            let text = report.to_string();
+            let lines: Vec<&str> = text.lines().collect();
+            for line in &lines[..lines.len().saturating_sub(1)] {
+                println!("{:>16}    {line}", "");
+            }
+        }
+        Err(_) if last["report"].is_null() => {
+            println!(
+                "{:>16}  {when}: FAILED: {}",
+                "last apply",
+                text(&last["error"])
+            )
+        }
+        Err(err) => println!(
+            "{:>16}  {when}: unreadable report ({err}): are the CLI and the daemon the same version?",
+            "last apply"
+        ),
+    }
 }
 
 /// One line for a node's host plan ([`model::plan::HostPlan::summary`]), or why there is none.

@@ -104,6 +104,12 @@ pub enum DaemonError {
          (`provisioner node event {0} inspect` starts an inspection)"
     )]
     NoInventory(String),
+    /// An agent asked for a plan its node does not have.
+    #[error("{0}")]
+    NoPlan(String),
+    /// `node apply` refused: the message says why and what to do.
+    #[error("{0}")]
+    ApplyRefused(String),
 }
 
 /// What `provisioner node power` reports.

@@ -1,5 +1,6 @@
 //! Decisions of the inspection flow, pure: which command answers an agent,
-//! which lifecycle events its inventory report fires, and how a discovered
+//! which lifecycle events its inventory report fires, whether the operator
+//! may ask a node's agent to apply its host plan, and how a discovered
 //! machine is named. The daemon (`daemon::agent`) reads the store, asks
 //! these functions, and performs the result.
 //!
@@ -7,21 +8,31 @@
 //! node's lifecycle: it reports, and the answer is computed here from the
 //! node's status.
 
+use chrono::{DateTime, Utc};
 use model::agent::Command;
 
 use crate::lifecycle::{Event, NodeStatus, State};
-use crate::site::{AfterInspection, MacAddr};
+use crate::site::{AfterInspection, LifecycleConfig, MacAddr};
+
+/// How long after the agent was last heard from (heartbeat or inventory)
+/// it still counts as up: three heartbeat intervals, at least 30 s.
+pub fn agent_alive_s(heartbeat_interval_s: u32) -> i64 {
+    (3 * i64::from(heartbeat_interval_s)).max(30)
+}
 
 /// The command answering an agent whose node is in `status`.
 /// `reported_this_boot`: the node's stored inventory came from this boot
-/// (after its token was issued).
+/// (after its token was issued). `apply_requested`: the operator asked to
+/// apply the node's host plan and no report came since. `wait` answers
+/// carry site.yaml's `lifecycle.heartbeat_interval`.
 pub fn next_command(
     status: NodeStatus,
     reported_this_boot: bool,
-    after: AfterInspection,
+    lifecycle: &LifecycleConfig,
+    apply_requested: bool,
 ) -> Command {
     let wait = Command::Wait {
-        interval_s: Command::DEFAULT_INTERVAL_S,
+        interval_s: lifecycle.heartbeat_interval_s,
     };
     if status.maintenance {
         // Frozen: the agent keeps heartbeating, nothing changes under it.
@@ -30,7 +41,8 @@ pub fn next_command(
     match status.state {
         State::Enrolled | State::Inspecting => Command::Inspect,
         State::Available if !reported_this_boot => Command::Inspect,
-        State::Available => match after {
+        State::Available if apply_requested => Command::Apply,
+        State::Available => match lifecycle.after_inspection {
             AfterInspection::Poweroff => Command::Poweroff,
             AfterInspection::Wait => wait,
         },
@@ -38,6 +50,63 @@ pub fn next_command(
         // for the timer or the operator to move the node.
         State::Deploying | State::Active | State::Cleaning | State::Failed => wait,
     }
+}
+
+/// The answer to an agent's apply report: `inspect` when the apply changed
+/// the machine (`changed`), so the stored inventory shows what it made (the
+/// PF's `sriov_numvfs`, the VFs), else [`next_command`].
+pub fn after_apply(
+    status: NodeStatus,
+    reported_this_boot: bool,
+    lifecycle: &LifecycleConfig,
+    changed: bool,
+) -> Command {
+    let next = next_command(status, reported_this_boot, lifecycle, false);
+    if changed && status.state == State::Available && !status.maintenance {
+        Command::Inspect
+    } else {
+        next
+    }
+}
+
+/// Why `provisioner node apply` is refused for node `name`, or `None` when
+/// its agent can be asked: the node must be available, out of maintenance,
+/// with a host plan, and its agent heard from within [`agent_alive_s`].
+pub fn apply_refusal(
+    name: &str,
+    status: NodeStatus,
+    has_plan: bool,
+    plan_error: Option<&str>,
+    last_heard: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    heartbeat_interval_s: u32,
+) -> Option<String> {
+    if status.maintenance {
+        return Some(format!(
+            "node `{name}` is in maintenance: nothing is applied to it until              `provisioner node maintenance {name} off`"
+        ));
+    }
+    if status.state != State::Available {
+        return Some(format!(
+            "node `{name}` is {}: the host plan is applied by the agent of the inspection              ramdisk, which runs while the node is available after an inspection",
+            status.state
+        ));
+    }
+    if !has_plan {
+        return Some(format!(
+            "node `{name}` has no host plan: {}",
+            plan_error.unwrap_or("it was not matched to a profile yet")
+        ));
+    }
+    let alive = last_heard
+        .is_some_and(|at| (now - at).num_seconds() <= agent_alive_s(heartbeat_interval_s));
+    if !alive {
+        let heard = last_heard.map_or_else(|| "never".to_owned(), |at| at.to_rfc3339());
+        return Some(format!(
+            "the agent of node `{name}` is not running (last heard from: {heard}): set              `lifecycle.after_inspection: wait` in site.yaml so the agent stays up after              inspection, reload the site, run `provisioner node inspect {name}`, then apply"
+        ));
+    }
+    None
 }
 
 /// The lifecycle events an accepted inventory fires on a node in `status`,
@@ -106,9 +175,7 @@ mod tests {
 
     #[test]
     fn the_answer_follows_the_node_state() {
-        let wait = Command::Wait {
-            interval_s: Command::DEFAULT_INTERVAL_S,
-        };
+        let wait = Command::Wait { interval_s: 10 };
         let p = AfterInspection::Poweroff;
         let cases = [
             (State::Enrolled, false, false, p, Command::Inspect),
@@ -122,12 +189,93 @@ mod tests {
             (State::Failed, false, false, p, wait),
             (State::Active, false, false, p, wait),
         ];
+        let lifecycle = |after_inspection| LifecycleConfig {
+            after_inspection,
+            ..LifecycleConfig::default()
+        };
         for (state, maintenance, this_boot, after, expected) in cases {
             assert_eq!(
-                next_command(status(state, maintenance), this_boot, after),
+                next_command(
+                    status(state, maintenance),
+                    this_boot,
+                    &lifecycle(after),
+                    false
+                ),
                 expected,
                 "{state} maintenance={maintenance} this_boot={this_boot} {after:?}"
             );
+        }
+        // A requested apply goes to an available node's agent of this boot only.
+        let w = lifecycle(AfterInspection::Wait);
+        let apply = |state, maintenance, this_boot| {
+            next_command(status(state, maintenance), this_boot, &w, true)
+        };
+        assert_eq!(apply(State::Available, false, true), Command::Apply);
+        assert_eq!(apply(State::Available, false, false), Command::Inspect);
+        assert_eq!(apply(State::Available, true, true), wait);
+        assert_eq!(apply(State::Inspecting, false, true), Command::Inspect);
+        assert_eq!(apply(State::Active, false, true), wait);
+        // The site's heartbeat interval is what `wait` carries.
+        let quick = LifecycleConfig {
+            heartbeat_interval_s: 2,
+            ..w
+        };
+        assert_eq!(
+            next_command(status(State::Available, false), true, &quick, false),
+            Command::Wait { interval_s: 2 }
+        );
+    }
+
+    #[test]
+    fn a_changing_apply_is_followed_by_a_fresh_inventory() {
+        let lifecycle = LifecycleConfig {
+            after_inspection: AfterInspection::Wait,
+            ..LifecycleConfig::default()
+        };
+        let available = status(State::Available, false);
+        assert_eq!(
+            after_apply(available, true, &lifecycle, true),
+            Command::Inspect
+        );
+        assert_eq!(
+            after_apply(available, true, &lifecycle, false),
+            Command::Wait { interval_s: 10 }
+        );
+        let frozen = status(State::Available, true);
+        assert_eq!(
+            after_apply(frozen, true, &lifecycle, true),
+            Command::Wait { interval_s: 10 }
+        );
+    }
+
+    #[test]
+    fn apply_is_refused_with_what_to_do() {
+        let now: DateTime<Utc> = "2026-11-21T18:00:00Z".parse().unwrap();
+        let ago = |s| Some(now - chrono::Duration::seconds(s));
+        let ok = status(State::Available, false);
+        let alive = agent_alive_s(10);
+        assert_eq!((alive, agent_alive_s(2), agent_alive_s(60)), (30, 30, 180));
+        assert_eq!(apply_refusal("n", ok, true, None, ago(5), now, 10), None);
+        assert_eq!(
+            apply_refusal("n", ok, true, None, ago(alive), now, 10),
+            None
+        );
+        let cases = [
+            (
+                status(State::Available, true),
+                true,
+                ago(1),
+                "maintenance n off",
+            ),
+            (status(State::Active, false), true, ago(1), "is active"),
+            (ok, false, ago(1), "no host plan: no profile"),
+            (ok, true, ago(alive + 1), "after_inspection: wait"),
+            (ok, true, None, "last heard from: never"),
+        ];
+        for (s, has_plan, heard, expected) in cases {
+            let why = apply_refusal("n", s, has_plan, Some("no profile"), heard, now, 10)
+                .expect("refused");
+            assert!(why.contains(expected), "{why}");
         }
     }
 

@@ -28,9 +28,11 @@ use sqlx::{Row, SqlitePool};
 
 use crate::lifecycle::{Action, NodeStatus, State};
 
+mod apply;
 mod boot_tokens;
 mod inventory;
 
+pub use apply::{ApplyStatus, LastApply};
 pub use boot_tokens::BootSession;
 pub use inventory::{AgentHeartbeat, StoredInventory};
 

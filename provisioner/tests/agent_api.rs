@@ -1,8 +1,9 @@
 //! The agent API in-process (the daemon's router on 127.0.0.1:0 with a real
 //! SQLite store in a tempdir): per-boot tokens (accepted, wrong, superseded,
 //! another MAC's, the operator's), inventory stored and the node made
-//! available, heartbeat commands, discovery on and off, and
-//! `provisioner node show --inventory` against it.
+//! available, heartbeat commands, discovery on and off,
+//! `provisioner node show --inventory` against it, and `provisioner node
+//! apply` (refusals, the `apply` command, the plan, the stored report).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -76,6 +77,16 @@ async fn lab(discovery: bool, after_inspection: &str) -> Lab {
 }
 
 impl Lab {
+    /// `provisioner node ARGS...` against this lab's API with the operator token.
+    fn node_cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_provisioner"))
+            .args(["--api", self.base.as_str(), "node"])
+            .args(args)
+            .env("PROVISIONER_TOKEN", OPERATOR_TOKEN)
+            .output()
+            .unwrap()
+    }
+
     async fn token(&self, mac: &str, node: Option<&str>) -> String {
         let mac = Mac::parse(mac).unwrap();
         self.app.store.issue_boot_token(mac, node).await.unwrap()
@@ -183,20 +194,9 @@ async fn an_inspecting_node_reports_and_becomes_available() {
     );
 
     let cli = |args: &[&str]| {
-        let mut all = vec![
-            "--api",
-            lab.base.as_str(),
-            "node",
-            "show",
-            "node-001",
-            "--inventory",
-        ];
+        let mut all = vec!["show", "node-001", "--inventory"];
         all.extend_from_slice(args);
-        std::process::Command::new(env!("CARGO_BIN_EXE_provisioner"))
-            .args(&all)
-            .env("PROVISIONER_TOKEN", OPERATOR_TOKEN)
-            .output()
-            .unwrap()
+        lab.node_cli(&all)
     };
     let json_out = cli(&["-o", "json"]);
     assert!(
@@ -311,6 +311,172 @@ async fn an_enrolled_node_that_boots_on_its_own_is_inspected_and_waits_when_told
         .map(|h| h.event)
         .collect();
     assert_eq!(events, ["enroll", "inspect", "inventory_received"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_apply_goes_to_the_running_agent_and_its_report_is_stored() {
+    let lab = lab(false, "wait").await;
+    let cli = |args: &[&str]| lab.node_cli(args);
+    // Not inspected yet: refused, saying why.
+    let out = cli(&["apply", "node-001"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("node `node-001` is enrolled") && stderr.contains("HTTP 409"),
+        "{stderr}"
+    );
+
+    let token = lab.token(KNOWN_MAC, Some("node-001")).await;
+    let (status, body) = lab.report(&token, KNOWN_MAC, None).await;
+    assert_eq!(status, 200, "{body}");
+    // Heartbeats say wait until the operator asks.
+    let wait = Command::Wait {
+        interval_s: Command::DEFAULT_INTERVAL_S,
+    };
+    assert_eq!(command(&lab.heartbeat(&token, KNOWN_MAC).await.1), wait);
+    let out = cli(&["apply", "node-001"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("apply requested"));
+    assert_eq!(
+        command(&lab.heartbeat(&token, KNOWN_MAC).await.1),
+        Command::Apply
+    );
+
+    // The agent fetches the plan with its boot token (the operator's is refused).
+    let get = |token: &str| {
+        lab.http
+            .get(format!("{}/api/agent/v1/plan", lab.base))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(get(OPERATOR_TOKEN).await.unwrap().status().as_u16(), 401);
+    let response = get(&token).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let plan: model::plan::HostPlan = response.json().await.unwrap();
+    let node = lab.app.store.node("node-001").await.unwrap();
+    assert_eq!(Some(&plan), node.plan.as_ref());
+
+    // It reports; the request is cleared and heartbeats say wait again.
+    let report = json!({"profile": "lab-compute", "dry_run": false, "items": [
+        {"what": "sriov enp65s0 (0000:41:00.0) sriov_numvfs", "status": "changed",
+         "before": "0", "wanted": "7", "detail": null},
+        {"what": "hugepages node 0 2048 kB", "status": "failed", "before": "0",
+         "wanted": "512", "detail": "the kernel allocated 100 pages"}],
+        "writes": [{"path": "/sys/bus/pci/devices/0000:41:00.0/sriov_numvfs", "value": "7"}]});
+    let (status, body) = lab
+        .post(
+            "/api/agent/v1/applied",
+            Some(&token),
+            json!({"mac": KNOWN_MAC, "report": report}),
+        )
+        .await;
+    // It changed the machine: the answer asks for a fresh inventory.
+    assert_eq!((status, command(&body)), (200, Command::Inspect), "{body}");
+    assert_eq!(command(&lab.heartbeat(&token, KNOWN_MAC).await.1), wait);
+    let stored = lab.app.store.apply_status("node-001").await.unwrap();
+    assert_eq!(stored.requested_at, None);
+    let last = stored.last.expect("a report");
+    assert_eq!(last.mac, KNOWN_MAC);
+    assert_eq!(serde_json::to_value(last.report).unwrap(), report);
+
+    // The operator sees it, failure included.
+    let out = cli(&["show", "node-001"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("lab-compute: 1 changed, 0 unchanged, 0 pending, 1 failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "FAILED       hugepages node 0 2048 kB: 0 -> 512 (the kernel allocated 100 pages)"
+        ),
+        "{text}"
+    );
+
+    // An agent that could not read the plan reports that instead.
+    lab.app
+        .store
+        .request_apply("node-001", chrono::Utc::now())
+        .await
+        .unwrap();
+    let (status, body) = lab
+        .post(
+            "/api/agent/v1/applied",
+            Some(&token),
+            json!({"mac": KNOWN_MAC, "error": "the plan is not a host plan"}),
+        )
+        .await;
+    // Nothing changed: no fresh inventory needed.
+    assert_eq!((status, command(&body)), (200, wait), "{body}");
+    let text = String::from_utf8_lossy(&cli(&["show", "node-001"]).stdout).into_owned();
+    assert!(
+        text.contains("FAILED: the plan is not a host plan"),
+        "{text}"
+    );
+
+    // `node apply --wait` waits for the report and fails when an item failed.
+    let waiting = std::process::Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .args([
+            "--api",
+            lab.base.as_str(),
+            "node",
+            "apply",
+            "node-001",
+            "--wait",
+        ])
+        .args(["--timeout", "30"])
+        .env("PROVISIONER_TOKEN", OPERATOR_TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lab
+        .app
+        .store
+        .apply_status("node-001")
+        .await
+        .unwrap()
+        .requested_at
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "the CLI never asked");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        command(&lab.heartbeat(&token, KNOWN_MAC).await.1),
+        Command::Apply
+    );
+    let (status, _) = lab
+        .post(
+            "/api/agent/v1/applied",
+            Some(&token),
+            json!({"mac": KNOWN_MAC, "report": report}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let out = tokio::task::spawn_blocking(move || waiting.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("FAILED       hugepages node 0"), "{stdout}");
+    assert!(stderr.contains("1 item(s) of the plan failed"), "{stderr}");
+
+    // A node in maintenance is not touched: the refusal says what to do.
+    lab.app
+        .fire("node-001", Event::MaintenanceOn, Some("test".into()))
+        .await
+        .unwrap();
+    let out = cli(&["apply", "node-001"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("maintenance node-001 off"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,8 @@
 //! `node-agent init`): mounts the kernel file systems, loads the modules of
 //! `/lib/modules/load-order`, brings up the boot NIC with its own DHCP
 //! client, then posts the inventory to the provisioner, heartbeats and
-//! obeys its commands.
+//! obeys its commands (including `apply`: fetch the node's host plan, apply
+//! it to this machine with [`crate::apply`], post the report).
 //!
 //! Invariants:
 //! - [`run`] never returns: PID 1 exiting panics the kernel. A fatal error
@@ -26,8 +27,11 @@ use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use model::agent::{Command, Heartbeat, InventoryReport};
+use model::agent::{AppliedReport, Command, Heartbeat, InventoryReport};
 use model::inventory::Inventory;
+use model::plan::HostPlan;
+
+use crate::sysroot::SysRoot;
 
 use cmdline::BootParams;
 use session::{Action, Failure, Request, Session};
@@ -100,6 +104,8 @@ fn main_loop(
             .build(),
     );
     let mut session = Session::new(&params.url);
+    // An apply report whose post failed: posted again rather than applying twice.
+    let mut unsent_report: Option<AppliedReport> = None;
     loop {
         let request = session.next_request();
         let result = match request {
@@ -120,6 +126,17 @@ fn main_loop(
                     last_error,
                 };
                 post(&http, &params, "heartbeat", &beat)
+            }
+            Request::Apply => {
+                let made = match unsent_report.take() {
+                    Some(report) => Ok(report),
+                    None => apply_plan(&http, &params),
+                };
+                made.and_then(|report| {
+                    post(&http, &params, "applied", &report).inspect_err(|_| {
+                        unsent_report = Some(report);
+                    })
+                })
             }
         };
         let (action, message) = match result {
@@ -142,6 +159,80 @@ fn main_loop(
     }
 }
 
+/// Fetches the node's host plan and applies it to this machine. A plan the
+/// provisioner cannot give (none stored, unreadable) becomes a report with
+/// the error, so the operator sees it; a network failure or a refused token
+/// is a [`Failure`] (retried, with the session's back-off).
+fn apply_plan(http: &ureq::Agent, params: &BootParams) -> Result<AppliedReport, Failure> {
+    let mac = params.mac_string();
+    let failed = |error: String| {
+        say(&format!("apply: {error}"));
+        AppliedReport {
+            mac: mac.clone(),
+            report: None,
+            error: Some(error),
+        }
+    };
+    let url = format!("{}/api/agent/v1/plan", params.url);
+    let mut response = http
+        .get(&url)
+        .header("Authorization", &format!("Bearer {}", params.token))
+        .call()
+        .map_err(|e| Failure::Unreachable(e.to_string()))?;
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| Failure::Unreachable(format!("reading the plan: {e}")))?;
+    if status == 401 {
+        return Err(Failure::Status {
+            status,
+            error: error_of(&text),
+        });
+    }
+    if status != 200 {
+        return Ok(failed(format!(
+            "the provisioner gave no plan (HTTP {status}: {})",
+            error_of(&text)
+        )));
+    }
+    let plan: HostPlan = match serde_json::from_str(&text) {
+        Ok(plan) => plan,
+        Err(e) => {
+            return Ok(failed(format!(
+                "the plan from {url} is not a host plan ({e}): are the agent and the provisioner \
+                 the same version?"
+            )));
+        }
+    };
+    say(&format!(
+        "applying the host plan of profile {}",
+        plan.profile
+    ));
+    let started = Instant::now();
+    let report = crate::apply::apply(&plan, &mut SysRoot::new("/", false));
+    for line in report.to_string().lines() {
+        say(&format!("apply: {line}"));
+    }
+    say(&format!(
+        "apply: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(AppliedReport {
+        mac,
+        report: Some(report),
+        error: None,
+    })
+}
+
+/// The `error` of an error answer's JSON body, else the body itself.
+fn error_of(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| text.to_owned())
+}
+
 fn post<T: serde::Serialize>(
     http: &ureq::Agent,
     params: &BootParams,
@@ -157,11 +248,10 @@ fn post<T: serde::Serialize>(
     let status = response.status().as_u16();
     if status != 200 {
         let text = response.body_mut().read_to_string().unwrap_or_default();
-        let error = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or(text);
-        return Err(Failure::Status { status, error });
+        return Err(Failure::Status {
+            status,
+            error: error_of(&text),
+        });
     }
     response
         .body_mut()

@@ -16,6 +16,8 @@ pub enum Request {
     Inventory,
     /// `POST /api/agent/v1/heartbeat`.
     Heartbeat,
+    /// `GET /api/agent/v1/plan`, apply it, `POST /api/agent/v1/applied`.
+    Apply,
 }
 
 /// What the edge does next.
@@ -51,6 +53,7 @@ const REBOOT_AFTER_401: u32 = 5;
 pub struct Session {
     url: String,
     need_inventory: bool,
+    need_apply: bool,
     state: AgentState,
     last_error: Option<String>,
     backoff: Backoff,
@@ -62,6 +65,7 @@ impl Session {
         Session {
             url: url.to_owned(),
             need_inventory: true,
+            need_apply: false,
             state: AgentState::Starting,
             last_error: None,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
@@ -72,6 +76,8 @@ impl Session {
     pub fn next_request(&self) -> Request {
         if self.need_inventory {
             Request::Inventory
+        } else if self.need_apply {
+            Request::Apply
         } else {
             Request::Heartbeat
         }
@@ -91,6 +97,10 @@ impl Session {
             self.state = AgentState::Idle;
             self.last_error = None;
         }
+        if request == Request::Apply {
+            // The report was accepted.
+            self.need_apply = false;
+        }
         match command {
             Command::Wait { interval_s } => (
                 Action::Sleep(Duration::from_secs(u64::from(interval_s.max(1)))),
@@ -108,6 +118,13 @@ impl Session {
                 "provisioner: inspection done, powering off".to_owned(),
             ),
             Command::Reboot => (Action::Reboot, "provisioner: rebooting".to_owned()),
+            Command::Apply => {
+                self.need_apply = true;
+                (
+                    Action::Sleep(Duration::ZERO),
+                    "provisioner asks to apply the host plan".to_owned(),
+                )
+            }
         }
     }
 
@@ -117,6 +134,7 @@ impl Session {
         let what = match request {
             Request::Inventory => "posting the inventory",
             Request::Heartbeat => "sending a heartbeat",
+            Request::Apply => "applying the host plan",
         };
         let delay = self.backoff.fail();
         let retry = format!("retrying in {} s", delay.as_secs());
@@ -211,6 +229,34 @@ mod tests {
             s.on_command(Request::Heartbeat, Command::Reboot).0,
             Action::Reboot
         );
+    }
+
+    #[test]
+    fn apply_is_one_request_until_its_report_is_accepted() {
+        let mut s = Session::new(URL);
+        s.on_command(Request::Inventory, Command::Wait { interval_s: 10 });
+        let (action, message) = s.on_command(Request::Heartbeat, Command::Apply);
+        assert_eq!(action, Action::Sleep(Duration::ZERO));
+        assert!(message.contains("apply"), "{message}");
+        assert_eq!(s.next_request(), Request::Apply);
+        // A failed post is retried (the edge keeps the report it made).
+        let down = Failure::Unreachable("connection refused".into());
+        let (action, message) = s.on_failure(Request::Apply, &down);
+        assert_eq!(action, Action::Sleep(Duration::from_secs(1)));
+        assert!(
+            message.starts_with("applying the host plan failed"),
+            "{message}"
+        );
+        assert_eq!(s.next_request(), Request::Apply);
+        // The report accepted with `inspect` as the answer: inventory next, nothing owed.
+        s.on_command(Request::Apply, Command::Inspect);
+        assert_eq!(s.next_request(), Request::Inventory);
+        s.on_command(Request::Inventory, Command::Wait { interval_s: 10 });
+        assert_eq!(s.next_request(), Request::Heartbeat);
+        // Accepted: back to heartbeats.
+        s.on_command(Request::Heartbeat, Command::Apply);
+        s.on_command(Request::Apply, Command::Wait { interval_s: 10 });
+        assert_eq!(s.next_request(), Request::Heartbeat);
     }
 
     #[test]

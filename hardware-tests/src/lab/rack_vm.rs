@@ -351,4 +351,62 @@ impl Lab {
     pub fn rack_vm(&mut self, name: &str) -> Option<&mut RackVm> {
         self.rack_vms.iter_mut().find(|vm| vm.spec.name == name)
     }
+
+    /// Waits until node `name` is `available`, reading the lab provisioner's
+    /// store, and checks that `match profile` stored its outcome (a plan or a
+    /// plan error) with it; fails at once when the node fails.
+    pub fn wait_matched(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<provisioner::store::NodeRecord, LabError> {
+        use provisioner::lifecycle::State;
+        let store_error = |e: provisioner::store::StoreError| {
+            LabError::Missing(format!("reading node {name} from the lab's store: {e}"))
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io("a runtime for the store"))?;
+        let store = runtime
+            .block_on(provisioner::store::Store::open(&self.dir().join("state")))
+            .map_err(store_error)?;
+        let started = Instant::now();
+        let result = loop {
+            let node = match runtime.block_on(store.node(name)) {
+                Ok(node) => node,
+                Err(e) => break Err(store_error(e)),
+            };
+            if node.state == State::Available {
+                // `match profile` commits with the transition: its outcome is there.
+                if node.plan.is_none() && node.plan_error.is_none() {
+                    break Err(LabError::Missing(format!(
+                        "node {name} is available without a plan or plan error; logs: {}",
+                        self.dir().display()
+                    )));
+                }
+                break Ok(node);
+            }
+            if node.state == State::Failed {
+                break Err(LabError::Missing(format!(
+                    "node {name} failed: {}; logs: {}",
+                    node.last_error.as_deref().unwrap_or("no reason recorded"),
+                    self.dir().display()
+                )));
+            }
+            if started.elapsed() > timeout {
+                break Err(LabError::Timeout {
+                    what: format!(
+                        "node {name} to be available and matched (it is {})",
+                        node.state
+                    ),
+                    waited: timeout,
+                    logs: self.dir().display().to_string(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        runtime.block_on(store.close());
+        result
+    }
 }

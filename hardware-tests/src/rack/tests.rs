@@ -121,16 +121,19 @@ fn the_compute_vm_has_two_numa_nodes_and_its_igb_on_node_1() {
             .unwrap()
             .contains("readonly=on")
     );
-    assert!(arg_with(&args, "-device", "intel-iommu").is_none());
-    let mut with_iommu = vm.clone();
-    with_iommu.iommu = true;
-    let args = qemu_args(&with_iommu, &paths(&with_iommu));
+    // The compute VM has QEMU's IOMMU (for vfio-pci VFs); without `iommu` none.
+    assert!(vm.iommu);
     assert!(arg_with(&args, "-device", "intel-iommu").is_some());
     assert!(
         arg_with(&args, "-machine", "q35")
             .unwrap()
             .contains("kernel-irqchip=split")
     );
+    let mut without = vm.clone();
+    without.iommu = false;
+    let plain = qemu_args(&without, &paths(&without));
+    assert!(arg_with(&plain, "-device", "intel-iommu").is_none());
+    assert_eq!(arg_with(&plain, "-machine", "q35").unwrap(), "q35");
     assert_eq!(
         args[..2],
         ["-S".to_owned(), "-no-shutdown".to_owned()],

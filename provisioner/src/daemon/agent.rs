@@ -4,7 +4,8 @@
 //! The decisions are [`crate::inspection`]'s; this file does the I/O.
 
 use chrono::Utc;
-use model::agent::{Command, Heartbeat, InventoryReport};
+use model::agent::{AppliedReport, Command, Heartbeat, InventoryReport};
+use model::plan::HostPlan;
 use tracing::{info, warn};
 
 use super::{App, DaemonError};
@@ -12,7 +13,9 @@ use crate::dhcp::Mac;
 use crate::inspection;
 use crate::lifecycle::Event;
 use crate::site::MacAddr;
-use crate::store::{BootSession, EnrollSpec, NodeConfig, NodeRecord, Source, StoreError};
+use crate::store::{
+    ApplyStatus, BootSession, EnrollSpec, NodeConfig, NodeRecord, Source, StoreError,
+};
 
 impl App {
     /// The boot a bearer token was issued for, if the token is current.
@@ -125,11 +128,123 @@ impl App {
                 self.fire(&node.name, event, Some(reason)).await?
             };
         }
+        let apply_requested = self.apply_requested(&node.name).await?;
         Ok(inspection::next_command(
             node.status(),
             true,
-            self.site().config.lifecycle.after_inspection,
+            &self.site().config.lifecycle,
+            apply_requested,
         ))
+    }
+
+    /// Whether the operator asked to apply the node's plan and no report came since.
+    async fn apply_requested(&self, name: &str) -> Result<bool, DaemonError> {
+        Ok(self.store.apply_status(name).await?.requested_at.is_some())
+    }
+
+    /// `GET /api/agent/v1/plan`: the host plan of the boot's node.
+    pub async fn agent_plan(&self, session: &BootSession) -> Result<HostPlan, DaemonError> {
+        let node = self.node_of(session).await?.ok_or_else(|| {
+            DaemonError::NoPlan(format!(
+                "machine {} is not a known node: it has no plan",
+                session.mac
+            ))
+        })?;
+        match node.plan {
+            Some(plan) => Ok(plan),
+            None => Err(DaemonError::NoPlan(format!(
+                "node `{}` has no host plan ({})",
+                node.name,
+                node.plan_error
+                    .as_deref()
+                    .unwrap_or("it has not been inspected and matched yet")
+            ))),
+        }
+    }
+
+    /// `POST /api/agent/v1/applied`: stores what applying the plan did; when it
+    /// changed the machine, the answer asks for a fresh inventory.
+    pub async fn agent_applied(
+        &self,
+        session: &BootSession,
+        applied: &AppliedReport,
+    ) -> Result<Command, DaemonError> {
+        let mac = Self::check_mac(session, &applied.mac)?;
+        let node = self.node_of(session).await?.ok_or_else(|| {
+            DaemonError::BadRequest(format!(
+                "machine {mac} is not a known node: nothing was asked of it"
+            ))
+        })?;
+        self.store
+            .store_applied(&node.name, applied, Utc::now())
+            .await?;
+        match (&applied.report, &applied.error) {
+            (Some(report), _) if report.failed() => {
+                warn!(node = %node.name, %mac, summary = %report.summary(), "host plan applied with failures")
+            }
+            (Some(report), _) => {
+                info!(node = %node.name, %mac, summary = %report.summary(), "host plan applied")
+            }
+            (None, error) => {
+                warn!(node = %node.name, %mac, error = ?error, "the agent could not apply the host plan")
+            }
+        }
+        let reported_this_boot = self.reported_this_boot(&node.name, session, mac).await?;
+        let changed = applied
+            .report
+            .as_ref()
+            .is_some_and(|r| r.count(model::apply::Status::Changed) > 0);
+        Ok(inspection::after_apply(
+            node.status(),
+            reported_this_boot,
+            &self.site().config.lifecycle,
+            changed,
+        ))
+    }
+
+    /// Whether the node's stored inventory came from this boot.
+    async fn reported_this_boot(
+        &self,
+        name: &str,
+        session: &BootSession,
+        mac: MacAddr,
+    ) -> Result<bool, DaemonError> {
+        Ok(self.store.inventory(name).await?.is_some_and(|inv| {
+            inv.received_at >= session.issued_at && inv.mac.as_deref() == Some(&*mac.to_string())
+        }))
+    }
+
+    /// `POST /api/v1/nodes/{name}/apply`: asks the node's running agent to
+    /// apply its host plan (answered with the next heartbeat). Refused, saying
+    /// what to do, unless the node is available with a plan and its agent up.
+    pub async fn request_apply(&self, name: &str) -> Result<ApplyStatus, DaemonError> {
+        let node = self.store.node(name).await?;
+        let now = Utc::now();
+        let inventory = self.store.inventory(name).await?;
+        let mac = inventory
+            .as_ref()
+            .and_then(|inv| inv.mac.clone())
+            .or_else(|| node.config.boot_mac.clone());
+        let heard = match &mac {
+            Some(mac) => self.store.heartbeat(mac).await?.map(|beat| beat.at),
+            None => None,
+        };
+        let inventory_at = inventory.map(|inv| inv.received_at);
+        let last_heard = heard.max(inventory_at);
+        if let Some(why) = inspection::apply_refusal(
+            name,
+            node.status(),
+            node.plan.is_some(),
+            node.plan_error.as_deref(),
+            last_heard,
+            now,
+            self.site().config.lifecycle.heartbeat_interval_s,
+        ) {
+            return Err(DaemonError::ApplyRefused(why));
+        }
+        let status = self.store.request_apply(name, now).await?;
+        info!(node = %name, "apply of the host plan requested; the agent gets it with its next heartbeat");
+        Ok(status)
     }
 
     /// `POST /api/agent/v1/heartbeat`.
@@ -157,13 +272,13 @@ impl App {
                 }
             });
         };
-        let reported_this_boot = self.store.inventory(&node.name).await?.is_some_and(|inv| {
-            inv.received_at >= session.issued_at && inv.mac.as_deref() == Some(&*mac.to_string())
-        });
+        let reported_this_boot = self.reported_this_boot(&node.name, session, mac).await?;
+        let apply_requested = self.apply_requested(&node.name).await?;
         Ok(inspection::next_command(
             node.status(),
             reported_this_boot,
-            self.site().config.lifecycle.after_inspection,
+            &self.site().config.lifecycle,
+            apply_requested,
         ))
     }
 }

@@ -161,6 +161,12 @@ pub struct LifecycleWire {
     /// lab machine's console).
     #[serde(default)]
     pub after_inspection: Option<AfterInspection>,
+    /// Seconds between the heartbeats of an idle inspection agent (how long
+    /// it pauses after a `wait` answer); `provisioner node apply` reaches a
+    /// waiting agent within this time. Default 10; 1 to 300.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 300))]
+    pub heartbeat_interval: Option<u32>,
 }
 
 /// What the inspection agent does once the node's inventory is stored.
@@ -344,6 +350,8 @@ pub struct LifecycleConfig {
     pub bmc_attempts: u32,
     pub auto_inspect: bool,
     pub after_inspection: AfterInspection,
+    /// Seconds an idle agent waits between heartbeats.
+    pub heartbeat_interval_s: u32,
 }
 
 impl Default for LifecycleConfig {
@@ -356,6 +364,7 @@ impl Default for LifecycleConfig {
             bmc_attempts: 6,
             auto_inspect: true,
             after_inspection: AfterInspection::default(),
+            heartbeat_interval_s: 10,
         }
     }
 }
@@ -881,7 +890,21 @@ fn check_lifecycle(ctx: &mut FileCtx<'_>, w: LifecycleWire) -> Option<LifecycleC
         bmc_attempts: w.bmc_attempts.unwrap_or(defaults.bmc_attempts),
         auto_inspect: w.auto_inspect.unwrap_or(defaults.auto_inspect),
         after_inspection: w.after_inspection.unwrap_or_default(),
+        heartbeat_interval_s: w
+            .heartbeat_interval
+            .unwrap_or(defaults.heartbeat_interval_s),
     };
+    if !(1..=300).contains(&config.heartbeat_interval_s) {
+        ctx.report(
+            "/lifecycle/heartbeat_interval",
+            At::Value,
+            format!(
+                "heartbeat_interval is {} s: give a number of seconds between 1 and 300",
+                config.heartbeat_interval_s
+            ),
+        );
+        ok = false;
+    }
     if !(1..=1000).contains(&config.max_concurrent_boots) {
         ctx.report(
             "/lifecycle/max_concurrent_boots",

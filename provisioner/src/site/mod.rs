@@ -135,6 +135,10 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
             "agent-command.schema.json",
             schemars::schema_for!(model::agent::Command).to_value(),
         ),
+        (
+            "agent-applied-report.schema.json",
+            schemars::schema_for!(model::agent::AppliedReport).to_value(),
+        ),
     ]
 }
 
