@@ -456,7 +456,10 @@ pub fn qemu_args(vm: &VmSpec, paths: &VmPaths) -> Vec<String> {
         "-accel",
         &paths.accel,
         "-cpu",
-        "max",
+        // An Intel CPU, as the machine's IOMMU (intel-iommu) and the recorded
+        // fixtures are: TCG's `max` alone says AuthenticAMD, and the planner
+        // then asks `amd_iommu=on` of an Intel platform.
+        "max,vendor=GenuineIntel",
     ]);
     let threads = vm.threads_per_core.max(1);
     let sockets = vm.numa.iter().filter(|n| n.cpus > 0).count().max(1) as u32;

@@ -107,6 +107,13 @@ fn a_numa_vm_is_inspected_through_our_boot_services() -> Result<()> {
     let plan = node.plan.as_ref().context("no host plan")?;
     let sriov = plan.sriov.first().context("no SR-IOV in the plan")?;
     ensure!(sriov.num_vfs == 7, "{sriov:?}");
+    // vfio-pci VFs on an Intel platform (the VM's CPU vendor and its intel-iommu).
+    ensure!(
+        plan.kernel_args.iter().any(|a| a == "intel_iommu=on")
+            && !plan.kernel_args.iter().any(|a| a.starts_with("amd_iommu")),
+        "kernel args {:?}",
+        plan.kernel_args
+    );
     let node1 = &inv.numa_nodes[1].cpus;
     ensure!(
         !sriov.local_cpus.is_empty() && sriov.local_cpus.iter().all(|c| node1.contains(c)),
