@@ -5,7 +5,9 @@
 //! namespace) makes the agent fetch the lab-compute plan and apply it: the report
 //! shows the igb's `sriov_numvfs` going 0 -> 7 and each VF bound to vfio-pci; the
 //! agent then inspects again and the stored inventory shows the 7 VFs; a second
-//! apply changes nothing; `node show` prints the last report.
+//! apply changes nothing; `node show` prints the last report. The site's DHCP
+//! lease is 60 s here, so the long-lived agent must also renew its lease at T1
+//! (the console says so, and its address is the same).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,6 +19,9 @@ use model::inventory::Inventory;
 
 const PASSWORD: (&str, &str) = ("LAB_BMC_PASSWORD", "lab-apply-secret");
 const NODE: &str = "lab-compute-0";
+/// The DHCP lease in this test: the site's shortest, so the agent renews it
+/// (at T1, 30 s after it was bound) while the test runs.
+const LEASE_S: u32 = 60;
 
 /// The lab site.yaml with the agent kept up after inspection, heartbeating
 /// every 2 s (so an apply request reaches it within 2 s, not 10).
@@ -24,11 +29,14 @@ fn site_yaml_keeping_the_agent(dir: &Path) -> Result<std::path::PathBuf> {
     let original = std::fs::read_to_string(hardware_tests::lab_site_dir().join("site.yaml"))?;
     let changed = original
         .replace("after_inspection: poweroff", "after_inspection: wait")
-        .replace("heartbeat_interval: 10", "heartbeat_interval: 2");
+        .replace("heartbeat_interval: 10", "heartbeat_interval: 2")
+        .replace("lease_time: 3600", &format!("lease_time: {LEASE_S}"));
     ensure!(
-        changed.contains("after_inspection: wait") && changed.contains("heartbeat_interval: 2"),
-        "the lab site.yaml no longer says `after_inspection: poweroff` and \
-         `heartbeat_interval: 10`: update this test"
+        changed.contains("after_inspection: wait")
+            && changed.contains("heartbeat_interval: 2")
+            && changed.contains(&format!("lease_time: {LEASE_S}")),
+        "the lab site.yaml no longer says `after_inspection: poweroff`, \
+         `heartbeat_interval: 10` and `lease_time: 3600`: update this test"
     );
     let path = dir.join("site.yaml");
     std::fs::write(&path, changed)?;
@@ -175,6 +183,32 @@ fn node_apply_creates_the_igb_vfs_through_the_running_agent() -> Result<()> {
     eprintln!(
         "{NODE}: two applies in {:.1} s",
         applying.elapsed().as_secs_f64()
+    );
+
+    // The agent outlived half its lease: it renewed it, same address, from its
+    // server (a REQUEST from the address, RFC 2131 RENEWING).
+    let vm = lab.rack_vm(NODE).context("started")?;
+    let renewed = vm.wait_serial("DHCP: lease of ", Duration::from_secs(u64::from(LEASE_S)))?;
+    let console = std::fs::read_to_string(vm.serial_log())?;
+    let bound = console
+        .lines()
+        .find_map(|l| l.strip_prefix("node-agent: address "))
+        .and_then(|rest| rest.split('/').next())
+        .context("the console lacks the agent's address line")?
+        .to_owned();
+    let line = console
+        .lines()
+        .find(|l| l.contains("DHCP: lease of "))
+        .context("renewal line")?;
+    ensure!(
+        line.contains(&format!(
+            "DHCP: lease of {bound} extended for {LEASE_S} s by 10.213.0.1"
+        )),
+        "the agent did not renew its lease of {bound}: {line}"
+    );
+    eprintln!(
+        "{NODE}: lease renewed {:.1} s after QEMU started: {line}",
+        renewed.as_secs_f64()
     );
     lab.pass();
     Ok(())

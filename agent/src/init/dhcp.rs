@@ -4,8 +4,11 @@
 //!
 //! RFC 2131 as a ramdisk needs it: DISCOVER -> OFFER -> REQUEST -> ACK
 //! (the first OFFER wins), NAK starts over, and the broadcast flag is set
-//! because the interface has no address yet. Replies that are not ours
-//! (other xid or MAC, BOOTREQUESTs, garbage) are ignored.
+//! because the interface has no address yet. A bound lease is renewed at T1
+//! (half the lease: a REQUEST from the address, unicast to its server) and
+//! rebound at T2 (7/8: the same REQUEST, broadcast to any server); when it
+//! expires the agent starts over ([`due`]). Replies that are not ours (other
+//! xid or MAC, BOOTREQUESTs, garbage) are ignored.
 
 use std::net::Ipv4Addr;
 
@@ -40,8 +43,46 @@ pub enum Step {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     Selecting,
-    Requesting { offered: Ipv4Addr, server: Ipv4Addr },
+    Requesting {
+        offered: Ipv4Addr,
+        server: Ipv4Addr,
+    },
+    /// Extending `lease` (RENEWING or REBINDING: the same REQUEST).
+    Extending {
+        lease: Lease,
+    },
     Bound,
+}
+
+/// What a bound lease needs now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Nothing before T1.
+    Nothing,
+    /// T1 passed: ask the lease's server (unicast).
+    Renew,
+    /// T2 passed: ask any server (broadcast).
+    Rebind,
+    /// The lease ran out: the address is no longer ours; start over.
+    Expired,
+}
+
+/// What a lease of `lease_s` seconds, bound `elapsed_s` ago, needs (RFC 2131
+/// 4.4.5: T1 = 1/2, T2 = 7/8 of the lease; `u32::MAX` is infinite).
+pub fn due(lease_s: u32, elapsed_s: u64) -> Due {
+    if lease_s == u32::MAX {
+        return Due::Nothing;
+    }
+    let lease = u64::from(lease_s);
+    if elapsed_s >= lease {
+        Due::Expired
+    } else if elapsed_s >= lease * 7 / 8 {
+        Due::Rebind
+    } else if elapsed_s >= lease / 2 {
+        Due::Renew
+    } else {
+        Due::Nothing
+    }
 }
 
 /// One client exchange on one interface.
@@ -68,7 +109,17 @@ impl Client {
     pub fn discover(&mut self, xid: u32) -> Vec<u8> {
         self.xid = xid;
         self.phase = Phase::Selecting;
-        self.last = self.message(MessageType::Discover, None, None);
+        self.last = self.message(MessageType::Discover, None, None, None);
+        self.last.clone()
+    }
+
+    /// Starts extending `lease` (RENEWING or REBINDING): a REQUEST with the
+    /// address in `ciaddr`, no requested address or server identifier, and
+    /// no broadcast flag (the interface has its address).
+    pub fn extend(&mut self, lease: Lease, xid: u32) -> Vec<u8> {
+        self.xid = xid;
+        self.phase = Phase::Extending { lease };
+        self.last = self.message(MessageType::Request, None, None, Some(lease.address));
         self.last.clone()
     }
 
@@ -77,17 +128,27 @@ impl Client {
         self.last.clone()
     }
 
+    /// A BOOTREQUEST; with `ciaddr` (a held address) it goes without the
+    /// broadcast flag, since replies can reach the address.
     fn message(
         &self,
         kind: MessageType,
         requested: Option<Ipv4Addr>,
         server: Option<Ipv4Addr>,
+        ciaddr: Option<Ipv4Addr>,
     ) -> Vec<u8> {
         let mut msg = v4::Message::default();
         msg.set_opcode(v4::Opcode::BootRequest)
             .set_xid(self.xid)
-            .set_flags(v4::Flags::default().set_broadcast())
             .set_chaddr(&self.mac);
+        match ciaddr {
+            Some(address) => {
+                msg.set_ciaddr(address);
+            }
+            None => {
+                msg.set_flags(v4::Flags::default().set_broadcast());
+            }
+        }
         let opts = msg.opts_mut();
         opts.insert(DhcpOption::MessageType(kind));
         opts.insert(DhcpOption::ParameterRequestList(vec![
@@ -136,7 +197,7 @@ impl Client {
                     return Step::Ignore;
                 }
                 self.phase = Phase::Requesting { offered, server };
-                self.last = self.message(MessageType::Request, Some(offered), Some(server));
+                self.last = self.message(MessageType::Request, Some(offered), Some(server), None);
                 Step::Send(self.last.clone())
             }
             (
@@ -146,40 +207,67 @@ impl Client {
                 },
                 MessageType::Ack,
             ) if reply.yiaddr() == offered && server.is_none_or(|s| s == chosen) => {
-                let prefix_len = match reply.opts().get(OptionCode::SubnetMask) {
-                    Some(DhcpOption::SubnetMask(mask)) => u32::from(*mask).leading_ones() as u8,
-                    _ => 24,
-                };
-                let router = match reply.opts().get(OptionCode::Router) {
-                    Some(DhcpOption::Router(routers)) => routers.first().copied(),
-                    _ => None,
-                };
-                let lease_s = match reply.opts().get(OptionCode::AddressLeaseTime) {
-                    Some(DhcpOption::AddressLeaseTime(s)) => *s,
-                    _ => 3600,
-                };
-                let lease = Lease {
-                    address: offered,
-                    prefix_len,
-                    router,
-                    server: chosen,
-                    lease_s,
-                };
                 self.phase = Phase::Bound;
-                Step::Bound(lease)
+                Step::Bound(lease_of(&reply, offered, chosen))
+            }
+            // The same address again, from whichever server answered (a
+            // rebinding client may hear another one).
+            (Phase::Extending { lease }, MessageType::Ack) if reply.yiaddr() == lease.address => {
+                self.phase = Phase::Bound;
+                Step::Bound(lease_of(
+                    &reply,
+                    lease.address,
+                    server.unwrap_or(lease.server),
+                ))
+            }
+            (Phase::Extending { lease }, MessageType::Nak) => {
+                let why = nak_reason(&reply);
+                self.phase = Phase::Selecting;
+                Step::Restart(format!(
+                    "DHCP server refused to extend the lease of {}: {why}",
+                    lease.address
+                ))
             }
             (Phase::Requesting { server: chosen, .. }, MessageType::Nak)
                 if server.is_none_or(|s| s == chosen) =>
             {
-                let why = match reply.opts().get(OptionCode::Message) {
-                    Some(DhcpOption::Message(text)) => text.clone(),
-                    _ => "no reason given".to_owned(),
-                };
+                let why = nak_reason(&reply);
                 self.phase = Phase::Selecting;
                 Step::Restart(format!("DHCP server {chosen} refused the address: {why}"))
             }
             _ => Step::Ignore,
         }
+    }
+}
+
+/// The reason a NAK gives (option 56).
+fn nak_reason(reply: &v4::Message) -> String {
+    match reply.opts().get(OptionCode::Message) {
+        Some(DhcpOption::Message(text)) => text.clone(),
+        _ => "no reason given".to_owned(),
+    }
+}
+
+/// The lease an ACK gives for `address` from `server`.
+fn lease_of(reply: &v4::Message, address: Ipv4Addr, server: Ipv4Addr) -> Lease {
+    let prefix_len = match reply.opts().get(OptionCode::SubnetMask) {
+        Some(DhcpOption::SubnetMask(mask)) => u32::from(*mask).leading_ones() as u8,
+        _ => 24,
+    };
+    let router = match reply.opts().get(OptionCode::Router) {
+        Some(DhcpOption::Router(routers)) => routers.first().copied(),
+        _ => None,
+    };
+    let lease_s = match reply.opts().get(OptionCode::AddressLeaseTime) {
+        Some(DhcpOption::AddressLeaseTime(s)) => *s,
+        _ => 3600,
+    };
+    Lease {
+        address,
+        prefix_len,
+        router,
+        server,
+        lease_s,
     }
 }
 
@@ -316,6 +404,75 @@ mod tests {
         assert_eq!(
             client.handle(&nak),
             Step::Restart("DHCP server 10.213.0.1 refused the address: address in use".into())
+        );
+    }
+
+    #[test]
+    fn renewal_times_follow_rfc_2131() {
+        assert_eq!(due(600, 0), Due::Nothing);
+        assert_eq!(due(600, 299), Due::Nothing);
+        assert_eq!(due(600, 300), Due::Renew);
+        assert_eq!(due(600, 524), Due::Renew);
+        assert_eq!(due(600, 525), Due::Rebind);
+        assert_eq!(due(600, 600), Due::Expired);
+        assert_eq!(due(u32::MAX, u64::MAX), Due::Nothing);
+    }
+
+    #[test]
+    fn a_lease_is_extended_from_its_address_and_a_nak_starts_over() {
+        let bound = Lease {
+            address: OFFERED,
+            prefix_len: 24,
+            router: Some(SERVER),
+            server: SERVER,
+            lease_s: 600,
+        };
+        let mut client = Client::new(MAC, 0);
+        let request = client.extend(bound, 0x55);
+        let sent = v4::Message::decode(&mut Decoder::new(&request)).unwrap();
+        assert_eq!(sent.xid(), 0x55);
+        assert_eq!(sent.ciaddr(), OFFERED);
+        assert!(!sent.flags().broadcast());
+        assert_eq!(
+            sent.opts().get(OptionCode::MessageType),
+            Some(&DhcpOption::MessageType(MessageType::Request))
+        );
+        // RFC 2131 4.3.2: RENEWING/REBINDING carry neither option 50 nor 54.
+        assert!(sent.opts().get(OptionCode::RequestedIpAddress).is_none());
+        assert!(sent.opts().get(OptionCode::ServerIdentifier).is_none());
+        assert_eq!(client.retransmit(), request);
+        // Another address is not the lease we hold.
+        assert_eq!(
+            client.handle(&reply(
+                &request,
+                MessageType::Ack,
+                Ipv4Addr::new(10, 213, 0, 7),
+                &[]
+            )),
+            Step::Ignore
+        );
+        let ack = reply(
+            &request,
+            MessageType::Ack,
+            OFFERED,
+            &[DhcpOption::AddressLeaseTime(900)],
+        );
+        assert_eq!(
+            client.handle(&ack),
+            Step::Bound(Lease {
+                lease_s: 900,
+                router: None,
+                ..bound
+            })
+        );
+
+        let request = client.extend(bound, 0x56);
+        let nak = reply(&request, MessageType::Nak, Ipv4Addr::UNSPECIFIED, &[]);
+        assert_eq!(
+            client.handle(&nak),
+            Step::Restart(
+                "DHCP server refused to extend the lease of 10.213.0.100: no reason given".into()
+            )
         );
     }
 

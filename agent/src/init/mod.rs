@@ -34,6 +34,7 @@ use model::plan::HostPlan;
 use crate::sysroot::SysRoot;
 
 use cmdline::BootParams;
+use dhcp::{Due, Lease};
 use session::{Action, Failure, Request, Session};
 
 /// How long a fatal error is shown before the machine reboots.
@@ -42,6 +43,10 @@ const FATAL_PAUSE: Duration = Duration::from_secs(30);
 const NIC_WAIT: Duration = Duration::from_secs(30);
 /// How long one DHCP exchange may take before it is started again.
 const DHCP_ROUND: Duration = Duration::from_secs(60);
+/// How long one attempt to extend the lease waits for an answer (the agent's
+/// requests wait meanwhile, so this stays short; a failed attempt is tried
+/// again on the next round, until T2 and expiry).
+const LEASE_EXTEND_WAIT: Duration = Duration::from_secs(8);
 
 /// Prints one line on the console (`/dev/console`, else stderr).
 pub fn say(line: &str) {
@@ -96,7 +101,7 @@ fn main_loop(
     ));
     load_modules();
     let nic = wait_for_nic(params.mac)?;
-    bring_up(&nic, &params);
+    let (mut lease, mut bound_at) = bring_up(&nic, &params);
     let http = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(30)))
@@ -107,6 +112,7 @@ fn main_loop(
     // An apply report whose post failed: posted again rather than applying twice.
     let mut unsent_report: Option<AppliedReport> = None;
     loop {
+        (lease, bound_at) = keep_lease(&nic, &params, lease, bound_at);
         let request = session.next_request();
         let result = match request {
             Request::Inventory => {
@@ -153,7 +159,7 @@ fn main_loop(
         }
         match action {
             Action::Sleep(pause) => std::thread::sleep(pause),
-            Action::Renetwork => bring_up(&nic, &params),
+            Action::Renetwork => (lease, bound_at) = bring_up(&nic, &params),
             Action::PowerOff | Action::Reboot => power(action),
         }
     }
@@ -354,8 +360,9 @@ fn wait_for_nic(mac: [u8; 6]) -> Result<net::Nic, String> {
     }
 }
 
-/// Sets the NIC up and gets an address, retrying until it works.
-fn bring_up(nic: &net::Nic, params: &BootParams) {
+/// Sets the NIC up and gets an address, retrying until it works; the lease
+/// and when it was bound.
+fn bring_up(nic: &net::Nic, params: &BootParams) -> (Lease, Instant) {
     let mut backoff = backoff::Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
     loop {
         let result = net::link_up(nic).and_then(|()| {
@@ -374,7 +381,7 @@ fn bring_up(nic: &net::Nic, params: &BootParams) {
                     lease.server,
                     lease.lease_s
                 ));
-                return;
+                return (lease, Instant::now());
             }
             Err(err) => {
                 let pause = backoff.fail();
@@ -384,6 +391,59 @@ fn bring_up(nic: &net::Nic, params: &BootParams) {
                 ));
                 std::thread::sleep(pause);
             }
+        }
+    }
+}
+
+/// Renews the lease at T1, rebinds it at T2 and starts over when it ran out
+/// (RFC 2131 4.4.5); the lease and when it was bound, as they are now. A
+/// failed attempt is said on the console and tried again on the next round.
+fn keep_lease(
+    nic: &net::Nic,
+    params: &BootParams,
+    lease: Lease,
+    bound_at: Instant,
+) -> (Lease, Instant) {
+    let rebind = match dhcp::due(lease.lease_s, bound_at.elapsed().as_secs()) {
+        Due::Nothing => return (lease, bound_at),
+        Due::Renew => false,
+        Due::Rebind => true,
+        Due::Expired => {
+            say(&format!(
+                "DHCP: the lease of {} ran out without an answer from a DHCP server; asking for an address again",
+                lease.address
+            ));
+            return bring_up(nic, params);
+        }
+    };
+    let asked = Instant::now();
+    match net::extend(
+        nic,
+        params.mac,
+        lease,
+        random_u32(),
+        rebind,
+        LEASE_EXTEND_WAIT,
+    ) {
+        Ok(net::Extended::Bound(extended)) => {
+            if let Err(err) = net::configure(nic, &extended) {
+                say(&format!("DHCP: lease extended but not configured: {err}"));
+            }
+            say(&format!(
+                "DHCP: lease of {} extended for {} s by {}",
+                extended.address, extended.lease_s, extended.server
+            ));
+            (extended, asked)
+        }
+        Ok(net::Extended::Refused(why)) => {
+            say(&format!("DHCP: {why}; asking for an address again"));
+            bring_up(nic, params)
+        }
+        Err(err) => {
+            say(&format!(
+                "DHCP: {err}; check that the DHCP server still runs; trying again on the next round"
+            ));
+            (lease, bound_at)
         }
     }
 }

@@ -182,16 +182,8 @@ pub fn acquire(nic: &Nic, mac: [u8; 6], xid: u32, give_up: Duration) -> Result<L
             .send_to(&datagram, server)
             .map_err(|e| format!("cannot send a DHCP request on {}: {e}", nic.name))?;
         let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            socket.set_read_timeout(Some(left)).ok();
-            let Ok((n, _)) = socket.recv_from(&mut buf) else {
-                break;
-            };
-            match client.handle(&buf[..n]) {
+        while let Some(step) = next_step(&socket, &mut client, &mut buf, deadline) {
+            match step {
                 Step::Ignore => {}
                 Step::Send(next) => {
                     datagram = next;
@@ -221,4 +213,77 @@ pub fn acquire(nic: &Nic, mac: [u8; 6], xid: u32, give_up: Duration) -> Result<L
         datagram = client.retransmit();
         wait = (wait * 2).min(Duration::from_secs(16));
     }
+}
+
+/// The client's next step for a datagram received before `deadline` (ignored
+/// ones included); `None` when the deadline passed or the socket failed.
+fn next_step(
+    socket: &UdpSocket,
+    client: &mut Client,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Option<Step> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return None;
+    }
+    socket.set_read_timeout(Some(left)).ok();
+    let (n, _) = socket.recv_from(buf).ok()?;
+    Some(client.handle(&buf[..n]))
+}
+
+/// What extending a lease gave.
+#[derive(Debug)]
+pub enum Extended {
+    /// The server extended it (the lease as the ACK gives it now).
+    Bound(Lease),
+    /// A server refused it (NAK): the address is no longer ours.
+    Refused(String),
+}
+
+/// Extends `lease` on `nic` (RFC 2131 RENEWING, or REBINDING when `rebind`):
+/// a REQUEST from the lease's address, unicast to its server (broadcast when
+/// rebinding), sent again every 4 s until an answer or `give_up`.
+pub fn extend(
+    nic: &Nic,
+    mac: [u8; 6],
+    lease: Lease,
+    xid: u32,
+    rebind: bool,
+    give_up: Duration,
+) -> Result<Extended, String> {
+    let socket = dhcp_socket(nic)?;
+    let to = if rebind {
+        SocketAddr::from((Ipv4Addr::BROADCAST, 67))
+    } else {
+        SocketAddr::from((lease.server, 67))
+    };
+    let mut client = Client::new(mac, xid);
+    let datagram = client.extend(lease, xid);
+    let started = Instant::now();
+    let mut buf = vec![0u8; 1500];
+    while started.elapsed() < give_up {
+        socket
+            .send_to(&datagram, to)
+            .map_err(|e| format!("cannot send a DHCP request to {to} on {}: {e}", nic.name))?;
+        let deadline = (Instant::now() + Duration::from_secs(4)).min(started + give_up);
+        while let Some(step) = next_step(&socket, &mut client, &mut buf, deadline) {
+            match step {
+                Step::Bound(lease) => return Ok(Extended::Bound(lease)),
+                Step::Restart(why) => return Ok(Extended::Refused(why)),
+                Step::Ignore | Step::Send(_) => {}
+            }
+        }
+    }
+    Err(format!(
+        "no DHCP answer to extending the lease of {} on {} ({}) after {} s",
+        lease.address,
+        nic.name,
+        if rebind {
+            "broadcast to any server".to_owned()
+        } else {
+            format!("asked of {}", lease.server)
+        },
+        started.elapsed().as_secs()
+    ))
 }
