@@ -29,6 +29,7 @@ use serde_json::json;
 
 use crate::bmc::{BmcError, PowerAction};
 use crate::daemon::{App, DaemonError, PowerReport, SiteStatus};
+use crate::executor::jobs::NodeProgress;
 use crate::lifecycle::{Event, TransitionError};
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::store::{
@@ -232,6 +233,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/nodes/{name}"),
     ("get", "/api/v1/nodes/{name}/history"),
     ("get", "/api/v1/nodes/{name}/inventory"),
+    ("get", "/api/v1/nodes/{name}/progress"),
     ("put", "/api/v1/nodes/{name}/maintenance"),
     ("post", "/api/v1/nodes/{name}/events"),
     ("get", "/api/v1/nodes/{name}/apply"),
@@ -253,6 +255,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/nodes/{name}", get(show_node).delete(delete_node))
         .route("/api/v1/nodes/{name}/history", get(node_history))
         .route("/api/v1/nodes/{name}/inventory", get(node_inventory))
+        .route("/api/v1/nodes/{name}/progress", get(node_progress))
         .route("/api/v1/nodes/{name}/maintenance", put(set_maintenance))
         .route("/api/v1/nodes/{name}/events", post(node_event))
         .route(
@@ -414,6 +417,13 @@ async fn node_inventory(
     }
 }
 
+async fn node_progress(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> ApiResult<NodeProgress> {
+    Ok(Json(app.store.node_progress(&name).await?))
+}
+
 async fn node_history(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -525,6 +535,7 @@ pub fn openapi() -> serde_json::Value {
     add("NodeList", generator.subschema_for::<Vec<NodeRecord>>());
     add("Node", generator.subschema_for::<NodeRecord>());
     add("History", generator.subschema_for::<Vec<HistoryEntry>>());
+    add("Progress", generator.subschema_for::<NodeProgress>());
     add("Inventory", generator.subschema_for::<StoredInventory>());
     add(
         "InventoryReport",
@@ -609,6 +620,10 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/nodes/{name}/history": {
                 "parameters": name_param,
                 "get": {"summary": "A node's transitions, oldest first", "security": [{"bearer": []}], "responses": with_errors(json!({"200": ok("history", "History")}))}
+            },
+            "/api/v1/nodes/{name}/progress": {
+                "parameters": name_param,
+                "get": {"summary": "Boot steps seen in the node's current state, and its queued BMC actions", "security": [{"bearer": []}], "responses": with_errors(json!({"200": ok("progress", "Progress")}))}
             },
             "/api/v1/nodes/{name}/inventory": {
                 "parameters": name_param,

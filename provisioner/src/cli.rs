@@ -630,6 +630,10 @@ async fn node_command(client: &Client, command: NodeCommand) -> anyhow::Result<(
             let node = client.get(&node_path(&name)).await?;
             print_node(&node, output)?;
             if let Output::Table = output {
+                let progress = client
+                    .get(&format!("{}/progress", node_path(&name)))
+                    .await?;
+                print_progress(&progress);
                 let apply = client.get(&format!("{}/apply", node_path(&name))).await?;
                 print_apply(&apply);
             }
@@ -1059,6 +1063,38 @@ fn print_node(node: &Value, output: Output) -> anyhow::Result<()> {
         println!("{key:>16}  {value}");
     }
     Ok(())
+}
+
+/// A node's progress (`GET /api/v1/nodes/{name}/progress`) as text rows: the
+/// boot steps seen in its state, and the BMC actions still queued with their
+/// attempts, next try and last error.
+fn print_progress(progress: &Value) {
+    let steps: Vec<String> = progress["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| format!("{} {}", text(&s["step"]), text(&s["at"])))
+        .collect();
+    if !steps.is_empty() {
+        println!("{:>16}  {}", "boot progress", steps.join(", "));
+    }
+    let job = &progress["bmc_job"];
+    if job.is_object() {
+        let attempts = job["attempts"].as_u64().unwrap_or(0);
+        let state = if attempts == 0 {
+            format!(
+                "queued, not tried yet (not before {})",
+                text(&job["next_attempt_at"])
+            )
+        } else {
+            format!(
+                "{attempts} attempt(s) failed, next at {}: {}",
+                text(&job["next_attempt_at"]),
+                text(&job["last_error"])
+            )
+        };
+        println!("{:>16}  {}: {state}", "bmc actions", text(&job["actions"]));
+    }
 }
 
 /// A node's apply status (`GET /api/v1/nodes/{name}/apply`) as text: the

@@ -88,6 +88,21 @@ fn inspect_boots_nodes_through_their_bmc_within_the_boot_limit() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(fake.power(2), "Off", "the boot limit of 1 was not kept");
     assert_eq!(node(&daemon, "node-002")["state"], "inspecting");
+    // The operator sees why: node-002's BMC actions wait their turn, node-001
+    // was powered on.
+    let shown = daemon.cli(&["node", "show", "node-002"]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    assert!(
+        stdout(&shown)
+            .contains("bmc actions  boot network (once), power on/reset: queued, not tried yet"),
+        "{}",
+        stdout(&shown)
+    );
+    let shown = stdout(&daemon.cli(&["node", "show", "node-001"]));
+    assert!(
+        shown.contains("boot progress  powered_on ") && !shown.contains("bmc actions"),
+        "{shown}"
+    );
     // ... and boots once node-001 leaves its wait state.
     event(&daemon, "node-001", "abort");
     daemon.wait_for("node-002 powered on", 30, || fake.power(2) == "On");

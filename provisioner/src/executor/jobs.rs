@@ -22,6 +22,38 @@ pub struct Job {
     pub last_error: Option<String>,
 }
 
+/// `GET /api/v1/nodes/{name}/progress`: what a node did during its current
+/// state and what the executor still has to do for it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct NodeProgress {
+    /// Boot steps seen since the node entered its state, in boot order
+    /// (`powered_on`, `dhcp`, `script`, `agent`).
+    pub steps: Vec<ProgressStep>,
+    /// The BMC actions queued for the executor (waiting for a boot slot, or
+    /// retrying after a failure); `null` when none.
+    pub bmc_job: Option<QueuedBmcJob>,
+}
+
+/// A boot step and when it was first seen.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct ProgressStep {
+    pub step: String,
+    pub at: DateTime<Utc>,
+}
+
+/// BMC actions the executor has not carried out yet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct QueuedBmcJob {
+    /// The actions, in words (`boot network (once), power on/reset`).
+    pub actions: String,
+    /// Attempts made so far (0: not tried yet, e.g. waiting for a boot slot).
+    pub attempts: u32,
+    /// Not before this time (back-off after a failure).
+    pub next_attempt_at: DateTime<Utc>,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+}
+
 /// A step of a node's boot, recorded the first time it is seen during a wait state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Step {
@@ -118,6 +150,43 @@ impl Store {
         rows.iter()
             .map(|row| job_from_row(row.try_get("name")?, row))
             .collect()
+    }
+
+    /// What a node is doing during its wait state, for the operator: the boot
+    /// steps seen and the BMC actions still queued.
+    pub async fn node_progress(&self, name: &str) -> Result<NodeProgress, StoreError> {
+        // Also answers NotFound for an unknown node.
+        self.node(name).await?;
+        let steps = self
+            .progress(name)
+            .await?
+            .into_iter()
+            .map(|(step, at)| ProgressStep {
+                step: step.as_str().to_owned(),
+                at,
+            })
+            .collect();
+        let row = sqlx::query(
+            "SELECT j.generation, j.actions, j.attempts, j.last_error, j.next_at FROM node_jobs j \
+             JOIN nodes n ON n.id = j.node_id WHERE n.name = ?",
+        )
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
+        let bmc_job = match row {
+            None => None,
+            Some(row) => {
+                let job = job_from_row(name.to_owned(), &row)?;
+                let next: String = row.try_get("next_at")?;
+                Some(QueuedBmcJob {
+                    actions: super::describe(&job.actions),
+                    attempts: job.attempts,
+                    next_attempt_at: parse_time(name, "node_jobs.next_at", &next)?,
+                    last_error: job.last_error,
+                })
+            }
+        };
+        Ok(NodeProgress { steps, bmc_job })
     }
 
     /// The job queued for a node, if any.

@@ -277,7 +277,7 @@ async fn fail(app: &Arc<App>, job: &Job, reason: String) -> Result<(), DaemonErr
     }
 }
 
-fn describe(actions: &[Action]) -> String {
+pub(crate) fn describe(actions: &[Action]) -> String {
     let parts: Vec<String> = actions.iter().map(ToString::to_string).collect();
     parts.join(", ")
 }
