@@ -176,13 +176,7 @@ fn a_busy_bmc_a_daemon_crash_and_a_dead_link() -> Result<()> {
     eprintln!("killed provisioner serve (PID {pid}) with SIGKILL while {BUSY} was inspecting");
     std::thread::sleep(Duration::from_secs(1));
     lab.serve(None)?;
-    let node = watch.until(
-        &lab,
-        BUSY,
-        Duration::from_secs(INSPECT_TIMEOUT_S),
-        "available",
-        |n, _| n.state == State::Available,
-    )?;
+    let node = lab.wait_matched(BUSY, Duration::from_secs(INSPECT_TIMEOUT_S))?;
     ensure!(
         node.matched_profile.as_deref() == Some("lab-network") && node.plan.is_some(),
         "{BUSY}: profile {:?}, plan error {:?}",
@@ -223,13 +217,7 @@ fn a_busy_bmc_a_daemon_crash_and_a_dead_link() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let again = Instant::now();
-    let node = watch.until(
-        &lab,
-        UNPLUGGED,
-        Duration::from_secs(INSPECT_TIMEOUT_S),
-        "available",
-        |n, _| n.state == State::Available,
-    )?;
+    let node = lab.wait_matched(UNPLUGGED, Duration::from_secs(INSPECT_TIMEOUT_S))?;
     ensure!(
         node.matched_profile.as_deref() == Some("lab-storage") && node.plan.is_some(),
         "{UNPLUGGED}: profile {:?}, plan error {:?}",

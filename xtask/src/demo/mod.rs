@@ -22,7 +22,6 @@ mod table;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -34,7 +33,6 @@ use serde_json::Value;
 
 /// The lab site's BMC password variable and the value the demo's BMCs use.
 const PASSWORD: (&str, &str) = ("LAB_BMC_PASSWORD", "demo-bmc-secret");
-const API: &str = "http://10.213.0.1:8080";
 
 /// Host memory a VM costs beyond its guest RAM (QEMU, TCG's translation cache), MiB.
 const QEMU_OVERHEAD_MIB: u64 = 256;
@@ -125,14 +123,6 @@ pub fn run(args: &Args) -> Result<()> {
         lab.dir().display()
     ));
 
-    let cli = Cli {
-        netns: lab.netns().name().to_owned(),
-        binary: target.join("debug/provisioner"),
-        token: std::fs::read_to_string(lab.dir().join("state/api-token"))
-            .context("reading the daemon's API token")?
-            .trim()
-            .to_owned(),
-    };
     let live = std::io::stdout().is_terminal() && std::env::var_os("CI").is_none();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut drawn = 0;
@@ -145,11 +135,11 @@ pub fn run(args: &Args) -> Result<()> {
         if let Some(pid) = lab.provisioner_pid() {
             peak_rss_kib = peak_rss_kib.max(vm_hwm_kib(pid).unwrap_or(0));
         }
-        let nodes = cli.json(&["node", "list"])?;
+        let nodes = cli_json(&lab, &["node", "list"])?;
         let mut events = vec![];
         for node in nodes.as_array().into_iter().flatten() {
             let name = node["name"].as_str().unwrap_or_default().to_owned();
-            let history = cli.json(&["node", "history", &name])?;
+            let history = cli_json(&lab, &["node", "history", &name])?;
             if let Some(last) = history.as_array().and_then(|h| h.last()) {
                 events.push((name, last.clone()));
             }
@@ -195,7 +185,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     println!();
     for node in &rack.vms {
-        match cli.json(&["node", "show", &node.name]) {
+        match cli_json(&lab, &["node", "show", &node.name]) {
             Ok(shown) => println!("{}", table::summary(&shown)),
             Err(err) => println!("{}: cannot read it: {err:#}", node.name),
         }
@@ -302,32 +292,19 @@ fn step(what: &str) {
     println!("==> {what}");
 }
 
-/// The CLI inside the lab namespace, as an operator on the provisioning network runs it.
-struct Cli {
-    netns: String,
-    binary: PathBuf,
-    token: String,
-}
-
-impl Cli {
-    fn json(&self, args: &[&str]) -> Result<Value> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.netns])
-            .arg(&self.binary)
-            .args(args)
-            .args(["-o", "json", "--api", API])
-            .env("PROVISIONER_TOKEN", &self.token)
-            .output()
-            .context("running the provisioner CLI in the lab namespace")?;
-        if !out.status.success() {
-            bail!(
-                "provisioner {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        serde_json::from_slice(&out.stdout).context("parsing the CLI's JSON")
+/// `provisioner ARGS -o json` in the lab's namespace (`Lab::cli`), parsed.
+fn cli_json(lab: &Lab, args: &[&str]) -> Result<Value> {
+    let mut full = args.to_vec();
+    full.extend(["-o", "json"]);
+    let out = lab.cli(&full)?;
+    if !out.status.success() {
+        bail!(
+            "provisioner {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
+    serde_json::from_slice(&out.stdout).context("parsing the CLI's JSON")
 }
 
 /// Peak resident memory of a process (VmHWM), KiB.
