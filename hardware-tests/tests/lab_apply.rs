@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use hardware_tests::lab::{Lab, RackSetup, assets};
+use hardware_tests::lab::{self, Lab, RackSetup, assets};
 use model::apply::{ApplyReport, Status};
 use model::inventory::Inventory;
 
@@ -24,23 +24,18 @@ const NODE: &str = "lab-compute-0";
 const LEASE_S: u32 = 60;
 
 /// The lab site.yaml with the agent kept up after inspection, heartbeating
-/// every 2 s (so an apply request reaches it within 2 s, not 10).
+/// every 2 s (so an apply request reaches it within 2 s, not 10), and the
+/// shortest DHCP lease.
 fn site_yaml_keeping_the_agent(dir: &Path) -> Result<std::path::PathBuf> {
-    let original = std::fs::read_to_string(hardware_tests::lab_site_dir().join("site.yaml"))?;
-    let changed = original
-        .replace("after_inspection: poweroff", "after_inspection: wait")
-        .replace("heartbeat_interval: 10", "heartbeat_interval: 2")
-        .replace("lease_time: 3600", &format!("lease_time: {LEASE_S}"));
-    ensure!(
-        changed.contains("after_inspection: wait")
-            && changed.contains("heartbeat_interval: 2")
-            && changed.contains(&format!("lease_time: {LEASE_S}")),
-        "the lab site.yaml no longer says `after_inspection: poweroff`, \
-         `heartbeat_interval: 10` and `lease_time: 3600`: update this test"
-    );
-    let path = dir.join("site.yaml");
-    std::fs::write(&path, changed)?;
-    Ok(path)
+    Ok(lab::edited_copy(
+        &hardware_tests::lab_site_dir().join("site.yaml"),
+        dir,
+        &[
+            ("after_inspection: poweroff", "after_inspection: wait"),
+            ("heartbeat_interval: 10", "heartbeat_interval: 2"),
+            ("lease_time: 3600", &format!("lease_time: {LEASE_S}")),
+        ],
+    )?)
 }
 
 /// `node apply NODE --wait -o json`: the stored report and the CLI's exit status.

@@ -11,11 +11,11 @@
 //!   with a reason that names its MAC and says no DHCP request was seen; once the
 //!   link is up, `provisioner node inspect` brings it to `available`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use hardware_tests::lab::{Lab, RackSetup, assets};
+use hardware_tests::lab::{self, Lab, RackSetup, assets};
 use hardware_tests::rack;
 use provisioner::executor::jobs::Step;
 use provisioner::lifecycle::State;
@@ -30,17 +30,6 @@ const BMC_FAILURES: u32 = 3;
 /// TCG on a loaded 2-core host plus the BMC's retries and a daemon restart
 /// (about 30 s seen), short enough not to stretch CI.
 const INSPECT_TIMEOUT_S: u64 = 75;
-
-/// Reads `path` and replaces `from` with `to`, which must be there.
-fn edited(path: &Path, from: &str, to: &str) -> Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
-    ensure!(
-        text.contains(from),
-        "{}: no `{from}` to replace (did the file change?)",
-        path.display()
-    );
-    Ok(text.replace(from, to))
-}
 
 struct Watch {
     runtime: tokio::runtime::Runtime,
@@ -92,23 +81,21 @@ impl Watch {
 fn a_busy_bmc_a_daemon_crash_and_a_dead_link() -> Result<()> {
     let ramdisk = assets::inspection_ramdisk()?;
     let work = tempfile::tempdir()?;
-    let rack_file = work.path().join("rack.yaml");
-    std::fs::write(
-        &rack_file,
-        edited(
-            &rack::lab_rack_file(),
+    let rack_file = lab::edited_copy(
+        &rack::lab_rack_file(),
+        work.path(),
+        &[(
             "bmc: {kind: redfish, port: 8102}",
             &format!("bmc: {{kind: redfish, port: 8102, fail_first: {BMC_FAILURES}}}"),
-        )?,
+        )],
     )?;
-    let site_file = work.path().join("site.yaml");
-    std::fs::write(
-        &site_file,
-        edited(
-            &hardware_tests::lab_site_dir().join("site.yaml"),
+    let site_file = lab::edited_copy(
+        &hardware_tests::lab_site_dir().join("site.yaml"),
+        work.path(),
+        &[(
             "inspect_timeout: 300",
             &format!("inspect_timeout: {INSPECT_TIMEOUT_S}"),
-        )?,
+        )],
     )?;
     let mut lab = Lab::start_rack(RackSetup {
         nodes: Some(&[BUSY, UNPLUGGED]),

@@ -288,8 +288,7 @@ fn qemu_args(vm: &Vm, work: &Path) -> Result<Vec<String>> {
     let mut push = |s: String| a.push(s);
     for s in [
         "-accel",
-        // One host thread for all vCPUs: see hardware_tests::lab::Accel::qemu_arg.
-        "tcg,thread=single",
+        hardware_tests::lab::Accel::Tcg.qemu_arg(),
         "-cpu",
         "max,vendor=GenuineIntel",
         "-machine",

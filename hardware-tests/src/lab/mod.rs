@@ -71,6 +71,28 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
     move |source| LabError::Io { what, source }
 }
 
+/// Writes `src` with each `(from, to)` replaced to `dir/NAME` (NAME: `src`'s
+/// file name) and returns that path: a test's variant of a checked-in lab
+/// file (e.g. a shorter timeout in site.yaml). Every `from` must be in the
+/// file, so a test notices when the file it edits changed.
+pub fn edited_copy(src: &Path, dir: &Path, edits: &[(&str, &str)]) -> Result<PathBuf, LabError> {
+    let mut text =
+        std::fs::read_to_string(src).map_err(io(format!("reading {}", src.display())))?;
+    for (from, to) in edits {
+        if !text.contains(from) {
+            return Err(LabError::Missing(format!(
+                "{}: no `{from}` to replace; update the test that edits it",
+                src.display()
+            )));
+        }
+        text = text.replace(from, to);
+    }
+    let name = src.file_name().unwrap_or_default();
+    let out = dir.join(name);
+    std::fs::write(&out, text).map_err(io(format!("writing {}", out.display())))?;
+    Ok(out)
+}
+
 /// The built `provisioner` binary next to the running test's target
 /// directory (`cargo test --workspace` builds it for the provisioner's own tests).
 pub fn provisioner_binary() -> Result<PathBuf, LabError> {
