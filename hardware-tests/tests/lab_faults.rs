@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use hardware_tests::lab::{self, Lab, RackSetup, assets};
 use hardware_tests::rack;
-use provisioner::executor::jobs::Step;
 use provisioner::lifecycle::State;
+use provisioner::progress::Step;
 use provisioner::store::{NodeRecord, Store};
 
 const PASSWORD: (&str, &str) = ("LAB_BMC_PASSWORD", "lab-faults-secret");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, ensure};
 use hardware_tests::lab::{Lab, RackSetup, assets};
 use hardware_tests::rack;
-use provisioner::executor::jobs::Step;
+use provisioner::progress::Step;
 
 const PASSWORD: (&str, &str) = ("LAB_BMC_PASSWORD", "lab-rack-secret");
 const NODES: [&str; 2] = ["lab-network-0", "lab-storage-0"];

@@ -27,11 +27,11 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::app::{App, AppError, PowerReport, SiteStatus};
 use crate::bmc::{BmcError, PowerAction};
-use crate::daemon::{App, DaemonError, PowerReport, SiteStatus};
-use crate::executor::jobs::NodeProgress;
 use crate::lifecycle::{Event, TransitionError};
 use crate::metrics::{RequestLabels, RouteLabels};
+use crate::store::NodeProgress;
 use crate::store::{
     ApplyStatus, BootSession, HistoryEntry, NodeRecord, StoreError, StoredInventory, SyncReport,
 };
@@ -82,25 +82,25 @@ pub struct PowerRequest {
 #[derive(Debug)]
 pub enum ApiError {
     Unauthorized(&'static str),
-    Daemon(DaemonError),
+    Daemon(AppError),
     BadJson(String),
 }
 
-impl From<DaemonError> for ApiError {
-    fn from(err: DaemonError) -> Self {
+impl From<AppError> for ApiError {
+    fn from(err: AppError) -> Self {
         ApiError::Daemon(err)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        ApiError::Daemon(DaemonError::Store(err))
+        ApiError::Daemon(AppError::Store(err))
     }
 }
 
 /// The one place where errors become HTTP status codes.
 fn status_of(err: &ApiError) -> (StatusCode, Option<String>) {
-    use DaemonError as D;
+    use AppError as D;
     match err {
         ApiError::Unauthorized(_) => (
             StatusCode::UNAUTHORIZED,
@@ -186,7 +186,7 @@ impl IntoResponse for ApiError {
         let error = match &self {
             ApiError::Unauthorized(why) => (*why).to_owned(),
             ApiError::BadJson(msg) => msg.clone(),
-            ApiError::Daemon(DaemonError::SiteInvalid(errors)) => {
+            ApiError::Daemon(AppError::SiteInvalid(errors)) => {
                 details = errors.0.iter().map(ToString::to_string).collect();
                 self_message(&self)
             }
@@ -310,7 +310,7 @@ async fn agent_session(app: &App, headers: &HeaderMap) -> Result<BootSession, Ap
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ApiError::Daemon(DaemonError::AgentToken(
+        .ok_or(ApiError::Daemon(AppError::AgentToken(
             "missing bearer token",
         )))?;
     Ok(app.agent_session(token.trim()).await?)
@@ -390,9 +390,8 @@ async fn list_nodes(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     // One allocation of about the right size instead of a doubling buffer:
     // a 10,000-node list is ~6 MB of JSON.
     let mut body = Vec::with_capacity(nodes.len() * 640 + 2);
-    serde_json::to_writer(&mut body, &nodes).map_err(|e| {
-        ApiError::Daemon(DaemonError::Internal(format!("cannot encode nodes: {e}")))
-    })?;
+    serde_json::to_writer(&mut body, &nodes)
+        .map_err(|e| ApiError::Daemon(AppError::Internal(format!("cannot encode nodes: {e}"))))?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -413,7 +412,7 @@ async fn node_inventory(
 ) -> ApiResult<StoredInventory> {
     match app.store.inventory(&name).await? {
         Some(inventory) => Ok(Json(inventory)),
-        None => Err(DaemonError::NoInventory(name).into()),
+        None => Err(AppError::NoInventory(name).into()),
     }
 }
 
@@ -439,7 +438,7 @@ async fn delete_node(
 ) -> Result<StatusCode, ApiError> {
     let node = app.store.node(&name).await?;
     if node.state.is_waiting() && !node.maintenance {
-        return Err(DaemonError::BadRequest(format!(
+        return Err(AppError::BadRequest(format!(
             "node `{name}` is {}: abort it or put it in maintenance before deleting it",
             node.state
         ))
@@ -470,7 +469,7 @@ async fn node_event(
 ) -> ApiResult<NodeRecord> {
     let Json(request) = body.map_err(|e| ApiError::BadJson(e.body_text()))?;
     if !request.event.is_manual() {
-        return Err(DaemonError::BadRequest(format!(
+        return Err(AppError::BadRequest(format!(
             "`{}` comes from agents and timers, not from operators; send one of inspect, deploy, \
              undeploy, clean, abort",
             request.event

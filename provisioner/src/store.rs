@@ -1,6 +1,7 @@
 //! The node store: nodes, their history, DHCP leases, per-boot agent tokens
-//! (`boot_tokens`) and what agents reported (`inventory`) in an embedded SQLite
-//! database (`STATE/provisioner.db`) through sqlx.
+//! (`boot_tokens`), what agents reported (`inventory`, `apply`) and the
+//! executor's outbox and boot progress (`jobs`) in an embedded SQLite
+//! database (`STATE/provisioner.db`) through sqlx. All SQL of the daemon is here.
 //!
 //! Invariants:
 //! - Every status write is a compare-and-swap on the node's `generation`, and
@@ -31,10 +32,12 @@ use crate::lifecycle::{Action, NodeStatus, State};
 mod apply;
 mod boot_tokens;
 mod inventory;
+pub mod jobs;
 
 pub use apply::{ApplyStatus, LastApply};
 pub use boot_tokens::BootSession;
 pub use inventory::{AgentHeartbeat, StoredInventory};
+pub use jobs::{Job, NodeProgress, ProgressStep, QueuedBmcJob};
 
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "provisioner.db";
@@ -186,7 +189,7 @@ pub struct StatusChange {
     pub bmc_actions: Vec<Action>,
     /// The outcome of the transition's `match profile` action, stored in the same
     /// transaction (`None`: matched profile and plan are left as they are).
-    pub matched: Option<crate::executor::plan::Outcome>,
+    pub matched: Option<crate::outcome::Outcome>,
 }
 
 /// What a site sync did.
@@ -465,7 +468,7 @@ impl Store {
     }
 
     /// The connection pool, for the store extensions of other modules
-    /// (`executor::jobs`).
+    /// (`store::jobs`).
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -759,8 +762,7 @@ impl Store {
             generation,
         )
         .await?;
-        crate::executor::jobs::replace_in(&mut tx, id, generation, &change.bmc_actions, &now_s)
-            .await?;
+        jobs::replace_in(&mut tx, id, generation, &change.bmc_actions, &now_s).await?;
         if let Some(outcome) = &change.matched {
             let (profile, plan, error) = outcome.columns();
             sqlx::query(
@@ -1116,7 +1118,7 @@ mod tests {
         // A match outcome rides with its transition; a transition without one keeps it.
         let matched = StatusChange {
             event: "inventory_received".into(),
-            matched: Some(crate::executor::plan::Outcome::PlanFailed {
+            matched: Some(crate::outcome::Outcome::PlanFailed {
                 profile: "p".into(),
                 error: "no disk".into(),
             }),

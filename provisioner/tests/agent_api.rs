@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use model::agent::Command;
 use model::inventory::Inventory;
-use provisioner::daemon::App;
+use provisioner::app::App;
 use provisioner::dhcp::Mac;
 use provisioner::lifecycle::Event;
 use provisioner::store::Store;

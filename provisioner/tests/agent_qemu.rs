@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use image::progress::Quiet;
 use image::ramdisk::{KernelSource, RamdiskOptions};
-use provisioner::daemon::App;
+use provisioner::app::App;
 use provisioner::dhcp::Mac;
 use provisioner::lifecycle::Event;
 use provisioner::store::Store;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::{Daemon, write_nodes};
 use provisioner::dhcp::Mac;
-use provisioner::executor::jobs::Step;
+use provisioner::progress::Step;
 use provisioner::store::Store;
 use reqwest::StatusCode;
 use reqwest::blocking::Client;

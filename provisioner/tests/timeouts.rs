@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use provisioner::daemon::App;
+use provisioner::app::App;
 use provisioner::lifecycle::{Event, State};
 use provisioner::store::Store;
 

@@ -7,6 +7,7 @@
 mod bench;
 mod demo;
 mod deps;
+mod layers;
 mod netns;
 mod ramdisk;
 mod record_sysfs;
@@ -70,14 +71,28 @@ enum Command {
         1. cargo xtask deps\n\
         2. the PyPI peers (sushy-tools) into <target>/venv\n\
         3. cargo fmt --all -- --check\n\
-        4. cargo clippy --workspace --all-targets --locked -- -D warnings\n\
-        5. the static node-agent for the ramdisk tests (see `cargo xtask ramdisk`)\n\
-        6. cargo test --workspace --locked [EXTRA ARGS]\n\n\
+        4. cargo xtask layers (no import cycles, a pure provisioner-core)\n\
+        5. cargo clippy --workspace --all-targets --locked --features <slow tier> -- -D warnings\n\
+        6. the static node-agent for the ramdisk tests (see `cargo xtask ramdisk`)\n\
+        7. cargo test --workspace --locked --features <slow tier> [EXTRA ARGS]\n\n\
+        The slow tier (each crate's `slow-tests` feature) holds the tests that need root, \
+        QEMU, Python or Debian peer tools; a plain `cargo test --workspace` runs the fast \
+        tier only, as any user.\n\n\
         Output is streamed; each step's duration is printed, then a summary line. \
         The target directory is the caller's (CARGO_TARGET_DIR is respected).\n\n\
         Example: cargo xtask test --no-deps -- --nocapture"
     )]
     Test(test::Args),
+    /// Check the layering: no import cycle between a crate's top-level modules, a pure core.
+    #[command(
+        long_about = "Check the layering rules that the compiler does not.\n\n\
+        1. No import cycle between the top-level modules of any workspace crate (a module \
+        imports another when its non-test code names `crate::other`).\n\
+        2. provisioner-core's normal dependencies contain no tokio, sqlx, axum, hyper, \
+        reqwest or tower (`cargo tree -p provisioner-core -e normal`).\n\n\
+        Prints each cycle with the file:line of every edge in it. `cargo xtask test` runs it."
+    )]
+    Layers,
     /// Benchmark a component against a peer (e.g. `cargo xtask bench api`).
     Bench(bench::Args),
     /// Record the sysfs/procfs trees of the inspection test fixtures in QEMU VMs.
@@ -110,6 +125,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Deps(args) => deps::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Layers => layers::check(),
         Command::Bench(args) => bench::run(args),
         Command::RecordSysfs(args) => record_sysfs::run(&args),
         Command::Ramdisk(args) => ramdisk::run(&args),

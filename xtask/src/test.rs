@@ -28,7 +28,15 @@ enum Step {
     /// The static `node-agent` the ramdisk tests pack as `/init` (image/tests/ramdisk.rs).
     StaticAgent,
     Cargo(Vec<OsString>),
+    /// No import cycles, a pure core crate (`cargo xtask layers`).
+    Layers,
 }
+
+/// The slow tier of every crate that has one (see each Cargo.toml's `slow-tests`):
+/// tests that need root, QEMU, Python or the Debian peers `deps` installs. A plain
+/// `cargo test --workspace` leaves them out; CI and this command run them.
+pub const SLOW_TIER: &str =
+    "provisioner/slow-tests,hardware-tests/slow-tests,agent/slow-tests,image/slow-tests";
 
 fn steps(args: &Args) -> Vec<(String, Step)> {
     let cargo = |a: &[&str]| Step::Cargo(a.iter().map(OsString::from).collect());
@@ -38,6 +46,7 @@ fn steps(args: &Args) -> Vec<(String, Step)> {
         steps.push(("venv".to_owned(), Step::Venv));
     }
     steps.push(("fmt".to_owned(), cargo(&["fmt", "--all", "--", "--check"])));
+    steps.push(("layers".to_owned(), Step::Layers));
     steps.push((
         "clippy".to_owned(),
         cargo(&[
@@ -45,13 +54,17 @@ fn steps(args: &Args) -> Vec<(String, Step)> {
             "--workspace",
             "--all-targets",
             "--locked",
+            "--features",
+            SLOW_TIER,
             "--",
             "-D",
             "warnings",
         ]),
     ));
     steps.push(("static-agent".to_owned(), Step::StaticAgent));
-    let mut test = vec!["test".into(), "--workspace".into(), "--locked".into()];
+    let mut test: Vec<OsString> = ["test", "--workspace", "--locked", "--features", SLOW_TIER]
+        .map(OsString::from)
+        .to_vec();
     test.extend(args.cargo_test_args.iter().cloned());
     steps.push(("test".to_owned(), Step::Cargo(test)));
     steps
@@ -64,6 +77,7 @@ fn describe(step: &Step) -> String {
             "pip install into <target>/venv: {}",
             crate::venv::PEERS.join(" ")
         ),
+        Step::Layers => "cargo xtask layers (import cycles, pure core)".to_owned(),
         Step::StaticAgent => format!(
             "RUSTFLAGS=\"-C target-feature=+crt-static -C strip=debuginfo\" cargo build --release -p agent --target {}",
             crate::ramdisk::AGENT_TARGET
@@ -81,6 +95,7 @@ fn run_step(step: &Step) -> Result<()> {
         Step::Venv => {
             crate::venv::ensure(&crate::workspace::target_dir()?, crate::venv::PEERS).map(drop)
         }
+        Step::Layers => crate::layers::check(),
         Step::StaticAgent => crate::ramdisk::build_static_agent().map(drop),
         Step::Cargo(args) => {
             let status = crate::workspace::cargo().args(args).status()?;

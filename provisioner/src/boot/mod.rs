@@ -16,7 +16,7 @@
 //! the built-in `wait` script saying so (the machine keeps retrying).
 
 pub mod files;
-pub mod script;
+pub use provisioner_core::script;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -27,9 +27,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tracing::{error, info, warn};
 
-use crate::daemon::App;
+use crate::app::App;
 use crate::dhcp::Mac;
-use crate::executor::jobs::Step;
+use crate::progress::Step;
 use crate::site::{ImageSource, MacAddr};
 use script::{Choice, NodeView, ScriptContext, ScriptKind, Templates};
 

@@ -496,7 +496,7 @@ async fn receive(
         if super::boot::classify(&request) != super::ClientKind::Ordinary {
             let (store, mac) = (store.clone(), request.mac.to_string());
             tokio::spawn(async move {
-                let step = crate::executor::jobs::Step::Dhcp;
+                let step = crate::progress::Step::Dhcp;
                 if let Err(err) = store
                     .record_progress_by_mac(&mac, step, chrono::Utc::now())
                     .await

@@ -1,6 +1,6 @@
 //! The lifecycle executor: carries out the BMC actions of committed transitions.
 //!
-//! [`crate::daemon::App::fire`] writes each transition's BMC actions (boot device,
+//! [`crate::app::App::fire`] writes each transition's BMC actions (boot device,
 //! power) to the `node_jobs` outbox in the transition's own transaction; this loop
 //! drains the outbox. So a `kill -9` between the commit and the BMC call loses
 //! nothing: the restarted daemon finds the job and carries it out, and a node whose
@@ -19,33 +19,24 @@
 //! - A node without a BMC is powered by hand: its job is dropped with a log line, and
 //!   the wait state's timeout still applies.
 
-pub mod jobs;
-pub mod plan;
 pub mod retry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tracing::{error, info, warn};
 
+use crate::app::{App, AppError};
 use crate::bmc::{self, Bmc as _, BootMode, BootOverride, PowerAction, PowerState};
-use crate::daemon::{App, DaemonError};
-use crate::lifecycle::{Action, BootDevice, Event, WaitKind};
-use jobs::{Job, Step};
+use crate::lifecycle::{Action, BootDevice, Event};
+use crate::progress::Step;
+use crate::store::Job;
 use retry::{RetryPolicy, Verdict};
 
 /// How often the outbox is looked at when nothing wakes the loop.
 const TICK: Duration = Duration::from_secs(1);
-
-/// Which actions of a transition are the executor's (the others are done inline).
-pub fn is_bmc_action(action: &Action) -> bool {
-    matches!(
-        action,
-        Action::SetBootDevice { .. } | Action::PowerOnOrReset | Action::PowerOff
-    )
-}
 
 /// Nodes whose job is running, and whether that job powers the node on.
 type Running = Arc<Mutex<HashMap<String, bool>>>;
@@ -66,7 +57,7 @@ pub async fn run(app: Arc<App>) {
 
 /// Zero-touch (`lifecycle.auto_inspect`): starts the inspection of every enrolled
 /// node that has a BMC. Returns how many were started.
-pub async fn inspect_enrolled(app: &Arc<App>) -> Result<usize, DaemonError> {
+pub async fn inspect_enrolled(app: &Arc<App>) -> Result<usize, AppError> {
     if !app.site().config.lifecycle.auto_inspect {
         return Ok(0);
     }
@@ -82,7 +73,7 @@ pub async fn inspect_enrolled(app: &Arc<App>) -> Result<usize, DaemonError> {
         {
             Ok(_) => started += 1,
             // Moved on meanwhile (an operator's event): nothing to do.
-            Err(DaemonError::Transition(_)) => {}
+            Err(AppError::Transition(_)) => {}
             Err(err) => warn!(node = %name, %err, "zero-touch inspection not started"),
         }
     }
@@ -90,7 +81,7 @@ pub async fn inspect_enrolled(app: &Arc<App>) -> Result<usize, DaemonError> {
 }
 
 /// Starts every due job that may start now; returns how many started.
-pub async fn tick(app: &Arc<App>, running: &Running) -> Result<usize, DaemonError> {
+pub async fn tick(app: &Arc<App>, running: &Running) -> Result<usize, AppError> {
     inspect_enrolled(app).await?;
     let now = Utc::now();
     let jobs = app.store.due_jobs(now).await?;
@@ -138,12 +129,12 @@ pub async fn tick(app: &Arc<App>, running: &Running) -> Result<usize, DaemonErro
 }
 
 /// One attempt at a job: every action in order, then finish, reschedule or fail.
-async fn carry_out(app: &Arc<App>, job: Job) -> Result<(), DaemonError> {
+async fn carry_out(app: &Arc<App>, job: Job) -> Result<(), AppError> {
     let node = app.store.node(&job.node).await?;
     let config = match app.bmc_config(&node) {
         Ok(config) => config,
-        Err(DaemonError::NoBmc(_)) => {
-            info!(node = %node.name, actions = %describe(&job.actions),
+        Err(AppError::NoBmc(_)) => {
+            info!(node = %node.name, actions = %crate::lifecycle::describe_actions(&job.actions),
                 "node has no BMC: power it on by hand (network boot); its timeout still applies");
             app.store.drop_job(&job.node, job.generation).await?;
             return Ok(());
@@ -163,7 +154,7 @@ async fn carry_out(app: &Arc<App>, job: Job) -> Result<(), DaemonError> {
     match outcome {
         Ok(()) => {
             if app.store.finish_job(&job.node, job.generation).await? {
-                info!(node = %job.node, actions = %describe(&job.actions), attempt, "BMC actions done");
+                info!(node = %job.node, actions = %crate::lifecycle::describe_actions(&job.actions), attempt, "BMC actions done");
             }
             Ok(())
         }
@@ -244,7 +235,7 @@ async fn restart_timeout(app: &Arc<App>, job: &Job) {
         return;
     };
     if let Some(kind) = node.state.wait_kind() {
-        let timeout = crate::daemon::timeout_of(&app.site().config.lifecycle, kind);
+        let timeout = app.site().config.lifecycle.policy().timeout(kind);
         let deadline = now + chrono::Duration::from_std(timeout).unwrap_or(chrono::TimeDelta::MAX);
         if let Err(err) = store
             .rearm_deadline(&job.node, job.generation, deadline)
@@ -256,9 +247,13 @@ async fn restart_timeout(app: &Arc<App>, job: &Job) {
 }
 
 /// The job cannot be done: drop it and fail the node with `reason`.
-async fn fail(app: &Arc<App>, job: &Job, reason: String) -> Result<(), DaemonError> {
+async fn fail(app: &Arc<App>, job: &Job, reason: String) -> Result<(), AppError> {
     app.store.drop_job(&job.node, job.generation).await?;
-    let reason = format!("{} ({})", reason, describe(&job.actions));
+    let reason = format!(
+        "{} ({})",
+        reason,
+        crate::lifecycle::describe_actions(&job.actions)
+    );
     match app
         .fire(&job.node, Event::Error, Some(reason.clone()))
         .await
@@ -269,159 +264,10 @@ async fn fail(app: &Arc<App>, job: &Job, reason: String) -> Result<(), DaemonErr
         }
         // The node is somewhere an error means nothing (e.g. `available` after a
         // failed power-off): the log is the record.
-        Err(DaemonError::Transition(_)) => {
+        Err(AppError::Transition(_)) => {
             warn!(node = %job.node, %reason, "BMC actions failed");
             Ok(())
         }
         Err(err) => Err(err),
-    }
-}
-
-pub(crate) fn describe(actions: &[Action]) -> String {
-    let parts: Vec<String> = actions.iter().map(ToString::to_string).collect();
-    parts.join(", ")
-}
-
-/// Why a wait state timed out, from what the node did during it: the first step that
-/// never happened names what to check.
-pub fn explain_timeout(
-    kind: WaitKind,
-    waited: &str,
-    steps: &[(Step, DateTime<Utc>)],
-    boot_mac: Option<&str>,
-    pending: Option<&Job>,
-) -> String {
-    let seen = |step: Step| steps.iter().any(|(s, _)| *s == step);
-    let what = match kind {
-        WaitKind::Inspect => "inspection",
-        WaitKind::Deploy => "deployment",
-        WaitKind::Clean => "cleaning",
-    };
-    let mac = boot_mac.unwrap_or("its boot MAC (none in nodes.yaml)");
-    // What the node itself did comes first: it booted, whatever its BMC job says (a
-    // node powered by hand under --api-only still fetches its script).
-    let why = if seen(Step::Agent) {
-        match kind {
-            WaitKind::Inspect => "the agent started but its inventory never arrived; check the node's console for the agent's errors".to_owned(),
-            _ => "the agent started but never reported completion; check the node's console for the agent's errors".to_owned(),
-        }
-    } else if seen(Step::Script) {
-        format!(
-            "the iPXE script was fetched but the agent never reported; check that the node downloads and boots the ramdisk (console), and that it reaches the provisioner's API from {mac}"
-        )
-    } else if seen(Step::Dhcp) {
-        format!(
-            "DHCP answered {mac} but its iPXE script was never fetched; check TFTP and HTTP reachability and the firmware's boot mode"
-        )
-    } else if let Some(job) = pending {
-        match &job.last_error {
-            Some(err) => format!(
-                "the BMC never carried out {} ({} attempts); last error: {err}",
-                describe(&job.actions),
-                job.attempts
-            ),
-            None => format!(
-                "the node was never powered on: nothing carried out {} (is the daemon running \
-                 with --api-only?)",
-                describe(&job.actions)
-            ),
-        }
-    } else {
-        format!(
-            "no DHCP request was seen from {mac}; check that this NIC is cabled to the provisioning network, network boot is enabled in the firmware, and the boot MAC in nodes.yaml is right"
-        )
-    };
-    format!("{what} timed out after {waited}: {why}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(secs: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
-    }
-
-    #[test]
-    fn the_timeout_reason_names_the_first_missing_step() {
-        let mac = Some("52:54:00:0d:00:01");
-        let none = explain_timeout(
-            WaitKind::Inspect,
-            "5m",
-            &[(Step::PoweredOn, at(0))],
-            mac,
-            None,
-        );
-        assert!(
-            none.starts_with(
-                "inspection timed out after 5m: no DHCP request was seen from 52:54:00:0d:00:01"
-            ),
-            "{none}"
-        );
-        let dhcp = explain_timeout(
-            WaitKind::Inspect,
-            "5m",
-            &[(Step::PoweredOn, at(0)), (Step::Dhcp, at(3))],
-            mac,
-            None,
-        );
-        assert!(dhcp.contains("iPXE script was never fetched"), "{dhcp}");
-        let script = explain_timeout(
-            WaitKind::Inspect,
-            "5m",
-            &[(Step::Dhcp, at(3)), (Step::Script, at(5))],
-            mac,
-            None,
-        );
-        assert!(script.contains("agent never reported"), "{script}");
-        let agent = explain_timeout(
-            WaitKind::Deploy,
-            "1h",
-            &[
-                (Step::Dhcp, at(3)),
-                (Step::Script, at(5)),
-                (Step::Agent, at(9)),
-            ],
-            mac,
-            None,
-        );
-        assert!(
-            agent.starts_with("deployment timed out after 1h: the agent started"),
-            "{agent}"
-        );
-    }
-
-    #[test]
-    fn a_bmc_that_never_powered_the_node_on_is_the_reason() {
-        let mut job = Job {
-            node: "n1".into(),
-            generation: 2,
-            actions: vec![Action::PowerOnOrReset],
-            attempts: 3,
-            last_error: Some("redfish://10.0.0.9: unreachable (connection refused)".into()),
-        };
-        let reason = explain_timeout(WaitKind::Inspect, "5m", &[], None, Some(&job));
-        assert!(
-            reason.contains("BMC never carried out power on/reset (3 attempts)"),
-            "{reason}"
-        );
-        assert!(reason.contains("connection refused"), "{reason}");
-        job.attempts = 0;
-        job.last_error = None;
-        let reason = explain_timeout(WaitKind::Inspect, "5m", &[], None, Some(&job));
-        assert!(reason.contains("never powered on"), "{reason}");
-        assert!(reason.contains("--api-only"), "{reason}");
-    }
-
-    #[test]
-    fn only_boot_and_power_actions_are_queued() {
-        assert!(is_bmc_action(&Action::PowerOnOrReset));
-        assert!(is_bmc_action(&Action::PowerOff));
-        assert!(is_bmc_action(&Action::SetBootDevice {
-            device: BootDevice::Network,
-            persistent: false
-        }));
-        assert!(!is_bmc_action(&Action::MatchProfile));
-        assert!(!is_bmc_action(&Action::CancelTimer));
     }
 }

@@ -12,8 +12,7 @@
 //! - Every transfer ends: on the last ACK, on a client ERROR, or after the
 //!   bounded retries of [`transfer::ReadTransfer`].
 
-pub mod codec;
-pub mod transfer;
+pub use provisioner_core::tftp::{codec, transfer};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

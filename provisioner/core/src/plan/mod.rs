@@ -874,7 +874,7 @@ pub(crate) mod fixtures {
     /// The example inventory called `name` (a profile name).
     pub fn inventory(name: &str) -> Inventory {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../profiles/inventories")
+            .join("../../profiles/inventories")
             .join(format!("{name}.json"));
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

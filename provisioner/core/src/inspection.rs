@@ -297,7 +297,9 @@ mod tests {
         for state in State::ALL {
             let mut s = status(state, false);
             for event in events_for_inventory(s) {
-                s = crate::lifecycle::transition(s, event).unwrap().next;
+                s = crate::lifecycle::transition(s, event, &Default::default())
+                    .unwrap()
+                    .next;
             }
         }
     }

@@ -354,6 +354,18 @@ pub struct LifecycleConfig {
     pub heartbeat_interval_s: u32,
 }
 
+impl LifecycleConfig {
+    /// The part the state machine decides with.
+    pub fn policy(&self) -> crate::lifecycle::Policy {
+        crate::lifecycle::Policy {
+            inspect_timeout: self.inspect_timeout,
+            deploy_timeout: self.deploy_timeout,
+            clean_timeout: self.clean_timeout,
+            power_off_after_inspection: self.after_inspection == AfterInspection::Poweroff,
+        }
+    }
+}
+
 impl Default for LifecycleConfig {
     fn default() -> Self {
         LifecycleConfig {

@@ -11,6 +11,9 @@
 //!   action, so no node can wait forever.
 
 use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use serde::{Deserialize, Serialize};
 
@@ -260,6 +263,23 @@ pub enum Action {
     MatchProfile,
 }
 
+impl Action {
+    /// Whether the executor carries it out through the node's BMC (boot device,
+    /// power); the others are done inline with the transition.
+    pub fn is_bmc(&self) -> bool {
+        matches!(
+            self,
+            Action::SetBootDevice { .. } | Action::PowerOnOrReset | Action::PowerOff
+        )
+    }
+}
+
+/// Actions in words, comma-separated (`boot network (once), power on/reset`).
+pub fn describe_actions(actions: &[Action]) -> String {
+    let parts: Vec<String> = actions.iter().map(ToString::to_string).collect();
+    parts.join(", ")
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -324,11 +344,104 @@ impl NodeStatus {
     }
 }
 
-/// The outcome of an accepted event.
+/// The site's lifecycle policy as the state machine reads it (site.yaml
+/// `lifecycle`): how long each wait state may last, and whether a node powers
+/// off once inspected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub inspect_timeout: Duration,
+    pub deploy_timeout: Duration,
+    pub clean_timeout: Duration,
+    /// `after_inspection: poweroff` (true, the default) or `wait` (false: the
+    /// agent stays up for `provisioner node apply`).
+    pub power_off_after_inspection: bool,
+}
+
+impl Default for Policy {
+    /// site.yaml's defaults: 20 min to inspect, an hour to deploy or clean, power off.
+    fn default() -> Self {
+        Policy {
+            inspect_timeout: Duration::from_secs(20 * 60),
+            deploy_timeout: Duration::from_secs(60 * 60),
+            clean_timeout: Duration::from_secs(60 * 60),
+            power_off_after_inspection: true,
+        }
+    }
+}
+
+impl Policy {
+    /// How long a wait state may last before the node fails.
+    pub fn timeout(&self, kind: WaitKind) -> Duration {
+        match kind {
+            WaitKind::Inspect => self.inspect_timeout,
+            WaitKind::Deploy => self.deploy_timeout,
+            WaitKind::Clean => self.clean_timeout,
+        }
+    }
+}
+
+/// What a transition does to one of the node's notes (`last_error`,
+/// `maintenance_reason`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// Left as it was.
+    Keep,
+    /// Removed.
+    Clear,
+    /// Set to the event's reason; to this text when the event has none
+    /// (`None`: left empty).
+    Reason(Option<String>),
+}
+
+/// What a transition does to the wait-state deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    Keep,
+    Clear,
+    /// Now plus this long (the policy's timeout of the wait state entered or thawed).
+    Start(Duration),
+}
+
+/// The outcome of an accepted event: the next status, the actions, and what
+/// the node record's deadline and notes become.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     pub next: NodeStatus,
     pub actions: Vec<Action>,
+    pub deadline: Deadline,
+    pub last_error: Note,
+    pub maintenance_reason: Note,
+}
+
+/// The record fields a transition writes besides the status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Notes {
+    pub deadline: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub maintenance_reason: Option<String>,
+}
+
+impl Transition {
+    /// The node's deadline and notes after this transition, from those before it,
+    /// the event's reason (operator text, timeout explanation) and the time.
+    pub fn notes(&self, before: &Notes, reason: Option<&str>, now: DateTime<Utc>) -> Notes {
+        let note = |change: &Note, old: &Option<String>| match change {
+            Note::Keep => old.clone(),
+            Note::Clear => None,
+            Note::Reason(fallback) => reason.map(str::to_owned).or_else(|| fallback.clone()),
+        };
+        Notes {
+            deadline: match self.deadline {
+                Deadline::Keep => before.deadline,
+                Deadline::Clear => None,
+                Deadline::Start(after) => {
+                    Some(now + chrono::Duration::from_std(after).unwrap_or(chrono::TimeDelta::MAX))
+                }
+            },
+            last_error: note(&self.last_error, &before.last_error),
+            maintenance_reason: note(&self.maintenance_reason, &before.maintenance_reason),
+        }
+    }
 }
 
 /// Why an event was refused. The node is unchanged.
@@ -358,7 +471,7 @@ fn allowed_hint(state: State) -> String {
             } else {
                 probe.with_state(state)
             };
-            transition(probe, *event).is_ok()
+            transition(probe, *event, &Policy::default()).is_ok()
         })
         .map(Event::as_str)
         .collect();
@@ -374,21 +487,60 @@ const NETBOOT_ONCE: Action = Action::SetBootDevice {
     persistent: false,
 };
 
-/// The lifecycle: decides what an event does to a node. Pure and total: every
-/// `(status, event)` pair gives either a transition or a refusal.
-pub fn transition(status: NodeStatus, event: Event) -> Result<Transition, TransitionError> {
+/// The lifecycle: decides what an event does to a node under the site's
+/// policy. Pure and total: every `(status, event)` pair gives either a
+/// transition or a refusal. The transition says everything the daemon writes:
+/// next status, actions (BMC and inline), deadline, `last_error` and
+/// `maintenance_reason`.
+pub fn transition(
+    status: NodeStatus,
+    event: Event,
+    policy: &Policy,
+) -> Result<Transition, TransitionError> {
+    let (next, actions) = next_and_actions(status, event, policy)?;
+    let deadline = actions.iter().fold(Deadline::Keep, |d, a| match a {
+        Action::StartTimer { kind } => Deadline::Start(policy.timeout(*kind)),
+        Action::CancelTimer => Deadline::Clear,
+        _ => d,
+    });
+    // Entering `failed` records why (the event's reason, else which event in which
+    // state); any other change of state clears the old error.
+    let last_error = if next.failed_from.is_some() && status.failed_from.is_none() {
+        Note::Reason(Some(format!("{event} in state {}", status.state)))
+    } else if next.state != status.state {
+        Note::Clear
+    } else {
+        Note::Keep
+    };
+    let maintenance_reason = match event {
+        Event::MaintenanceOn => Note::Reason(None),
+        Event::MaintenanceOff => Note::Clear,
+        _ => Note::Keep,
+    };
+    Ok(Transition {
+        next,
+        actions,
+        deadline,
+        last_error,
+        maintenance_reason,
+    })
+}
+
+fn next_and_actions(
+    status: NodeStatus,
+    event: Event,
+    policy: &Policy,
+) -> Result<(NodeStatus, Vec<Action>), TransitionError> {
     use Action::*;
     use State::*;
 
     match event {
         Event::MaintenanceOn => {
-            return Ok(Transition {
-                next: NodeStatus {
-                    maintenance: true,
-                    ..status
-                },
-                actions: vec![],
-            });
+            let next = NodeStatus {
+                maintenance: true,
+                ..status
+            };
+            return Ok((next, vec![]));
         }
         Event::MaintenanceOff => {
             // The wait state's timer restarts in full: time spent frozen must not
@@ -397,13 +549,11 @@ pub fn transition(status: NodeStatus, event: Event) -> Result<Transition, Transi
                 Some(kind) if status.maintenance => vec![StartTimer { kind }],
                 _ => vec![],
             };
-            return Ok(Transition {
-                next: NodeStatus {
-                    maintenance: false,
-                    ..status
-                },
-                actions,
-            });
+            let next = NodeStatus {
+                maintenance: false,
+                ..status
+            };
+            return Ok((next, actions));
         }
         _ if status.maintenance => return Err(TransitionError::InMaintenance { event }),
         _ => {}
@@ -414,10 +564,13 @@ pub fn transition(status: NodeStatus, event: Event) -> Result<Transition, Transi
         (Enrolled | Available | Failed, Event::Inspect) => {
             (status.with_state(Inspecting), boot(WaitKind::Inspect))
         }
-        (Inspecting, Event::InventoryReceived) => (
-            status.with_state(Available),
-            vec![CancelTimer, MatchProfile, PowerOff],
-        ),
+        (Inspecting, Event::InventoryReceived) => {
+            let mut actions = vec![CancelTimer, MatchProfile];
+            if policy.power_off_after_inspection {
+                actions.push(PowerOff);
+            }
+            (status.with_state(Available), actions)
+        }
         (Available, Event::Deploy) => (status.with_state(Deploying), boot(WaitKind::Deploy)),
         // A failed deployment may be retried as it is; any other failure must be
         // inspected or cleaned first.
@@ -445,7 +598,7 @@ pub fn transition(status: NodeStatus, event: Event) -> Result<Transition, Transi
         }
         (state, event) => return Err(TransitionError::NotAllowed { state, event }),
     };
-    Ok(Transition { next, actions })
+    Ok((next, actions))
 }
 
 /// The transition table as Markdown, rendered from [`transition`] itself so
@@ -465,21 +618,36 @@ pub fn render_table() -> String {
         };
         starts.push((format!("failed (from {from})"), failed));
     }
+    let standard = Policy::default();
+    let keep_up = Policy {
+        power_off_after_inspection: false,
+        ..standard
+    };
+    let row = |label: &str, event: String, t: &Transition| {
+        let to = match t.next.failed_from {
+            Some(from) => format!("failed (from {from})"),
+            None => t.next.state.to_string(),
+        };
+        let actions: Vec<String> = t.actions.iter().map(ToString::to_string).collect();
+        format!("| {label} | {event} | {to} | {} |\n", actions.join(", "))
+    };
     for (label, status) in starts {
         for event in Event::ALL {
             if matches!(event, Event::MaintenanceOn | Event::MaintenanceOff) {
                 continue;
             }
-            if let Ok(t) = transition(status, event) {
-                let to = match t.next.failed_from {
-                    Some(from) => format!("failed (from {from})"),
-                    None => t.next.state.to_string(),
-                };
-                let actions: Vec<String> = t.actions.iter().map(ToString::to_string).collect();
-                out.push_str(&format!(
-                    "| {label} | {event} | {to} | {} |\n",
-                    actions.join(", ")
-                ));
+            if let Ok(t) = transition(status, event, &standard) {
+                out.push_str(&row(&label, event.to_string(), &t));
+                // A row of its own wherever the site's policy changes the outcome.
+                if let Ok(other) = transition(status, event, &keep_up)
+                    && other != t
+                {
+                    out.push_str(&row(
+                        &label,
+                        format!("{event} (`after_inspection: wait`)"),
+                        &other,
+                    ));
+                }
             }
         }
     }
@@ -520,7 +688,8 @@ mod tests {
             (State::Cleaning, Event::Abort, State::Failed),
         ];
         for (from, event, to) in cases {
-            let t = transition(at(from), event).unwrap_or_else(|e| panic!("{from} + {event}: {e}"));
+            let t = transition(at(from), event, &Policy::default())
+                .unwrap_or_else(|e| panic!("{from} + {event}: {e}"));
             assert_eq!(t.next.state, to, "{from} + {event}");
         }
     }
@@ -537,7 +706,7 @@ mod tests {
         ];
         for (from, event) in refused {
             assert_eq!(
-                transition(at(from), event),
+                transition(at(from), event, &Policy::default()),
                 Err(TransitionError::NotAllowed { state: from, event }),
                 "{from} + {event}"
             );
@@ -546,7 +715,7 @@ mod tests {
 
     #[test]
     fn entering_a_wait_state_boots_from_network_and_arms_its_timer() {
-        let t = transition(at(State::Enrolled), Event::Inspect).unwrap();
+        let t = transition(at(State::Enrolled), Event::Inspect, &Policy::default()).unwrap();
         assert_eq!(
             t.actions,
             vec![
@@ -561,38 +730,48 @@ mod tests {
 
     #[test]
     fn failed_remembers_where_it_failed_and_a_deploy_retry_needs_a_failed_deploy() {
-        let failed = transition(at(State::Deploying), Event::Timeout)
+        let failed = transition(at(State::Deploying), Event::Timeout, &Policy::default())
             .unwrap()
             .next;
         assert_eq!(failed.failed_from, Some(State::Deploying));
         assert_eq!(
-            transition(failed, Event::Deploy).unwrap().next.state,
+            transition(failed, Event::Deploy, &Policy::default())
+                .unwrap()
+                .next
+                .state,
             State::Deploying
         );
 
-        let failed = transition(at(State::Inspecting), Event::Timeout)
+        let failed = transition(at(State::Inspecting), Event::Timeout, &Policy::default())
             .unwrap()
             .next;
         assert_eq!(failed.failed_from, Some(State::Inspecting));
-        assert!(transition(failed, Event::Deploy).is_err());
+        assert!(transition(failed, Event::Deploy, &Policy::default()).is_err());
         assert_eq!(
-            transition(failed, Event::Inspect).unwrap().next.failed_from,
+            transition(failed, Event::Inspect, &Policy::default())
+                .unwrap()
+                .next
+                .failed_from,
             None
         );
     }
 
     #[test]
     fn maintenance_freezes_and_restarts_the_timer() {
-        let frozen = transition(at(State::Inspecting), Event::MaintenanceOn)
-            .unwrap()
-            .next;
+        let frozen = transition(
+            at(State::Inspecting),
+            Event::MaintenanceOn,
+            &Policy::default(),
+        )
+        .unwrap()
+        .next;
         assert_eq!(
-            transition(frozen, Event::Timeout),
+            transition(frozen, Event::Timeout, &Policy::default()),
             Err(TransitionError::InMaintenance {
                 event: Event::Timeout
             })
         );
-        let thawed = transition(frozen, Event::MaintenanceOff).unwrap();
+        let thawed = transition(frozen, Event::MaintenanceOff, &Policy::default()).unwrap();
         assert_eq!(thawed.next.state, State::Inspecting);
         assert_eq!(
             thawed.actions,
@@ -602,10 +781,108 @@ mod tests {
         );
         // Turning off a maintenance that was not on does not touch the timer.
         assert!(
-            transition(at(State::Inspecting), Event::MaintenanceOff)
-                .unwrap()
-                .actions
-                .is_empty()
+            transition(
+                at(State::Inspecting),
+                Event::MaintenanceOff,
+                &Policy::default()
+            )
+            .unwrap()
+            .actions
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn only_boot_and_power_actions_go_to_the_bmc() {
+        assert!(Action::PowerOnOrReset.is_bmc());
+        assert!(Action::PowerOff.is_bmc());
+        assert!(
+            Action::SetBootDevice {
+                device: BootDevice::Network,
+                persistent: false
+            }
+            .is_bmc()
+        );
+        assert!(!Action::MatchProfile.is_bmc());
+        assert!(!Action::CancelTimer.is_bmc());
+        assert_eq!(
+            describe_actions(&[
+                Action::SetBootDevice {
+                    device: BootDevice::Network,
+                    persistent: false
+                },
+                Action::PowerOnOrReset
+            ]),
+            "boot network (once), power on/reset"
+        );
+    }
+
+    #[test]
+    fn the_policy_decides_power_off_after_inspection_and_the_timeouts() {
+        let keep_up = Policy {
+            power_off_after_inspection: false,
+            inspect_timeout: Duration::from_secs(75),
+            ..Policy::default()
+        };
+        let t = transition(at(State::Inspecting), Event::InventoryReceived, &keep_up).unwrap();
+        assert_eq!(t.actions, [Action::CancelTimer, Action::MatchProfile]);
+        assert_eq!(t.deadline, Deadline::Clear);
+        let t = transition(
+            at(State::Inspecting),
+            Event::InventoryReceived,
+            &Policy::default(),
+        )
+        .unwrap();
+        assert!(t.actions.contains(&Action::PowerOff));
+        let t = transition(at(State::Enrolled), Event::Inspect, &keep_up).unwrap();
+        assert_eq!(t.deadline, Deadline::Start(Duration::from_secs(75)));
+    }
+
+    #[test]
+    fn notes_record_why_a_node_failed_and_forget_it_when_it_moves_on() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let policy = Policy::default();
+        let before = Notes {
+            deadline: Some(now),
+            ..Notes::default()
+        };
+        let t = transition(at(State::Inspecting), Event::Timeout, &policy).unwrap();
+        let failed = t.notes(&before, Some("no DHCP request was seen"), now);
+        assert_eq!(
+            failed.last_error.as_deref(),
+            Some("no DHCP request was seen")
+        );
+        assert_eq!(failed.deadline, None);
+        let failed = t.notes(&before, None, now);
+        assert_eq!(
+            failed.last_error.as_deref(),
+            Some("timeout in state inspecting")
+        );
+        let retry = transition(t.next, Event::Inspect, &policy).unwrap();
+        let retried = retry.notes(&failed, None, now);
+        assert_eq!(
+            retried.last_error, None,
+            "a new attempt clears the old error"
+        );
+        assert_eq!(
+            retried.deadline,
+            Some(now + chrono::Duration::seconds(20 * 60))
+        );
+        let frozen = transition(retry.next, Event::MaintenanceOn, &policy).unwrap();
+        let notes = frozen.notes(&retried, Some("new DIMMs"), now);
+        assert_eq!(notes.maintenance_reason.as_deref(), Some("new DIMMs"));
+        assert_eq!(
+            notes.deadline, retried.deadline,
+            "freezing keeps the deadline"
+        );
+        let thawed = transition(frozen.next, Event::MaintenanceOff, &policy).unwrap();
+        let later = now + chrono::Duration::seconds(600);
+        let notes = thawed.notes(&notes, None, later);
+        assert_eq!(notes.maintenance_reason, None);
+        assert_eq!(
+            notes.deadline,
+            Some(later + chrono::Duration::seconds(20 * 60)),
+            "thawing restarts the timer in full"
         );
     }
 
@@ -624,7 +901,7 @@ mod tests {
 
     #[test]
     fn refusal_names_what_is_allowed() {
-        let err = transition(at(State::Enrolled), Event::Deploy).unwrap_err();
+        let err = transition(at(State::Enrolled), Event::Deploy, &Policy::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "`deploy` is not allowed in state `enrolled` (operator events allowed there: inspect)"
@@ -632,10 +909,10 @@ mod tests {
     }
 
     /// ARCHITECTURE.md carries the table rendered from the code; regenerate it
-    /// with `UPDATE_DOCS=1 cargo test -p provisioner lifecycle`.
+    /// with `UPDATE_DOCS=1 cargo test -p provisioner-core lifecycle`.
     #[test]
     fn architecture_md_has_the_current_transition_table() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ARCHITECTURE.md");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../ARCHITECTURE.md");
         let doc = std::fs::read_to_string(path).expect("read ARCHITECTURE.md");
         let (start, end) = (
             "<!-- lifecycle-table:start -->\n",
@@ -656,7 +933,7 @@ mod tests {
             } else {
                 panic!(
                     "the transition table in ARCHITECTURE.md is stale; run \
-                     `UPDATE_DOCS=1 cargo test -p provisioner lifecycle` and commit it"
+                     `UPDATE_DOCS=1 cargo test -p provisioner-core lifecycle` and commit it"
                 );
             }
         }
@@ -669,12 +946,27 @@ mod tests {
     proptest! {
         /// Random event sequences from `enrolled` keep every invariant.
         #[test]
-        fn random_sequences_keep_the_invariants(events in proptest::collection::vec(any_event(), 0..200)) {
+        fn random_sequences_keep_the_invariants(
+            events in proptest::collection::vec(any_event(), 0..200),
+            power_off in any::<bool>(),
+        ) {
+            let policy = Policy { power_off_after_inspection: power_off, ..Policy::default() };
+            let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
             let mut status = NodeStatus::enrolled();
+            let mut notes = Notes::default();
             for event in events {
                 let before = status;
-                match transition(status, event) {
+                match transition(status, event, &policy) {
                     Ok(t) => {
+                        notes = t.notes(&notes, None, now);
+                        // A failed node says why; a node out of `failed` carries no error.
+                        prop_assert_eq!(notes.last_error.is_some(), t.next.state == State::Failed);
+                        // A deadline exactly while waiting (frozen or not).
+                        prop_assert_eq!(notes.deadline.is_some(), t.next.state.is_waiting());
+                        // The policy, and only it, decides the power-off after inspection.
+                        if event == Event::InventoryReceived {
+                            prop_assert_eq!(t.actions.contains(&Action::PowerOff), power_off);
+                        }
                         // `failed` and only `failed` carries where it came from,
                         // and that is the state the node was in.
                         prop_assert_eq!(t.next.failed_from.is_some(), t.next.state == State::Failed);

@@ -247,7 +247,7 @@ pub fn load(dir: &Path) -> Result<Site, SiteErrors> {
     // iPXE template overrides (`templates/*.ipxe.tera`): checked here so a bad
     // one is refused like any other site error, before a machine asks.
     diags.extend(
-        crate::boot::script::check_site_templates(dir)
+        crate::script::check_site_templates(dir)
             .into_iter()
             .map(|p| Diagnostic {
                 file: p.file,

@@ -8,7 +8,7 @@ use model::agent::{AppliedReport, Command, Heartbeat, InventoryReport};
 use model::plan::HostPlan;
 use tracing::{info, warn};
 
-use super::{App, DaemonError};
+use super::{App, AppError};
 use crate::dhcp::Mac;
 use crate::inspection;
 use crate::lifecycle::Event;
@@ -19,22 +19,22 @@ use crate::store::{
 
 impl App {
     /// The boot a bearer token was issued for, if the token is current.
-    pub async fn agent_session(&self, token: &str) -> Result<BootSession, DaemonError> {
+    pub async fn agent_session(&self, token: &str) -> Result<BootSession, AppError> {
         self.store
             .verify_boot_token(token)
             .await?
-            .ok_or(DaemonError::AgentToken(
+            .ok_or(AppError::AgentToken(
                 "unknown or superseded boot token (each iPXE script issues a new one)",
             ))
     }
 
     /// Checks that a message's MAC is the one the token was issued for.
-    fn check_mac(session: &BootSession, mac: &str) -> Result<MacAddr, DaemonError> {
+    fn check_mac(session: &BootSession, mac: &str) -> Result<MacAddr, AppError> {
         let reported: MacAddr = mac
             .parse()
-            .map_err(|e| DaemonError::BadRequest(format!("field `mac`: {e}")))?;
+            .map_err(|e| AppError::BadRequest(format!("field `mac`: {e}")))?;
         if Mac(reported.octets()) != session.mac {
-            return Err(DaemonError::AgentToken(
+            return Err(AppError::AgentToken(
                 "the boot token was issued for another MAC than the one reported",
             ));
         }
@@ -43,7 +43,7 @@ impl App {
 
     /// The node a boot belongs to: the one named when the token was issued,
     /// else the one whose boot MAC it is.
-    async fn node_of(&self, session: &BootSession) -> Result<Option<NodeRecord>, DaemonError> {
+    async fn node_of(&self, session: &BootSession) -> Result<Option<NodeRecord>, AppError> {
         if let Some(name) = &session.node {
             match self.store.node(name).await {
                 Ok(node) => return Ok(Some(node)),
@@ -59,14 +59,14 @@ impl App {
         &self,
         mac: MacAddr,
         report: &InventoryReport,
-    ) -> Result<NodeRecord, DaemonError> {
+    ) -> Result<NodeRecord, AppError> {
         if !self.site().config.discovery.enabled {
             warn!(
                 %mac,
                 "inventory from an unknown machine refused: discovery is off; list its boot MAC in \
                  nodes.yaml or set `discovery: {{enabled: true}}` in site.yaml"
             );
-            return Err(DaemonError::DiscoveryOff(mac.to_string()));
+            return Err(AppError::DiscoveryOff(mac.to_string()));
         }
         let serial = report.inventory.system.serial.clone();
         let spec = |name: String| EnrollSpec {
@@ -102,7 +102,7 @@ impl App {
         &self,
         session: &BootSession,
         report: &InventoryReport,
-    ) -> Result<Command, DaemonError> {
+    ) -> Result<Command, AppError> {
         let mac = Self::check_mac(session, &report.mac)?;
         let node = match self.node_of(session).await? {
             Some(node) => node,
@@ -138,21 +138,21 @@ impl App {
     }
 
     /// Whether the operator asked to apply the node's plan and no report came since.
-    async fn apply_requested(&self, name: &str) -> Result<bool, DaemonError> {
+    async fn apply_requested(&self, name: &str) -> Result<bool, AppError> {
         Ok(self.store.apply_status(name).await?.requested_at.is_some())
     }
 
     /// `GET /api/agent/v1/plan`: the host plan of the boot's node.
-    pub async fn agent_plan(&self, session: &BootSession) -> Result<HostPlan, DaemonError> {
+    pub async fn agent_plan(&self, session: &BootSession) -> Result<HostPlan, AppError> {
         let node = self.node_of(session).await?.ok_or_else(|| {
-            DaemonError::NoPlan(format!(
+            AppError::NoPlan(format!(
                 "machine {} is not a known node: it has no plan",
                 session.mac
             ))
         })?;
         match node.plan {
             Some(plan) => Ok(plan),
-            None => Err(DaemonError::NoPlan(format!(
+            None => Err(AppError::NoPlan(format!(
                 "node `{}` has no host plan ({})",
                 node.name,
                 node.plan_error
@@ -168,10 +168,10 @@ impl App {
         &self,
         session: &BootSession,
         applied: &AppliedReport,
-    ) -> Result<Command, DaemonError> {
+    ) -> Result<Command, AppError> {
         let mac = Self::check_mac(session, &applied.mac)?;
         let node = self.node_of(session).await?.ok_or_else(|| {
-            DaemonError::BadRequest(format!(
+            AppError::BadRequest(format!(
                 "machine {mac} is not a known node: nothing was asked of it"
             ))
         })?;
@@ -208,7 +208,7 @@ impl App {
         name: &str,
         session: &BootSession,
         mac: MacAddr,
-    ) -> Result<bool, DaemonError> {
+    ) -> Result<bool, AppError> {
         Ok(self.store.inventory(name).await?.is_some_and(|inv| {
             inv.received_at >= session.issued_at && inv.mac.as_deref() == Some(&*mac.to_string())
         }))
@@ -217,7 +217,7 @@ impl App {
     /// `POST /api/v1/nodes/{name}/apply`: asks the node's running agent to
     /// apply its host plan (answered with the next heartbeat). Refused, saying
     /// what to do, unless the node is available with a plan and its agent up.
-    pub async fn request_apply(&self, name: &str) -> Result<ApplyStatus, DaemonError> {
+    pub async fn request_apply(&self, name: &str) -> Result<ApplyStatus, AppError> {
         let node = self.store.node(name).await?;
         let now = Utc::now();
         let inventory = self.store.inventory(name).await?;
@@ -240,7 +240,7 @@ impl App {
             now,
             self.site().config.lifecycle.heartbeat_interval_s,
         ) {
-            return Err(DaemonError::ApplyRefused(why));
+            return Err(AppError::ApplyRefused(why));
         }
         let status = self.store.request_apply(name, now).await?;
         info!(node = %name, "apply of the host plan requested; the agent gets it with its next heartbeat");
@@ -252,7 +252,7 @@ impl App {
         &self,
         session: &BootSession,
         beat: &Heartbeat,
-    ) -> Result<Command, DaemonError> {
+    ) -> Result<Command, AppError> {
         let mac = Self::check_mac(session, &beat.mac)?;
         let node = self.node_of(session).await?;
         self.store

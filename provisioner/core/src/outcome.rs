@@ -1,17 +1,16 @@
-//! The `match profile` action: the stored inventory against the site's profiles (or
-//! the node's `profile:` override from nodes.yaml), then the host plan of the winner,
-//! both stored with the node in the transition's own transaction. A machine no profile fits, a tie or an impossible plan
-//! is stored as `plan_error` (shown by `provisioner node show`): the node is still
-//! `available`, its hardware known, and the operator fixes the profiles.
+//! The `match profile` decision: the stored inventory against the site's profiles
+//! (or the node's `profile:` override from nodes.yaml), then the host plan of the
+//! winner. A machine no profile fits, a tie or an impossible plan is an
+//! [`Outcome`] too (stored as `plan_error`, shown by `provisioner node show`): the
+//! node is still `available`, its hardware known, and the operator fixes the
+//! profiles. Pure; the daemon stores the outcome in the transition's transaction.
 
 use tracing::{info, warn};
 
 use model::inventory::Inventory;
 
-use crate::daemon::App;
 use crate::plan::{self, matching};
 use crate::site::Site;
-use crate::store::{NodeRecord, StoreError};
 
 /// What matching gave for a node.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +26,7 @@ pub enum Outcome {
 }
 
 /// Matches and plans a node from its inventory: the node's `profile:` override from
-/// nodes.yaml, else the most specific matching profile of the site. Pure.
+/// nodes.yaml, else the most specific matching profile of the site.
 pub fn decide(site: &Site, profile_override: Option<&str>, inventory: &Inventory) -> Outcome {
     let chosen = match profile_override {
         Some(wanted) => site
@@ -62,22 +61,6 @@ pub fn decide(site: &Site, profile_override: Option<&str>, inventory: &Inventory
             },
         },
     }
-}
-
-/// The `match profile` action of a transition about to commit: the outcome for the
-/// node's stored inventory, written in the transition's own transaction (so the
-/// node is never `available` without its plan or the reason it has none). `None`
-/// when no inventory is stored.
-pub async fn outcome_for(app: &App, node: &NodeRecord) -> Result<Option<Outcome>, StoreError> {
-    let Some(stored) = app.store.inventory(&node.name).await? else {
-        warn!(node = %node.name, "match profile: no inventory stored");
-        return Ok(None);
-    };
-    Ok(Some(decide(
-        &app.site(),
-        node.config.profile_override.as_deref(),
-        &stored.inventory,
-    )))
 }
 
 /// Logs a committed outcome.

@@ -31,8 +31,9 @@ fn pointers(err: &PlanError) -> Vec<&str> {
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
+        .ancestors()
+        .nth(2)
+        .expect("workspace root: provisioner/core is two levels down")
         .to_owned()
 }
 

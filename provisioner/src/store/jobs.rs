@@ -8,8 +8,9 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::{Store, StoreError, parse_time, timestamp};
 use crate::lifecycle::{Action, State};
-use crate::store::{Store, StoreError, parse_time, timestamp};
+use crate::progress::{PendingJob, Step};
 
 /// One queued job: the BMC actions of a node's latest transition.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +21,17 @@ pub struct Job {
     /// Attempts already made.
     pub attempts: u32,
     pub last_error: Option<String>,
+}
+
+impl Job {
+    /// The job as [`crate::progress::explain_timeout`] reads it.
+    pub fn pending(&self) -> PendingJob<'_> {
+        PendingJob {
+            actions: &self.actions,
+            attempts: self.attempts,
+            last_error: self.last_error.as_deref(),
+        }
+    }
 }
 
 /// `GET /api/v1/nodes/{name}/progress`: what a node did during its current
@@ -52,36 +64,6 @@ pub struct QueuedBmcJob {
     pub next_attempt_at: DateTime<Utc>,
     /// The last attempt's error.
     pub last_error: Option<String>,
-}
-
-/// A step of a node's boot, recorded the first time it is seen during a wait state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Step {
-    /// The executor's power on/reset was accepted by the BMC.
-    PoweredOn,
-    /// A DHCP request came from the node's boot MAC.
-    Dhcp,
-    /// The node's iPXE script was fetched.
-    Script,
-    /// The agent on the node reported.
-    Agent,
-}
-
-impl Step {
-    pub const ALL: [Step; 4] = [Step::PoweredOn, Step::Dhcp, Step::Script, Step::Agent];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::PoweredOn => "powered_on",
-            Step::Dhcp => "dhcp",
-            Step::Script => "script",
-            Step::Agent => "agent",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Step> {
-        Step::ALL.into_iter().find(|step| step.as_str() == s)
-    }
 }
 
 /// Queues `actions` for node `node_id` at `generation`, replacing whatever was queued;
@@ -179,7 +161,7 @@ impl Store {
                 let job = job_from_row(name.to_owned(), &row)?;
                 let next: String = row.try_get("next_at")?;
                 Some(QueuedBmcJob {
-                    actions: super::describe(&job.actions),
+                    actions: crate::lifecycle::describe_actions(&job.actions),
                     attempts: job.attempts,
                     next_attempt_at: parse_time(name, "node_jobs.next_at", &next)?,
                     last_error: job.last_error,
