@@ -38,7 +38,8 @@ pub struct ServeOptions {
     pub state: PathBuf,
     /// Overrides `api.listen` from site.yaml (tests use port 0).
     pub listen: Option<SocketAddr>,
-    /// Run without DHCP, TFTP and the executor (HTTP boot stays on the API listener).
+    /// Run without DHCP, TFTP and the executor (lifecycle BMC actions are recorded,
+    /// not performed); HTTP boot is still served on the API listener.
     pub api_only: bool,
     /// How often the site files are checked for changes; `None`: only on
     /// `provisioner site reload`.
