@@ -16,3 +16,4 @@ pub mod plan;
 pub mod site;
 pub mod store;
 pub mod tftp;
+pub mod views;
