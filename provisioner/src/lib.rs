@@ -22,3 +22,4 @@ pub mod executor;
 pub mod metrics;
 pub mod store;
 pub mod tftp;
+pub mod views;

@@ -76,6 +76,11 @@ fn api_requires_the_token_and_drives_nodes() {
                 && node["maintenance"].is_boolean()
         );
     }
+    // ... and that JSON reads back into the API's view of a node.
+    let typed: Vec<provisioner::views::Node> =
+        serde_json::from_str(&stdout(&out)).expect("`node list -o json` is a list of views::Node");
+    let typed_names: Vec<&str> = typed.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(typed_names, ["node-001", "node-002", "node-003"]);
 
     // Maintenance freezes: an event is refused until it is off.
     let out = daemon.cli(&[
@@ -223,6 +228,10 @@ fn api_requires_the_token_and_drives_nodes() {
     );
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"], "3.1.0");
+    // The served document is the generated one (committed as provisioner/openapi.json).
+    let generated: serde_json::Value =
+        serde_json::from_str(provisioner::api::openapi_json()).unwrap();
+    assert_eq!(doc, generated);
 
     // A failed node may be deleted.
     assert!(daemon.cli(&["node", "delete", "node-001"]).status.success());

@@ -1,0 +1,675 @@
+//! The operator API's JSON bodies: what `/api/v1` answers and accepts, shared by
+//! the daemon (which serializes them) and the CLI (which deserializes them), and
+//! the source of the OpenAPI schemas (`crate::api::openapi`). The conversions
+//! from store rows and daemon reports live here, next to the views.
+//!
+//! Invariants:
+//! - No store row (`crate::store::NodeRecord` and friends) is an API body: a
+//!   column can be added, renamed or split without changing the API, and a
+//!   renamed view field breaks the CLI's build instead of printing a blank.
+//! - Requests deny unknown fields (a typo is a 400 naming the field); answers
+//!   do not, so an older CLI keeps reading a newer daemon.
+//! - Serialized, a view is the JSON the API has always sent (the field names
+//!   and shapes of the rows it replaced).
+//! - Agent-protocol bodies (`InventoryReport`, `Heartbeat`, `Command`,
+//!   `HostPlan`, `AppliedReport`) are in `model::agent` and `model::plan`, not here:
+//!   the agent does not depend on the provisioner.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use model::apply::ApplyReport;
+use model::inventory::Inventory;
+use model::plan::HostPlan;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::bmc::PowerAction;
+use crate::lifecycle::{Event, State};
+use crate::{app, store};
+
+/// Body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    /// What to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Site validation problems, `file:line:column: message`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+/// How a node entered the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeSource {
+    /// Listed in nodes.yaml.
+    Site,
+    /// Created through the API.
+    Api,
+    /// An unknown machine whose agent reported (site.yaml `discovery.enabled`).
+    Discovered,
+}
+
+impl NodeSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeSource::Site => "site",
+            NodeSource::Api => "api",
+            NodeSource::Discovered => "discovered",
+        }
+    }
+}
+
+impl fmt::Display for NodeSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<store::Source> for NodeSource {
+    fn from(source: store::Source) -> Self {
+        match source {
+            store::Source::Site => NodeSource::Site,
+            store::Source::Api => NodeSource::Api,
+            store::Source::Discovered => NodeSource::Discovered,
+        }
+    }
+}
+
+/// A node: `GET /api/v1/nodes` (a list of these, by name), `GET /api/v1/nodes/{name}`,
+/// and the answer to maintenance and events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Node {
+    pub name: String,
+    pub source: NodeSource,
+    /// False when the node came from nodes.yaml and is no longer listed there.
+    pub in_site: bool,
+    pub bmc_url: Option<String>,
+    pub bmc_username: Option<String>,
+    /// Reference to the BMC password: `env:VAR` or `file:PATH` (never the password).
+    pub bmc_credential: Option<String>,
+    /// How the BMC's HTTPS certificate is checked: `ca:PATH`, `insecure`, or
+    /// absent for the web PKI.
+    pub bmc_tls: Option<String>,
+    pub boot_mac: Option<String>,
+    pub serial: Option<String>,
+    pub profile_override: Option<String>,
+    pub role_override: Option<String>,
+    pub state: State,
+    /// The state a failed node failed from.
+    pub failed_from: Option<State>,
+    /// Bumped by every status change.
+    pub generation: i64,
+    pub maintenance: bool,
+    pub maintenance_reason: Option<String>,
+    pub last_error: Option<String>,
+    pub matched_profile: Option<String>,
+    /// The host plan computed from the inventory and the matched profile.
+    pub plan: Option<HostPlan>,
+    /// Why there is no plan (no profile matched, a tie, an impossible request).
+    pub plan_error: Option<String>,
+    pub has_inventory: bool,
+    /// When the current wait state times out.
+    pub deadline: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub state_since: DateTime<Utc>,
+}
+
+impl From<store::NodeRecord> for Node {
+    fn from(record: store::NodeRecord) -> Self {
+        let store::NodeRecord {
+            name,
+            source,
+            in_site,
+            config,
+            state,
+            failed_from,
+            generation,
+            maintenance,
+            maintenance_reason,
+            last_error,
+            matched_profile,
+            plan,
+            plan_error,
+            has_inventory,
+            deadline,
+            created_at,
+            updated_at,
+            state_since,
+        } = record;
+        let store::NodeConfig {
+            bmc_url,
+            bmc_username,
+            bmc_credential,
+            bmc_tls,
+            boot_mac,
+            serial,
+            profile_override,
+            role_override,
+        } = config;
+        Node {
+            name,
+            source: source.into(),
+            in_site,
+            bmc_url,
+            bmc_username,
+            bmc_credential,
+            bmc_tls,
+            boot_mac,
+            serial,
+            profile_override,
+            role_override,
+            state,
+            failed_from,
+            generation,
+            maintenance,
+            maintenance_reason,
+            last_error,
+            matched_profile,
+            plan,
+            plan_error,
+            has_inventory,
+            deadline,
+            created_at,
+            updated_at,
+            state_since,
+        }
+    }
+}
+
+impl From<&store::NodeRecord> for Node {
+    fn from(record: &store::NodeRecord) -> Self {
+        Node::from(record.clone())
+    }
+}
+
+/// One line of a node's history (`GET /api/v1/nodes/{name}/history`, oldest first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryEntry {
+    pub at: DateTime<Utc>,
+    /// The state before (none for the enrollment).
+    pub from: Option<State>,
+    pub to: State,
+    /// A lifecycle event (`inspect`, `timeout`, ...) or a record of the store
+    /// (`enroll`, `power`, ...).
+    pub event: String,
+    pub reason: Option<String>,
+    /// The node's generation after this line.
+    pub generation: i64,
+}
+
+impl From<store::HistoryEntry> for HistoryEntry {
+    fn from(entry: store::HistoryEntry) -> Self {
+        let store::HistoryEntry {
+            at,
+            from,
+            to,
+            event,
+            reason,
+            generation,
+        } = entry;
+        HistoryEntry {
+            at,
+            from,
+            to,
+            event,
+            reason,
+            generation,
+        }
+    }
+}
+
+/// `GET /api/v1/nodes/{name}/progress`: what a node did during its current
+/// state and what the executor still has to do for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Progress {
+    /// Boot steps seen since the node entered its state, in boot order
+    /// (`powered_on`, `dhcp`, `script`, `agent`).
+    pub steps: Vec<ProgressStep>,
+    /// The BMC actions queued for the executor (waiting for a boot slot, or
+    /// retrying after a failure); `null` when none.
+    pub bmc_job: Option<QueuedBmcJob>,
+}
+
+/// A boot step and when it was first seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProgressStep {
+    pub step: String,
+    pub at: DateTime<Utc>,
+}
+
+/// BMC actions the executor has not carried out yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct QueuedBmcJob {
+    /// The actions, in words (`boot network (once), power on/reset`).
+    pub actions: String,
+    /// Attempts made so far (0: not tried yet, e.g. waiting for a boot slot).
+    pub attempts: u32,
+    /// Not before this time (back-off after a failure).
+    pub next_attempt_at: DateTime<Utc>,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+}
+
+impl From<store::jobs::NodeProgress> for Progress {
+    fn from(progress: store::jobs::NodeProgress) -> Self {
+        let store::jobs::NodeProgress { steps, bmc_job } = progress;
+        Progress {
+            steps: steps
+                .into_iter()
+                .map(|store::jobs::ProgressStep { step, at }| ProgressStep { step, at })
+                .collect(),
+            bmc_job: bmc_job.map(
+                |store::jobs::QueuedBmcJob {
+                     actions,
+                     attempts,
+                     next_attempt_at,
+                     last_error,
+                 }| QueuedBmcJob {
+                    actions,
+                    attempts,
+                    next_attempt_at,
+                    last_error,
+                },
+            ),
+        }
+    }
+}
+
+/// A node's stored inventory (`GET /api/v1/nodes/{name}/inventory`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StoredInventory {
+    pub node: String,
+    /// The boot MAC of the agent that reported it.
+    pub mac: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub inventory: Inventory,
+}
+
+impl From<store::StoredInventory> for StoredInventory {
+    fn from(stored: store::StoredInventory) -> Self {
+        let store::StoredInventory {
+            node,
+            mac,
+            received_at,
+            inventory,
+        } = stored;
+        StoredInventory {
+            node,
+            mac,
+            received_at,
+            inventory,
+        }
+    }
+}
+
+/// A node's apply request and last report (`GET|POST /api/v1/nodes/{name}/apply`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApplyStatus {
+    pub node: String,
+    /// When the operator asked for an apply that the agent has not reported yet.
+    pub requested_at: Option<DateTime<Utc>>,
+    /// The agent's last report, if it ever sent one.
+    pub last: Option<LastApply>,
+}
+
+/// What the agent reported the last time it applied the node's plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LastApply {
+    pub received_at: DateTime<Utc>,
+    /// The boot MAC of the agent that reported.
+    pub mac: String,
+    /// Item by item (absent when the agent could not get the plan).
+    pub report: Option<ApplyReport>,
+    /// Why there is no report.
+    pub error: Option<String>,
+}
+
+impl From<store::ApplyStatus> for ApplyStatus {
+    fn from(status: store::ApplyStatus) -> Self {
+        let store::ApplyStatus {
+            node,
+            requested_at,
+            last,
+        } = status;
+        ApplyStatus {
+            node,
+            requested_at,
+            last: last.map(
+                |store::LastApply {
+                     received_at,
+                     mac,
+                     report,
+                     error,
+                 }| LastApply {
+                    received_at,
+                    mac,
+                    report,
+                    error,
+                },
+            ),
+        }
+    }
+}
+
+/// `PUT /api/v1/nodes/{name}/maintenance`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceRequest {
+    pub maintenance: bool,
+    /// Why (shown in `node show` and recorded in the history).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/nodes/{name}/events`: a manual lifecycle event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventRequest {
+    /// One of inspect, deploy, undeploy, clean, abort.
+    pub event: Event,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/nodes/{name}/power`: a power change through the node's BMC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PowerRequest {
+    /// on, graceful_off, force_off, reset or cycle.
+    pub action: PowerAction,
+}
+
+/// Power state as the node's BMC reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerState {
+    /// Powered on.
+    On,
+    /// Powered off.
+    Off,
+    /// Between off and on.
+    PoweringOn,
+    /// Between on and off.
+    PoweringOff,
+}
+
+impl fmt::Display for PowerState {
+    /// In words: `on`, `off`, `powering on`, `powering off`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PowerState::On => "on",
+            PowerState::Off => "off",
+            PowerState::PoweringOn => "powering on",
+            PowerState::PoweringOff => "powering off",
+        })
+    }
+}
+
+impl From<crate::bmc::PowerState> for PowerState {
+    fn from(state: crate::bmc::PowerState) -> Self {
+        use crate::bmc::PowerState as Bmc;
+        match state {
+            Bmc::On => PowerState::On,
+            Bmc::Off => PowerState::Off,
+            Bmc::PoweringOn => PowerState::PoweringOn,
+            Bmc::PoweringOff => PowerState::PoweringOff,
+        }
+    }
+}
+
+/// `GET|POST /api/v1/nodes/{name}/power`: the node's power as its BMC reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PowerReport {
+    pub node: String,
+    pub bmc: String,
+    /// The change asked for, if any (none: a reading only).
+    pub action: Option<PowerAction>,
+    /// The power state read from the BMC after the action was accepted (a change can take
+    /// a while to land).
+    pub power_state: PowerState,
+}
+
+impl From<app::PowerReport> for PowerReport {
+    fn from(report: app::PowerReport) -> Self {
+        let app::PowerReport {
+            node,
+            bmc,
+            action,
+            power_state,
+        } = report;
+        PowerReport {
+            node,
+            bmc,
+            action,
+            power_state: power_state.into(),
+        }
+    }
+}
+
+/// `GET /api/v1/site`: the active site and the last refused change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SiteStatus {
+    /// The site directory.
+    pub dir: String,
+    /// When the active site was loaded.
+    pub loaded_at: DateTime<Utc>,
+    /// One-line summary of the active site.
+    pub summary: String,
+    /// Site nodes no longer in nodes.yaml, kept until deleted.
+    pub missing_nodes: Vec<String>,
+    /// The last refused change, if it came after the active site was loaded.
+    pub refused: Option<RefusedReload>,
+}
+
+/// The last site change that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RefusedReload {
+    pub at: DateTime<Utc>,
+    /// `file:line:column: message`, one per problem.
+    pub errors: Vec<String>,
+}
+
+impl From<app::SiteStatus> for SiteStatus {
+    fn from(status: app::SiteStatus) -> Self {
+        let app::SiteStatus {
+            dir,
+            loaded_at,
+            summary,
+            missing_nodes,
+            refused,
+        } = status;
+        SiteStatus {
+            dir: dir.display().to_string(),
+            loaded_at,
+            summary,
+            missing_nodes,
+            refused: refused.map(|app::RefusedReload { at, errors }| RefusedReload { at, errors }),
+        }
+    }
+}
+
+/// `POST /api/v1/site/reload`: what the reload changed in the node store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReloadReport {
+    /// Nodes enrolled by this reload.
+    pub added: Vec<String>,
+    /// Nodes whose configuration changed.
+    pub updated: Vec<String>,
+    /// Site nodes no longer in nodes.yaml (kept, flagged `in_site: false`).
+    pub missing: Vec<String>,
+    pub unchanged: usize,
+}
+
+impl From<store::SyncReport> for ReloadReport {
+    fn from(report: store::SyncReport) -> Self {
+        let store::SyncReport {
+            added,
+            updated,
+            missing,
+            unchanged,
+        } = report;
+        ReloadReport {
+            added,
+            updated,
+            missing,
+            unchanged,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone as _;
+
+    fn record() -> store::NodeRecord {
+        let at = Utc.with_ymd_and_hms(2026, 12, 2, 8, 0, 0).unwrap();
+        store::NodeRecord {
+            name: "node-001".into(),
+            source: store::Source::Site,
+            in_site: true,
+            config: store::NodeConfig {
+                bmc_url: Some("redfish://10.0.0.5".into()),
+                bmc_username: Some("admin".into()),
+                bmc_credential: Some("env:PW".into()),
+                bmc_tls: None,
+                boot_mac: Some("52:54:00:00:00:01".into()),
+                serial: Some("SN1".into()),
+                profile_override: None,
+                role_override: Some("compute".into()),
+            },
+            state: State::Failed,
+            failed_from: Some(State::Inspecting),
+            generation: 7,
+            maintenance: true,
+            maintenance_reason: Some("swap DIMM".into()),
+            last_error: Some("timed out".into()),
+            matched_profile: None,
+            plan: None,
+            plan_error: Some("no profile matched".into()),
+            has_inventory: false,
+            deadline: None,
+            created_at: at,
+            updated_at: at,
+            state_since: at + chrono::Duration::microseconds(1500),
+        }
+    }
+
+    /// The view is the JSON the API sent before views existed: the store row
+    /// serialized, with its configuration flattened.
+    #[test]
+    fn a_node_serializes_as_its_row_did() {
+        let record = record();
+        let row = serde_json::to_value(&record).unwrap();
+        let view = serde_json::to_value(Node::from(&record)).unwrap();
+        assert_eq!(view, row);
+        let back: Node = serde_json::from_value(view).unwrap();
+        assert_eq!(back, Node::from(record));
+    }
+
+    #[test]
+    fn history_progress_inventory_apply_and_reload_serialize_as_before() {
+        let at = Utc.with_ymd_and_hms(2026, 12, 2, 8, 0, 0).unwrap();
+        let entry = store::HistoryEntry {
+            at,
+            from: Some(State::Enrolled),
+            to: State::Inspecting,
+            event: "inspect".into(),
+            reason: None,
+            generation: 2,
+        };
+        assert_eq!(
+            serde_json::to_value(HistoryEntry::from(entry.clone())).unwrap(),
+            serde_json::to_value(&entry).unwrap()
+        );
+        let progress = store::jobs::NodeProgress {
+            steps: vec![store::jobs::ProgressStep {
+                step: "dhcp".into(),
+                at,
+            }],
+            bmc_job: Some(store::jobs::QueuedBmcJob {
+                actions: "power on/reset".into(),
+                attempts: 2,
+                next_attempt_at: at,
+                last_error: Some("BMC unreachable".into()),
+            }),
+        };
+        assert_eq!(
+            serde_json::to_value(Progress::from(progress.clone())).unwrap(),
+            serde_json::to_value(&progress).unwrap()
+        );
+        let apply = store::ApplyStatus {
+            node: "node-001".into(),
+            requested_at: Some(at),
+            last: Some(store::LastApply {
+                received_at: at,
+                mac: "52:54:00:00:00:01".into(),
+                report: None,
+                error: Some("the plan is not a host plan".into()),
+            }),
+        };
+        assert_eq!(
+            serde_json::to_value(ApplyStatus::from(apply.clone())).unwrap(),
+            serde_json::to_value(&apply).unwrap()
+        );
+        let report = store::SyncReport {
+            added: vec!["node-004".into()],
+            updated: vec![],
+            missing: vec!["node-002".into()],
+            unchanged: 3,
+        };
+        assert_eq!(
+            serde_json::to_value(ReloadReport::from(report.clone())).unwrap(),
+            serde_json::to_value(&report).unwrap()
+        );
+    }
+
+    #[test]
+    fn power_and_site_status_serialize_as_before() {
+        use crate::bmc::PowerState as Bmc;
+        for state in [Bmc::On, Bmc::Off, Bmc::PoweringOn, Bmc::PoweringOff] {
+            let report = app::PowerReport {
+                node: "node-001".into(),
+                bmc: "redfish://10.0.0.5".into(),
+                action: Some(PowerAction::Cycle),
+                power_state: state,
+            };
+            let view = PowerReport::from(report.clone());
+            assert_eq!(view.power_state.to_string(), state.to_string());
+            assert_eq!(
+                serde_json::to_value(&view).unwrap(),
+                serde_json::to_value(&report).unwrap()
+            );
+        }
+        let status = app::SiteStatus {
+            dir: "/srv/site".into(),
+            loaded_at: Utc.with_ymd_and_hms(2026, 12, 2, 8, 0, 0).unwrap(),
+            summary: "3 nodes".into(),
+            missing_nodes: vec!["node-002".into()],
+            refused: Some(app::RefusedReload {
+                at: Utc.with_ymd_and_hms(2026, 12, 2, 9, 0, 0).unwrap(),
+                errors: vec!["nodes.yaml:1:1: bad".into()],
+            }),
+        };
+        assert_eq!(
+            serde_json::to_value(SiteStatus::from(status.clone())).unwrap(),
+            serde_json::to_value(&status).unwrap()
+        );
+    }
+
+    #[test]
+    fn requests_name_an_unknown_field() {
+        let err = serde_json::from_str::<MaintenanceRequest>(r#"{"maintenance":true,"reson":"x"}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field `reson`"), "{err}");
+        let err = serde_json::from_str::<EventRequest>(r#"{"event":"inspect","force":true}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field `force`"), "{err}");
+        let err = serde_json::from_str::<PowerRequest>(r#"{"action":"on","now":1}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `now`"), "{err}");
+    }
+}
