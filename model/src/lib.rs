@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod cpulist;
 pub mod inventory;
 pub mod plan;
 pub mod profile;

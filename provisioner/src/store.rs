@@ -341,8 +341,8 @@ impl Store {
     }
 
     /// Every DHCP lease in the table (restored into the lease table at start).
-    pub async fn dhcp_leases(&self) -> Result<Vec<crate::dhcp::Lease>, StoreError> {
-        use crate::dhcp::{Lease, LeaseState, Mac};
+    pub async fn dhcp_leases(&self) -> Result<Vec<provisioner_core::dhcp::Lease>, StoreError> {
+        use provisioner_core::dhcp::{Lease, LeaseState, Mac};
         let rows = sqlx::query("SELECT mac, ip, expires_at, hostname, state FROM dhcp_leases")
             .fetch_all(&self.pool)
             .await?;
@@ -409,7 +409,10 @@ impl Store {
     /// group commit.
     pub async fn write_dhcp_leases(
         &self,
-        finals: &[(crate::dhcp::Mac, Option<crate::dhcp::Lease>)],
+        finals: &[(
+            provisioner_core::dhcp::Mac,
+            Option<provisioner_core::dhcp::Lease>,
+        )],
         declined: &[(std::net::Ipv4Addr, Option<u64>)],
     ) -> Result<(), StoreError> {
         // SQLite allows 32766 bound values per statement; stay well below.
@@ -441,7 +444,7 @@ impl Store {
             }
             delete.push(")");
             delete.build().execute(&mut *tx).await?;
-            let leases: Vec<&crate::dhcp::Lease> =
+            let leases: Vec<&provisioner_core::dhcp::Lease> =
                 chunk.iter().filter_map(|(_, l)| l.as_ref()).collect();
             if leases.is_empty() {
                 continue;
@@ -1139,7 +1142,7 @@ mod tests {
 
     #[tokio::test]
     async fn dhcp_leases_and_decline_marks_survive_a_reopen() {
-        use crate::dhcp::{Lease, LeaseState, Mac};
+        use provisioner_core::dhcp::{Lease, LeaseState, Mac};
         let dir = tempfile::tempdir().unwrap();
         let lease = Lease {
             mac: Mac([2, 0, 0, 0, 0, 1]),

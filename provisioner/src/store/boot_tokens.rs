@@ -11,7 +11,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::Row as _;
 
 use super::{Store, StoreError, parse_time, timestamp};
-use crate::dhcp::Mac;
+use provisioner_core::dhcp::Mac;
 
 /// Who a valid per-boot token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
