@@ -81,7 +81,7 @@ fn failures_exit_non_zero_and_bad_plans_say_what_to_give() {
 #[test]
 fn the_planners_lab_compute_plan_applies() {
     let snap = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../provisioner/src/plan/snapshots/provisioner__plan__tests__plan-lab-compute.snap");
+        .join("../provisioner/core/src/plan/snapshots/provisioner_core__plan__tests__plan-lab-compute.snap");
     let text = std::fs::read_to_string(&snap).expect("read the planner snapshot");
     // An insta snapshot is a `---` header block, then the JSON.
     let json = text.splitn(3, "---\n").nth(2).expect("snapshot body");
