@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use model::net::Mac;
 use model::profile::Role;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -11,7 +12,6 @@ use serde_json::Value;
 
 use super::bmc_url::BmcUrl;
 use super::diag::{At, FileCtx, PLAINTEXT_PASSWORD};
-use super::mac::MacAddr;
 
 // ---------------------------------------------------------------- wire types
 
@@ -101,7 +101,7 @@ pub struct NodeSpec {
     /// BMC, if the machine has one the provisioner may drive.
     pub bmc: Option<BmcSpec>,
     /// Boot NIC's MAC; at least one of `bmc` and `boot_mac` is set.
-    pub boot_mac: Option<MacAddr>,
+    pub boot_mac: Option<Mac>,
     /// The address DHCP reserves for `boot_mac` (full mode); in the
     /// provisioning subnet, never the provisioner's own address, unique.
     pub ip: Option<std::net::Ipv4Addr>,
@@ -222,7 +222,7 @@ pub(crate) fn check(
     };
     // Value -> where it was first seen, for duplicate checks.
     let mut names: HashMap<String, String> = HashMap::new();
-    let mut macs: HashMap<MacAddr, String> = HashMap::new();
+    let mut macs: HashMap<Mac, String> = HashMap::new();
     let mut serials: HashMap<String, String> = HashMap::new();
     let mut bmcs: HashMap<String, String> = HashMap::new();
     let mut ips: HashMap<std::net::Ipv4Addr, String> = HashMap::new();
@@ -280,7 +280,7 @@ pub(crate) fn check(
             }
         }
         let mac_ptr = format!("{ptr}/boot_mac");
-        let boot_mac = match w.boot_mac.as_deref().map(str::parse::<MacAddr>) {
+        let boot_mac = match w.boot_mac.as_deref().map(Mac::parse_nic) {
             None => None,
             Some(Err(e)) => {
                 ctx.report(&mac_ptr, At::Value, e);
