@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod cpulist;
 pub mod dhcp;
 pub mod inventory;
 pub mod net;

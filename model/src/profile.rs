@@ -17,9 +17,8 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::cpulist::parse_cpulist;
 pub use crate::inventory::DiskKind;
-pub use crate::plan::DeviceType;
-use crate::plan::parse_cpulist;
 
 /// A hardware profile: which machines it applies to (`match`) and what they
 /// become (`roles`, `image`).
@@ -228,6 +227,27 @@ fn rest() -> String {
 
 fn default_host_reserve_mib() -> u64 {
     2048
+}
+
+/// Which driver virtual functions are bound to (sriov-network-operator's `deviceType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum DeviceType {
+    /// `vfio-pci`: handed to VMs or DPDK in user space; needs the IOMMU.
+    #[serde(rename = "vfio-pci")]
+    VfioPci,
+    /// The NIC's own VF driver: kernel network interfaces.
+    #[serde(rename = "netdevice")]
+    Netdevice,
+}
+
+impl DeviceType {
+    /// The name used in YAML and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceType::VfioPci => "vfio-pci",
+            DeviceType::Netdevice => "netdevice",
+        }
+    }
 }
 
 fn default_device_type() -> DeviceType {
@@ -758,7 +778,7 @@ impl Profile {
                                 "/cpu/isolated".into(),
                                 format!(
                                     "CPUs {} are both reserved and isolated: remove them from one",
-                                    crate::plan::format_cpulist(&both)
+                                    crate::cpulist::format_cpulist(&both)
                                 ),
                             );
                         }

@@ -129,7 +129,7 @@ pub struct App {
     /// Wakes the lifecycle executor when a transition queued BMC actions.
     pub(crate) wake: tokio::sync::Notify,
     /// Which MACs get their own label in the boot-script counter.
-    pub boot_mac_labels: crate::boot::MacLabels,
+    pub boot_mac_labels: crate::metrics::MacLabels,
     /// The DHCP server, when it runs (site reloads update it).
     dhcp: std::sync::OnceLock<crate::dhcp::server::Handle>,
 }

@@ -33,7 +33,7 @@ pub struct OutcomeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BootScriptLabels {
-    /// The machine's MAC, or `other` past `boot::MAX_MAC_LABELS` distinct MACs.
+    /// The machine's MAC, or `other` past `MAX_MAC_LABELS` distinct MACs.
     pub mac: String,
     pub script: String,
 }
@@ -297,5 +297,25 @@ impl Metrics {
         // Writing into a String cannot fail.
         encode(&mut out, &self.registry).expect("encode metrics into a String");
         out
+    }
+}
+
+/// Distinct MACs counted under their own label; the rest count as `other`.
+pub const MAX_MAC_LABELS: usize = 4096;
+
+/// The MACs that have their own metrics label.
+#[derive(Debug, Default)]
+pub struct MacLabels(std::sync::Mutex<std::collections::HashSet<model::net::Mac>>);
+
+impl MacLabels {
+    /// The label for `mac`: itself while fewer than [`MAX_MAC_LABELS`] are known.
+    pub fn label(&self, mac: model::net::Mac) -> String {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(&mac) || seen.len() < MAX_MAC_LABELS {
+            seen.insert(mac);
+            mac.to_string()
+        } else {
+            "other".to_owned()
+        }
     }
 }

@@ -341,9 +341,9 @@ impl Store {
     }
 
     /// Every DHCP lease in the table (restored into the lease table at start).
-    pub async fn dhcp_leases(&self) -> Result<Vec<crate::dhcp::Lease>, StoreError> {
-        use crate::dhcp::{Lease, LeaseState};
+    pub async fn dhcp_leases(&self) -> Result<Vec<provisioner_core::dhcp::Lease>, StoreError> {
         use model::net::Mac;
+        use provisioner_core::dhcp::{Lease, LeaseState};
         let rows = sqlx::query("SELECT mac, ip, expires_at, hostname, state FROM dhcp_leases")
             .fetch_all(&self.pool)
             .await?;
@@ -412,7 +412,7 @@ impl Store {
     /// group commit.
     pub async fn write_dhcp_leases(
         &self,
-        finals: &[(model::net::Mac, Option<crate::dhcp::Lease>)],
+        finals: &[(model::net::Mac, Option<provisioner_core::dhcp::Lease>)],
         declined: &[(std::net::Ipv4Addr, Option<u64>)],
     ) -> Result<(), StoreError> {
         // SQLite allows 32766 bound values per statement; stay well below.
@@ -444,7 +444,7 @@ impl Store {
             }
             delete.push(")");
             delete.build().execute(&mut *tx).await?;
-            let leases: Vec<&crate::dhcp::Lease> =
+            let leases: Vec<&provisioner_core::dhcp::Lease> =
                 chunk.iter().filter_map(|(_, l)| l.as_ref()).collect();
             if leases.is_empty() {
                 continue;
@@ -1142,8 +1142,8 @@ mod tests {
 
     #[tokio::test]
     async fn dhcp_leases_and_decline_marks_survive_a_reopen() {
-        use crate::dhcp::{Lease, LeaseState};
         use model::net::Mac;
+        use provisioner_core::dhcp::{Lease, LeaseState};
         let dir = tempfile::tempdir().unwrap();
         let lease = Lease {
             mac: Mac([2, 0, 0, 0, 0, 1]),

@@ -11,15 +11,14 @@
 //! Invariants: only files inside the boot-files directory and the files a
 //! catalog image names are served; every script fetched is logged and
 //! counted per MAC (`provisioner_boot_scripts_total{mac,script}`; MACs past
-//! [`MAX_MAC_LABELS`] share the label `other`, so unknown machines cannot
+//! [`crate::metrics::MAX_MAC_LABELS`] share the label `other`, so unknown machines cannot
 //! grow the metrics without bound); a template that fails to render gives
 //! the built-in `wait` script saying so (the machine keeps retrying).
 
 pub mod files;
 pub use provisioner_core::script;
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -32,26 +31,6 @@ use crate::app::App;
 use crate::progress::Step;
 use crate::site::ImageSource;
 use script::{Choice, NodeView, ScriptContext, ScriptKind, Templates};
-
-/// Distinct MACs counted under their own label; the rest count as `other`.
-pub const MAX_MAC_LABELS: usize = 4096;
-
-/// The MACs that have their own metrics label.
-#[derive(Debug, Default)]
-pub struct MacLabels(Mutex<HashSet<Mac>>);
-
-impl MacLabels {
-    /// The label for `mac`: itself while fewer than [`MAX_MAC_LABELS`] are known.
-    pub fn label(&self, mac: Mac) -> String {
-        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.contains(&mac) || seen.len() < MAX_MAC_LABELS {
-            seen.insert(mac);
-            mac.to_string()
-        } else {
-            "other".to_owned()
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 pub struct ScriptQuery {
