@@ -97,8 +97,7 @@ fn main_loop(
     let params = cmdline::parse(&cmdline).map_err(|e| e.to_string())?;
     say(&format!(
         "provisioner {}, boot MAC {}",
-        params.url,
-        params.mac.to_string()
+        params.url, params.mac
     ));
     load_modules();
     let nic = wait_for_nic(params.mac)?;
