@@ -305,11 +305,11 @@ pub const MAX_MAC_LABELS: usize = 4096;
 
 /// The MACs that have their own metrics label.
 #[derive(Debug, Default)]
-pub struct MacLabels(std::sync::Mutex<std::collections::HashSet<provisioner_core::dhcp::Mac>>);
+pub struct MacLabels(std::sync::Mutex<std::collections::HashSet<model::net::Mac>>);
 
 impl MacLabels {
     /// The label for `mac`: itself while fewer than [`MAX_MAC_LABELS`] are known.
-    pub fn label(&self, mac: provisioner_core::dhcp::Mac) -> String {
+    pub fn label(&self, mac: model::net::Mac) -> String {
         let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if seen.contains(&mac) || seen.len() < MAX_MAC_LABELS {
             seen.insert(mac);

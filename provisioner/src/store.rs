@@ -342,7 +342,8 @@ impl Store {
 
     /// Every DHCP lease in the table (restored into the lease table at start).
     pub async fn dhcp_leases(&self) -> Result<Vec<provisioner_core::dhcp::Lease>, StoreError> {
-        use provisioner_core::dhcp::{Lease, LeaseState, Mac};
+        use model::net::Mac;
+        use provisioner_core::dhcp::{Lease, LeaseState};
         let rows = sqlx::query("SELECT mac, ip, expires_at, hostname, state FROM dhcp_leases")
             .fetch_all(&self.pool)
             .await?;
@@ -355,7 +356,9 @@ impl Store {
                 column,
                 value,
             };
-            let mac = Mac::parse(&mac_text).ok_or_else(|| corrupt("mac", mac_text.clone()))?;
+            let mac: Mac = mac_text
+                .parse()
+                .map_err(|_| corrupt("mac", mac_text.clone()))?;
             let ip: String = row.try_get("ip")?;
             let ip = ip.parse().map_err(|_| corrupt("ip", ip.clone()))?;
             let expires: String = row.try_get("expires_at")?;
@@ -409,10 +412,7 @@ impl Store {
     /// group commit.
     pub async fn write_dhcp_leases(
         &self,
-        finals: &[(
-            provisioner_core::dhcp::Mac,
-            Option<provisioner_core::dhcp::Lease>,
-        )],
+        finals: &[(model::net::Mac, Option<provisioner_core::dhcp::Lease>)],
         declined: &[(std::net::Ipv4Addr, Option<u64>)],
     ) -> Result<(), StoreError> {
         // SQLite allows 32766 bound values per statement; stay well below.
@@ -1142,7 +1142,8 @@ mod tests {
 
     #[tokio::test]
     async fn dhcp_leases_and_decline_marks_survive_a_reopen() {
-        use provisioner_core::dhcp::{Lease, LeaseState, Mac};
+        use model::net::Mac;
+        use provisioner_core::dhcp::{Lease, LeaseState};
         let dir = tempfile::tempdir().unwrap();
         let lease = Lease {
             mac: Mac([2, 0, 0, 0, 0, 1]),

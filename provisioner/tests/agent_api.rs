@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use model::agent::Command;
 use model::inventory::Inventory;
+use model::net::Mac;
 use provisioner::app::App;
-use provisioner::dhcp::Mac;
 use provisioner::lifecycle::Event;
 use provisioner::store::Store;
 use serde_json::{Value, json};
@@ -88,7 +88,7 @@ impl Lab {
     }
 
     async fn token(&self, mac: &str, node: Option<&str>) -> String {
-        let mac = Mac::parse(mac).unwrap();
+        let mac: Mac = mac.parse().unwrap();
         self.app.store.issue_boot_token(mac, node).await.unwrap()
     }
 

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use image::progress::Quiet;
 use image::ramdisk::{KernelSource, RamdiskOptions};
+use model::net::Mac;
 use provisioner::app::App;
-use provisioner::dhcp::Mac;
 use provisioner::lifecycle::Event;
 use provisioner::store::Store;
 
@@ -103,7 +103,7 @@ async fn the_ramdisk_agent_reports_its_inventory_and_powers_off() {
         .unwrap();
     let token = app
         .store
-        .issue_boot_token(Mac::parse(MAC).unwrap(), Some("vm-0"))
+        .issue_boot_token(MAC.parse::<Mac>().unwrap(), Some("vm-0"))
         .await
         .unwrap();
 

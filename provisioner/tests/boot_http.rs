@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{Daemon, write_nodes};
-use provisioner::dhcp::Mac;
+use model::net::Mac;
 use provisioner::progress::Step;
 use provisioner::store::Store;
 use reqwest::StatusCode;
@@ -51,8 +51,7 @@ fn token_in(script: &str) -> String {
 }
 
 fn mac(text: &str) -> Mac {
-    let parsed: provisioner::site::MacAddr = text.parse().unwrap();
-    Mac(parsed.octets())
+    text.parse().unwrap()
 }
 
 #[test]

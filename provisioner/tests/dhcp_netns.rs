@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use model::net::Mac;
 use netns::VethPair;
 use provisioner::dhcp::codec::{self, ReplyType};
 
@@ -596,7 +597,7 @@ fn malformed_datagrams_are_counted_and_dropped() {
 // ---------------------------------------------------- restarts under load
 
 /// (MAC, yiaddr) of every DHCPACK in a pcap file (Ethernet, IPv4, UDP from port 67).
-fn acks_in_pcap(path: &Path) -> Vec<(codec::Mac, Ipv4Addr)> {
+fn acks_in_pcap(path: &Path) -> Vec<(Mac, Ipv4Addr)> {
     let data = std::fs::read(path).unwrap();
     assert!(data.len() >= 24, "pcap file too short");
     let le = match &data[..4] {
@@ -733,8 +734,8 @@ fn perfdhcp_with_two_kill9_restarts_never_acks_one_address_to_two_macs() {
 
     let acks = acks_in_pcap(&pcap);
     eprintln!("{} ACKs captured; tcpdump: {dump_err}", acks.len());
-    let mut macs_of_ip: BTreeMap<Ipv4Addr, BTreeSet<codec::Mac>> = BTreeMap::new();
-    let mut ips_of_mac: BTreeMap<codec::Mac, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+    let mut macs_of_ip: BTreeMap<Ipv4Addr, BTreeSet<Mac>> = BTreeMap::new();
+    let mut ips_of_mac: BTreeMap<Mac, BTreeSet<Ipv4Addr>> = BTreeMap::new();
     for (mac, ip) in &acks {
         macs_of_ip.entry(*ip).or_default().insert(*mac);
         ips_of_mac.entry(*mac).or_default().insert(*ip);

@@ -3,6 +3,8 @@
 //! `console=ttyS0,115200 provisioner.url=http://ADDR:PORT provisioner.token=TOKEN provisioner.mac=MAC`.
 //! Pure: text in, parameters out.
 
+use model::net::Mac;
+
 /// What the agent needs from the kernel command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootParams {
@@ -10,39 +12,8 @@ pub struct BootParams {
     pub url: String,
     /// The per-boot token, sent as `Authorization: Bearer TOKEN`.
     pub token: String,
-    /// The MAC the machine booted from, lowercase colon form.
-    pub mac: [u8; 6],
-}
-
-impl BootParams {
-    /// The MAC in lowercase colon form.
-    pub fn mac_string(&self) -> String {
-        format_mac(self.mac)
-    }
-}
-
-/// Lowercase colon form of a MAC.
-pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff` (or with `-`), any case.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let parts: Vec<&str> = text.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return None;
-    }
-    let mut mac = [0u8; 6];
-    for (byte, part) in mac.iter_mut().zip(parts) {
-        if part.len() != 2 {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    Some(mac)
+    /// The MAC the machine booted from (displayed in lowercase colon form).
+    pub mac: Mac,
 }
 
 /// Why the command line is not usable; the message says what to check.
@@ -85,7 +56,9 @@ pub fn parse(cmdline: &str) -> Result<BootParams, CmdlineError> {
         .filter(|t| !t.is_empty())
         .ok_or(CmdlineError::Missing("token"))?;
     let mac_text = mac.ok_or(CmdlineError::Missing("mac"))?;
-    let mac = parse_mac(mac_text).ok_or_else(|| CmdlineError::BadMac(mac_text.to_owned()))?;
+    let mac: Mac = mac_text
+        .parse()
+        .map_err(|_| CmdlineError::BadMac(mac_text.to_owned()))?;
     Ok(BootParams {
         url: url.trim_end_matches('/').to_owned(),
         token: token.to_owned(),
@@ -104,7 +77,8 @@ mod tests {
         let params = parse(line).unwrap();
         assert_eq!(params.url, "http://10.213.0.1:8080");
         assert_eq!(params.token, "abc123");
-        assert_eq!(params.mac_string(), "52:54:00:aa:00:01");
+        assert_eq!(params.mac.to_string(), "52:54:00:aa:00:01");
+        assert_eq!(params.mac, Mac([0x52, 0x54, 0, 0xaa, 0, 1]));
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use model::agent::{AppliedReport, Command, Heartbeat, InventoryReport};
 use model::inventory::Inventory;
+use model::net::Mac;
 use model::plan::HostPlan;
 
 use crate::sysroot::SysRoot;
@@ -96,8 +97,7 @@ fn main_loop(
     let params = cmdline::parse(&cmdline).map_err(|e| e.to_string())?;
     say(&format!(
         "provisioner {}, boot MAC {}",
-        params.url,
-        params.mac_string()
+        params.url, params.mac
     ));
     load_modules();
     let nic = wait_for_nic(params.mac)?;
@@ -118,7 +118,7 @@ fn main_loop(
             Request::Inventory => {
                 say("inspecting the hardware");
                 let report = InventoryReport {
-                    mac: params.mac_string(),
+                    mac: params.mac.to_string(),
                     inventory: inspect(),
                 };
                 post(&http, &params, "inventory", &report)
@@ -126,7 +126,7 @@ fn main_loop(
             Request::Heartbeat => {
                 let (state, last_error) = session.report();
                 let beat = Heartbeat {
-                    mac: params.mac_string(),
+                    mac: params.mac.to_string(),
                     state,
                     uptime_s: started.elapsed().as_secs(),
                     last_error,
@@ -170,7 +170,7 @@ fn main_loop(
 /// the error, so the operator sees it; a network failure or a refused token
 /// is a [`Failure`] (retried, with the session's back-off).
 fn apply_plan(http: &ureq::Agent, params: &BootParams) -> Result<AppliedReport, Failure> {
-    let mac = params.mac_string();
+    let mac = params.mac.to_string();
     let failed = |error: String| {
         say(&format!("apply: {error}"));
         AppliedReport {
@@ -339,7 +339,7 @@ fn load_modules() {
 }
 
 /// Waits for the NIC with the boot MAC to appear (drivers probe in the background).
-fn wait_for_nic(mac: [u8; 6]) -> Result<net::Nic, String> {
+fn wait_for_nic(mac: Mac) -> Result<net::Nic, String> {
     let class = Path::new("/sys/class/net");
     let started = Instant::now();
     loop {
@@ -351,7 +351,7 @@ fn wait_for_nic(mac: [u8; 6]) -> Result<net::Nic, String> {
             return Err(format!(
                 "no network interface has the boot MAC {} after {} s (interfaces: {}); check that \
                  the ramdisk carries the NIC's driver (/lib/modules/load-order)",
-                cmdline::format_mac(mac),
+                mac,
                 NIC_WAIT.as_secs(),
                 net::list_nics(class)
             ));

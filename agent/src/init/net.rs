@@ -9,12 +9,12 @@ use std::os::fd::AsRawFd as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use model::net::Mac;
 use nix::sys::socket::{
     self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, SockaddrIn,
     sockopt,
 };
 
-use super::cmdline::{format_mac, parse_mac};
 use super::dhcp::{Client, Lease, Step};
 use super::netlink;
 
@@ -26,13 +26,13 @@ pub struct Nic {
 }
 
 /// The interface in `sys_class_net` (`/sys/class/net`) whose address is `mac`.
-pub fn find_nic(sys_class_net: &Path, mac: [u8; 6]) -> Option<Nic> {
+pub fn find_nic(sys_class_net: &Path, mac: Mac) -> Option<Nic> {
     let mut entries: Vec<_> = std::fs::read_dir(sys_class_net).ok()?.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let dir = entry.path();
         let address = std::fs::read_to_string(dir.join("address")).unwrap_or_default();
-        if parse_mac(address.trim()) == Some(mac) {
+        if address.trim().parse::<Mac>() == Ok(mac) {
             let index = std::fs::read_to_string(dir.join("ifindex"))
                 .ok()?
                 .trim()
@@ -169,7 +169,7 @@ fn dhcp_socket(nic: &Nic) -> Result<UdpSocket, String> {
 
 /// One DHCP exchange on `nic`: DISCOVER, retransmitted every 4 s (then 8 s,
 /// at most 16 s), until a lease is bound or `give_up` passes.
-pub fn acquire(nic: &Nic, mac: [u8; 6], xid: u32, give_up: Duration) -> Result<Lease, String> {
+pub fn acquire(nic: &Nic, mac: Mac, xid: u32, give_up: Duration) -> Result<Lease, String> {
     let socket = dhcp_socket(nic)?;
     let server = SocketAddr::from((Ipv4Addr::BROADCAST, 67));
     let mut client = Client::new(mac, xid);
@@ -206,7 +206,7 @@ pub fn acquire(nic: &Nic, mac: [u8; 6], xid: u32, give_up: Duration) -> Result<L
                 "no DHCP answer on {} ({}) after {} s: check the cable and switch port, and that the \
                  provisioner's DHCP (network.dhcp in site.yaml) or another DHCP server serves this segment",
                 nic.name,
-                format_mac(mac),
+                mac,
                 started.elapsed().as_secs()
             ));
         }
@@ -246,7 +246,7 @@ pub enum Extended {
 /// rebinding), sent again every 4 s until an answer or `give_up`.
 pub fn extend(
     nic: &Nic,
-    mac: [u8; 6],
+    mac: Mac,
     lease: Lease,
     xid: u32,
     rebind: bool,

@@ -10,9 +10,10 @@
 
 use chrono::{DateTime, Utc};
 use model::agent::Command;
+use model::net::Mac;
 
 use crate::lifecycle::{Event, NodeStatus, State};
-use crate::site::{AfterInspection, LifecycleConfig, MacAddr};
+use crate::site::{AfterInspection, LifecycleConfig};
 
 /// How long after the agent was last heard from (heartbeat or inventory)
 /// it still counts as up: three heartbeat intervals, at least 30 s.
@@ -130,7 +131,7 @@ pub fn events_for_inventory(status: NodeStatus) -> Vec<Event> {
 /// The name of a discovered machine: `discovered-` plus its serial number
 /// (lowercase; anything but letters and digits becomes `-`) when it has a
 /// usable one, else plus its MAC's twelve hex digits.
-pub fn discovered_name(mac: MacAddr, serial: Option<&str>) -> String {
+pub fn discovered_name(mac: Mac, serial: Option<&str>) -> String {
     let from_mac = || {
         let hex: String = mac.octets().iter().map(|b| format!("{b:02x}")).collect();
         format!("discovered-{hex}")
@@ -157,7 +158,7 @@ pub fn discovered_name(mac: MacAddr, serial: Option<&str>) -> String {
 
 /// The name to fall back on when [`discovered_name`] is taken by another
 /// machine (two machines with one serial happen with white-box boards).
-pub fn discovered_name_by_mac(mac: MacAddr) -> String {
+pub fn discovered_name_by_mac(mac: Mac) -> String {
     discovered_name(mac, None)
 }
 
@@ -306,7 +307,7 @@ mod tests {
 
     #[test]
     fn discovered_names_come_from_the_serial_or_the_mac() {
-        let mac: MacAddr = "52:54:00:AA:00:01".parse().unwrap();
+        let mac: Mac = "52:54:00:AA:00:01".parse().unwrap();
         let cases = [
             (None, "discovered-525400aa0001"),
             (Some("CZ20 39/0ABC "), "discovered-cz20-39-0abc"),

@@ -9,7 +9,8 @@
 //! - [`outcome`]: which profile and plan a node gets (or why none).
 //! - [`inspection`]: what an agent's report does to its node.
 //! - [`progress`]: the boot steps of a wait state and why a wait timed out.
-//! - [`dhcp`]: the DHCPv4 codec, lease table, answer policy, boot-file choice.
+//! - [`dhcp`]: the DHCPv4 server: lease table, answer policy, boot-file choice;
+//!   its codec is `model::dhcp` (shared with the agent), re-exported as `dhcp::codec`.
 //! - [`tftp`]: the TFTP codec and the read-transfer state machine.
 //! - [`script`]: which iPXE script a machine gets, rendered with tera.
 //!

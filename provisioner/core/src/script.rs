@@ -13,9 +13,9 @@
 
 use std::path::{Path, PathBuf};
 
+use model::net::Mac;
 use serde::Serialize;
 
-use crate::dhcp::Mac;
 use crate::lifecycle::State;
 
 /// The scripts a machine can get, by template name.

@@ -5,14 +5,13 @@
 
 use chrono::Utc;
 use model::agent::{AppliedReport, Command, Heartbeat, InventoryReport};
+use model::net::Mac;
 use model::plan::HostPlan;
 use tracing::{info, warn};
 
 use super::{App, AppError};
-use crate::dhcp::Mac;
 use crate::inspection;
 use crate::lifecycle::Event;
-use crate::site::MacAddr;
 use crate::store::{
     ApplyStatus, BootSession, EnrollSpec, NodeConfig, NodeRecord, Source, StoreError,
 };
@@ -29,11 +28,10 @@ impl App {
     }
 
     /// Checks that a message's MAC is the one the token was issued for.
-    fn check_mac(session: &BootSession, mac: &str) -> Result<MacAddr, AppError> {
-        let reported: MacAddr = mac
-            .parse()
-            .map_err(|e| AppError::BadRequest(format!("field `mac`: {e}")))?;
-        if Mac(reported.octets()) != session.mac {
+    fn check_mac(session: &BootSession, mac: &str) -> Result<Mac, AppError> {
+        let reported =
+            Mac::parse_nic(mac).map_err(|e| AppError::BadRequest(format!("field `mac`: {e}")))?;
+        if reported != session.mac {
             return Err(AppError::AgentToken(
                 "the boot token was issued for another MAC than the one reported",
             ));
@@ -55,11 +53,7 @@ impl App {
     }
 
     /// Enrolls an unknown machine whose agent reported, when the site allows it.
-    async fn discover(
-        &self,
-        mac: MacAddr,
-        report: &InventoryReport,
-    ) -> Result<NodeRecord, AppError> {
+    async fn discover(&self, mac: Mac, report: &InventoryReport) -> Result<NodeRecord, AppError> {
         if !self.site().config.discovery.enabled {
             warn!(
                 %mac,
@@ -207,7 +201,7 @@ impl App {
         &self,
         name: &str,
         session: &BootSession,
-        mac: MacAddr,
+        mac: Mac,
     ) -> Result<bool, AppError> {
         Ok(self.store.inventory(name).await?.is_some_and(|inv| {
             inv.received_at >= session.issued_at && inv.mac.as_deref() == Some(&*mac.to_string())

@@ -23,13 +23,13 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use model::net::Mac;
 use serde::Deserialize;
 use tracing::{error, info, warn};
 
 use crate::app::App;
-use crate::dhcp::Mac;
 use crate::progress::Step;
-use crate::site::{ImageSource, MacAddr};
+use crate::site::ImageSource;
 use script::{Choice, NodeView, ScriptContext, ScriptKind, Templates};
 
 #[derive(Debug, Deserialize)]
@@ -51,10 +51,8 @@ pub async fn boot_file(
     headers: HeaderMap,
 ) -> Response {
     if let Some(mac) = file.strip_suffix(".ipxe") {
-        return match mac.parse::<MacAddr>() {
-            Ok(mac) => {
-                ipxe_script(&app, Mac(mac.octets()), query.retry.unwrap_or(0), &headers).await
-            }
+        return match Mac::parse_nic(mac) {
+            Ok(mac) => ipxe_script(&app, mac, query.retry.unwrap_or(0), &headers).await,
             Err(err) => text(StatusCode::NOT_FOUND, err.to_string()),
         };
     }

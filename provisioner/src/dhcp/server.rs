@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv4Net;
+use model::net::Mac;
 use prometheus_client::metrics::counter::Counter;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -34,7 +35,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{
     AnswerPolicy, BootConfig, ClientMessage, Config, Decision, Destination, Lease, LeaseChange,
-    Leases, Mac, Mode, NetworkOptions, PoolConfig, Port, ReplyType, Secs, UefiLoader, codec,
+    Leases, Mode, NetworkOptions, PoolConfig, Port, ReplyType, Secs, UefiLoader, codec,
 };
 use crate::metrics::DhcpMetrics;
 use crate::site::{self, DhcpAnswer, DhcpMode, Site};
@@ -141,13 +142,9 @@ impl Settings {
 /// The answer policy: `known` is the site's boot MACs.
 fn policy_of(site: &Site) -> AnswerPolicy {
     match site.config.network.dhcp.answer {
-        DhcpAnswer::Known => AnswerPolicy::Known(
-            site.nodes
-                .iter()
-                .filter_map(|n| n.boot_mac)
-                .map(|m| Mac(m.octets()))
-                .collect(),
-        ),
+        DhcpAnswer::Known => {
+            AnswerPolicy::Known(site.nodes.iter().filter_map(|n| n.boot_mac).collect())
+        }
         DhcpAnswer::Pxe => AnswerPolicy::Pxe,
         DhcpAnswer::All => AnswerPolicy::All,
     }
@@ -157,7 +154,7 @@ fn policy_of(site: &Site) -> AnswerPolicy {
 fn reservations_of(site: &Site) -> Vec<(Mac, Ipv4Addr)> {
     site.nodes
         .iter()
-        .filter_map(|n| Some((Mac(n.boot_mac?.octets()), n.ip?)))
+        .filter_map(|n| Some((n.boot_mac?, n.ip?)))
         .collect()
 }
 

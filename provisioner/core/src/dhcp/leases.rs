@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use super::codec::Mac;
+use model::net::Mac;
 
 /// Unix time in seconds.
 pub type Secs = u64;

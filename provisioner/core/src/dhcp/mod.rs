@@ -12,14 +12,19 @@
 //! `dhcp_leases`) is the provisioner crate's `dhcp::server`.
 
 pub mod boot;
-pub mod codec;
 pub mod leases;
 pub mod policy;
 
 use std::net::Ipv4Addr;
 
+use model::net::Mac;
+
+/// The DHCPv4 codec lives in `model` (the agent's client uses it too); it is
+/// re-exported here under its old path.
+pub use model::dhcp as codec;
+
 pub use boot::{BootAnswer, BootConfig, ClientKind, UefiLoader};
-pub use codec::{ClientMessage, DecodeError, Mac, Reply, ReplyType, Request};
+pub use codec::{ClientMessage, DecodeError, Reply, ReplyType, Request};
 pub use leases::{Lease, LeaseChange, LeaseState, Leases, Nak, PoolConfig, Secs};
 pub use policy::{AnswerPolicy, IgnoreReason};
 

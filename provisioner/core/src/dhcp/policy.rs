@@ -6,8 +6,9 @@
 
 use std::collections::BTreeSet;
 
+use model::net::Mac;
+
 use super::boot::ClientKind;
-use super::codec::Mac;
 
 /// site.yaml's DHCP answer policy.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! INTERFACE (owned by the site work; the daemon relies on these names):
 //! - `pub fn load(dir: &Path) -> Result<Site, SiteErrors>`
 //! - `Site { dir, config: SiteConfig, nodes: Vec<NodeSpec>, profiles: Vec<model::profile::Profile> }`
-//! - `NodeSpec { name, bmc: Option<BmcSpec>, boot_mac: Option<MacAddr>, ip: Option<Ipv4Addr>, serial, profile, role }`
+//! - `NodeSpec { name, bmc: Option<BmcSpec>, boot_mac: Option<model::net::Mac>, ip: Option<Ipv4Addr>, serial, profile, role }`
 //! - `SiteErrors(Vec<Diagnostic>)`, `Diagnostic { file, line, column, message }` shown as
 //!   `file:line:column: message`
 //! - `pub fn schemas() -> Vec<(&'static str, serde_json::Value)>` (file name, JSON Schema)
@@ -23,7 +23,6 @@
 mod bmc_url;
 mod config;
 mod diag;
-mod mac;
 mod nodes;
 pub mod yaml;
 
@@ -42,7 +41,6 @@ pub use config::{
     NetworkConfig, NetworkWire, SiteConfig, SiteFile, TftpConfigSpec, TftpWire, UefiLoaderWire,
 };
 pub use diag::{Diagnostic, SiteErrors};
-pub use mac::{MacAddr, MacAddrError};
 pub use nodes::{BmcSpec, BmcTls, BmcWire, Credential, NodeSpec, NodeWire, NodesFile};
 
 use diag::{At, FileCtx};
@@ -454,19 +452,21 @@ fn check_profiles(
         for issue in profile.validate() {
             ctx.report(&issue.pointer, At::Value, issue.message);
         }
-        if let (Some(image), Some(known)) = (&profile.image, image_names) {
-            if !known.contains(image) {
-                let list = if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                };
-                ctx.report(
-                    "/image",
-                    At::Value,
-                    format!("unknown image {image:?}: add it to `images` in site.yaml or use one of: {list}"),
-                );
-            }
+        if let (Some(image), Some(known)) = (&profile.image, image_names)
+            && !known.contains(image)
+        {
+            let list = if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            };
+            ctx.report(
+                "/image",
+                At::Value,
+                format!(
+                    "unknown image {image:?}: add it to `images` in site.yaml or use one of: {list}"
+                ),
+            );
         }
         if ctx.diags.len() == before {
             profiles.push(profile);

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use model::net::Mac;
 use model::profile::Role;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -11,7 +12,6 @@ use serde_json::Value;
 
 use super::bmc_url::BmcUrl;
 use super::diag::{At, FileCtx, PLAINTEXT_PASSWORD};
-use super::mac::MacAddr;
 
 // ---------------------------------------------------------------- wire types
 
@@ -101,7 +101,7 @@ pub struct NodeSpec {
     /// BMC, if the machine has one the provisioner may drive.
     pub bmc: Option<BmcSpec>,
     /// Boot NIC's MAC; at least one of `bmc` and `boot_mac` is set.
-    pub boot_mac: Option<MacAddr>,
+    pub boot_mac: Option<Mac>,
     /// The address DHCP reserves for `boot_mac` (full mode); in the
     /// provisioning subnet, never the provisioner's own address, unique.
     pub ip: Option<std::net::Ipv4Addr>,
@@ -222,7 +222,7 @@ pub(crate) fn check(
     };
     // Value -> where it was first seen, for duplicate checks.
     let mut names: HashMap<String, String> = HashMap::new();
-    let mut macs: HashMap<MacAddr, String> = HashMap::new();
+    let mut macs: HashMap<Mac, String> = HashMap::new();
     let mut serials: HashMap<String, String> = HashMap::new();
     let mut bmcs: HashMap<String, String> = HashMap::new();
     let mut ips: HashMap<std::net::Ipv4Addr, String> = HashMap::new();
@@ -234,11 +234,11 @@ pub(crate) fn check(
         // rest of the node is still checked.
         let mut item = item.clone();
         let mut plaintext = false;
-        if let Some(bmc) = item.get_mut("bmc").and_then(Value::as_object_mut) {
-            if bmc.remove("password").is_some() {
-                ctx.report(&format!("{ptr}/bmc/password"), At::Key, PLAINTEXT_PASSWORD);
-                plaintext = true;
-            }
+        if let Some(bmc) = item.get_mut("bmc").and_then(Value::as_object_mut)
+            && bmc.remove("password").is_some()
+        {
+            ctx.report(&format!("{ptr}/bmc/password"), At::Key, PLAINTEXT_PASSWORD);
+            plaintext = true;
         }
         // The name is checked before the rest so that a duplicate is found
         // even when the node has other problems.
@@ -280,7 +280,7 @@ pub(crate) fn check(
             }
         }
         let mac_ptr = format!("{ptr}/boot_mac");
-        let boot_mac = match w.boot_mac.as_deref().map(str::parse::<MacAddr>) {
+        let boot_mac = match w.boot_mac.as_deref().map(Mac::parse_nic) {
             None => None,
             Some(Err(e)) => {
                 ctx.report(&mac_ptr, At::Value, e);
@@ -345,21 +345,21 @@ pub(crate) fn check(
                 "give either `profile` (forces a profile) or `role` (overrides the matched profile's roles), not both",
             );
         }
-        if let (Some(p), Some(known)) = (&w.profile, profiles) {
-            if !known.contains_key(p) {
-                let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
-                names.sort_unstable();
-                let list = if names.is_empty() {
-                    "none".to_owned()
-                } else {
-                    names.join(", ")
-                };
-                ctx.report(
-                    &format!("{ptr}/profile"),
-                    At::Value,
-                    format!("unknown profile {p:?}: add profiles/{p}.yaml or use one of: {list}"),
-                );
-            }
+        if let (Some(p), Some(known)) = (&w.profile, profiles)
+            && !known.contains_key(p)
+        {
+            let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            let list = if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            };
+            ctx.report(
+                &format!("{ptr}/profile"),
+                At::Value,
+                format!("unknown profile {p:?}: add profiles/{p}.yaml or use one of: {list}"),
+            );
         }
         if ctx.diags.len() == before {
             nodes.push(NodeSpec {

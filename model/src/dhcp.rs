@@ -1,8 +1,12 @@
-//! DHCPv4 datagrams: bytes in, a typed [`Request`] out; a typed [`Reply`] in,
-//! bytes out (RFC 2131, options RFC 2132, PXE options RFC 4578).
+//! DHCPv4 datagrams, both sides: the server decodes a client's bytes into a
+//! typed [`Request`] ([`decode`]) and encodes a typed [`Reply`] ([`encode`]);
+//! a client (the agent in the ramdisk) encodes its [`Request`]
+//! ([`encode_request`]) and decodes the server's OFFER/ACK/NAK
+//! ([`decode_reply`]). RFC 2131, options RFC 2132, PXE options RFC 4578.
+//! `provisioner-core` re-exports this module as `dhcp::codec`.
 //!
 //! Invariant: pure. No sockets, no tokio, no clock; decoding never panics on
-//! any input (proptest).
+//! any input, and both directions round-trip (proptests).
 //!
 //! The fixed header is read by `dhcproto`; the options area is walked here,
 //! TLV by TLV, because `dhcproto` silently stops at the first option it cannot
@@ -14,11 +18,12 @@
 //! leave no room for a NUL, and [`decode_reply`] strips the NUL.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::Ipv4Addr;
 
 use dhcproto::v4::{self, DhcpOption, Flags, Message, Opcode, OptionCode, UnknownOption};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+
+use crate::net::Mac;
 
 /// The DHCP magic cookie (RFC 2131 section 3).
 pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
@@ -27,7 +32,7 @@ const OPTIONS_OFFSET: usize = 240;
 /// Offset and size of the `sname` and `file` header fields.
 const SNAME: (usize, usize) = (44, 64);
 const FILE: (usize, usize) = (108, 128);
-/// Replies are padded to this size (BOOTP, RFC 1542).
+/// Messages are padded to this size (BOOTP, RFC 1542).
 const MIN_MESSAGE: usize = 300;
 
 /// Option codes read or written here.
@@ -58,46 +63,6 @@ pub mod opt {
     pub const IPXE_NO_PXEDHCP: u8 = 176;
 }
 
-/// An Ethernet hardware address.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Mac(pub [u8; 6]);
-
-impl fmt::Display for Mac {
-    /// Lower-case, colon-separated: `52:54:00:aa:00:01` (the form of
-    /// `nodes.yaml` and of the per-node iPXE script URL).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-
-impl Mac {
-    /// Parses the [`Display`](fmt::Display) form (`52:54:00:aa:00:01`);
-    /// any address, group bit included (what a client sends is what we store).
-    pub fn parse(text: &str) -> Option<Mac> {
-        let mut out = [0u8; 6];
-        let mut parts = text.split(':');
-        for byte in &mut out {
-            let part = parts.next()?;
-            if part.len() != 2 {
-                return None;
-            }
-            *byte = u8::from_str_radix(part, 16).ok()?;
-        }
-        parts.next().is_none().then_some(Mac(out))
-    }
-}
-
-impl fmt::Debug for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
 /// DHCP message types a client sends (option 53).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientMessage {
@@ -119,6 +84,17 @@ impl ClientMessage {
             7 => Self::Release,
             8 => Self::Inform,
             other => Self::Other(other),
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Discover => 1,
+            Self::Request => 3,
+            Self::Decline => 4,
+            Self::Release => 7,
+            Self::Inform => 8,
+            Self::Other(other) => other,
         }
     }
 }
@@ -156,6 +132,30 @@ pub struct Request {
 }
 
 impl Request {
+    /// A client's message of `message_type` from `mac` with nothing else set
+    /// (the agent's client fills in what its state needs).
+    pub fn new(message_type: ClientMessage, xid: u32, mac: Mac) -> Self {
+        Request {
+            message_type,
+            xid,
+            secs: 0,
+            broadcast: false,
+            hops: 0,
+            mac,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            requested_ip: None,
+            server_id: None,
+            client_arch: None,
+            vendor_class: None,
+            user_class: None,
+            client_id: None,
+            hostname: None,
+            parameter_request_list: Vec::new(),
+            relay_agent_info: None,
+        }
+    }
+
     /// Vendor class starts with `prefix` (`PXEClient`, `HTTPClient`).
     pub fn vendor_class_is(&self, prefix: &str) -> bool {
         self.vendor_class
@@ -182,6 +182,8 @@ pub enum DecodeError {
     TooShort { len: usize },
     #[error("op {op} is not BOOTREQUEST (1)")]
     NotRequest { op: u8 },
+    #[error("op {op} is not BOOTREPLY (2)")]
+    NotReply { op: u8 },
     #[error("magic cookie {found:?} is not {MAGIC_COOKIE:?}")]
     BadCookie { found: [u8; 4] },
     #[error("hardware type {htype} length {hlen}: only Ethernet (1, 6) is served")]
@@ -391,6 +393,78 @@ pub fn decode(datagram: &[u8]) -> Result<Request, DecodeError> {
     })
 }
 
+fn put_option(buf: &mut Vec<u8>, code: u8, value: &[u8]) -> Result<(), EncodeError> {
+    let len = u8::try_from(value.len()).map_err(|_| EncodeError::OptionTooLong {
+        code,
+        len: value.len(),
+    })?;
+    buf.extend_from_slice(&[code, len]);
+    buf.extend_from_slice(value);
+    Ok(())
+}
+
+/// Encodes a client's [`Request`] (the agent's DHCP client): the inverse of
+/// [`decode`]. Written here, not by `dhcproto`, so that every field
+/// [`decode`] reads comes back as it was (proptest). Options that [`decode`]
+/// refuses empty (12, 60, 61, 77) are refused empty here too.
+pub fn encode_request(request: &Request) -> Result<Vec<u8>, EncodeError> {
+    let mut buf = Vec::with_capacity(MIN_MESSAGE);
+    // op BOOTREQUEST, htype Ethernet, hlen 6.
+    buf.extend_from_slice(&[1, 1, 6, request.hops]);
+    buf.extend_from_slice(&request.xid.to_be_bytes());
+    buf.extend_from_slice(&request.secs.to_be_bytes());
+    let flags: u16 = if request.broadcast { 0x8000 } else { 0 };
+    buf.extend_from_slice(&flags.to_be_bytes());
+    buf.extend_from_slice(&request.ciaddr.octets());
+    // yiaddr and siaddr: the server's to fill.
+    buf.extend_from_slice(&[0; 8]);
+    buf.extend_from_slice(&request.giaddr.octets());
+    buf.extend_from_slice(&request.mac.octets());
+    // The rest of chaddr, sname and file stay zero.
+    buf.resize(OPTIONS_OFFSET - MAGIC_COOKIE.len(), 0);
+    buf.extend_from_slice(&MAGIC_COOKIE);
+
+    put_option(&mut buf, opt::MESSAGE_TYPE, &[request.message_type.to_u8()])?;
+    let nonempty = [
+        (opt::CLIENT_ID, &request.client_id),
+        (opt::VENDOR_CLASS, &request.vendor_class),
+        (opt::USER_CLASS, &request.user_class),
+    ];
+    let hostname = request.hostname.as_ref().map(|h| h.as_bytes().to_vec());
+    for (code, value) in nonempty.into_iter().chain([(opt::HOSTNAME, &hostname)]) {
+        match value.as_deref() {
+            None => {}
+            Some([]) => return Err(EncodeError::EmptyOption { code }),
+            Some(v) => put_option(&mut buf, code, v)?,
+        }
+    }
+    if let Some(ip) = request.requested_ip {
+        put_option(&mut buf, opt::REQUESTED_IP, &ip.octets())?;
+    }
+    if let Some(ip) = request.server_id {
+        put_option(&mut buf, opt::SERVER_ID, &ip.octets())?;
+    }
+    if !request.parameter_request_list.is_empty() {
+        put_option(
+            &mut buf,
+            opt::PARAMETER_REQUEST_LIST,
+            &request.parameter_request_list,
+        )?;
+    }
+    if let Some(arch) = request.client_arch {
+        put_option(&mut buf, opt::CLIENT_ARCH, &arch.to_be_bytes())?;
+    }
+    // Option 82 last (RFC 3046).
+    if let Some(r) = &request.relay_agent_info {
+        put_option(&mut buf, opt::RELAY_AGENT_INFO, r)?;
+    }
+    buf.push(255);
+    if buf.len() < MIN_MESSAGE {
+        buf.resize(MIN_MESSAGE, 0);
+    }
+    Ok(buf)
+}
+
 /// Server message types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyType {
@@ -466,8 +540,8 @@ impl Reply {
     }
 }
 
-/// Why a reply cannot be encoded (a configuration problem: a boot file name
-/// or URL too long for its field).
+/// Why a message cannot be encoded (for a reply, a configuration problem: a
+/// boot file name or URL too long for its field).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
     #[error("{field} {value:?} is longer than {max} bytes or contains a NUL")]
@@ -478,6 +552,8 @@ pub enum EncodeError {
     },
     #[error("option {code} value is {len} bytes, more than 255")]
     OptionTooLong { code: u8, len: usize },
+    #[error("option {code} is empty: leave it out or give it a value")]
+    EmptyOption { code: u8 },
     #[error("dhcproto: {0}")]
     Dhcproto(String),
 }
@@ -620,7 +696,7 @@ fn string_field(v: Option<&[u8]>) -> Option<String> {
 pub fn decode_reply(datagram: &[u8]) -> Result<Reply, DecodeError> {
     let header = decode_header(datagram)?;
     if header.opcode() != Opcode::BootReply {
-        return Err(DecodeError::NotRequest { op: datagram[0] });
+        return Err(DecodeError::NotReply { op: datagram[0] });
     }
     let mac = mac_of(datagram)?;
     let options = read_options(datagram)?;
@@ -679,9 +755,10 @@ pub fn decode_reply(datagram: &[u8]) -> Result<Reply, DecodeError> {
     })
 }
 
-/// Hand-built request datagrams for tests.
-#[cfg(test)]
-pub(crate) mod build {
+/// Hand-built request datagrams for tests (here and, with the `testing`
+/// feature, in `provisioner-core`'s DHCP server tests).
+#[cfg(any(test, feature = "testing"))]
+pub mod build {
     use std::net::Ipv4Addr;
 
     pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xaa, 0x00, 0x01];
@@ -704,6 +781,7 @@ pub(crate) mod build {
     }
 
     impl Packet {
+        /// A request of `message_type` (option 53) from [`MAC`].
         pub fn new(message_type: u8) -> Self {
             Packet {
                 op: 1,
@@ -1109,6 +1187,85 @@ mod tests {
         ));
     }
 
+    /// The client side against the server side: a DISCOVER built with
+    /// [`Request::new`] + [`encode_request`] reads back with the server's
+    /// [`decode`]; the server's OFFER/ACK (options 1, 3, 6, 51, 54, 58, 59)
+    /// and NAK read back with [`decode_reply`].
+    #[test]
+    fn a_client_exchange_round_trips_through_both_sides() {
+        let mac = Mac([0x52, 0x54, 0, 0xaa, 0, 1]);
+        let mut discover = Request::new(ClientMessage::Discover, 0x1234, mac);
+        discover.broadcast = true;
+        discover.vendor_class = Some(b"node-agent".to_vec());
+        discover.parameter_request_list = vec![1, 3, 6, 51, 58, 59];
+        let bytes = encode_request(&discover).unwrap();
+        assert_eq!(bytes.len(), MIN_MESSAGE);
+        let seen = decode(&bytes).unwrap();
+        assert_eq!(seen, discover);
+        assert!(seen.vendor_class_is("node-agent"));
+
+        let offered = Ipv4Addr::new(10, 213, 0, 100);
+        let mut offer = Reply::to(&seen, ReplyType::Offer, SERVER);
+        offer.yiaddr = offered;
+        offer.subnet_mask = Some(Ipv4Addr::new(255, 255, 255, 0));
+        offer.routers = vec![SERVER];
+        offer.dns_servers = vec![Ipv4Addr::new(10, 213, 0, 53), SERVER];
+        offer.lease_time = Some(600);
+        offer.renewal_time = Some(300);
+        offer.rebinding_time = Some(525);
+        let got = decode_reply(&encode(&offer).unwrap()).unwrap();
+        assert_eq!(got, offer);
+        assert_eq!(got.mac, mac);
+        assert!(got.broadcast);
+
+        let mut request = Request::new(ClientMessage::Request, 0x1234, mac);
+        request.broadcast = true;
+        request.requested_ip = Some(offered);
+        request.server_id = Some(SERVER);
+        let seen = decode(&encode_request(&request).unwrap()).unwrap();
+        assert_eq!(seen, request);
+        let ack = Reply {
+            message_type: ReplyType::Ack,
+            ..offer.clone()
+        };
+        assert_eq!(decode_reply(&encode(&ack).unwrap()).unwrap(), ack);
+        let mut nak = Reply::to(&seen, ReplyType::Nak, SERVER);
+        nak.message = Some("address in use".into());
+        assert_eq!(decode_reply(&encode(&nak).unwrap()).unwrap(), nak);
+
+        // Each side refuses the other's direction, by name.
+        assert_eq!(
+            decode_reply(&encode_request(&request).unwrap()),
+            Err(DecodeError::NotReply { op: 1 })
+        );
+        assert_eq!(
+            decode(&encode(&nak).unwrap()),
+            Err(DecodeError::NotRequest { op: 2 })
+        );
+    }
+
+    #[test]
+    fn encode_request_refuses_what_decode_would() {
+        let mac = Mac(MAC);
+        let mut empty = Request::new(ClientMessage::Discover, 1, mac);
+        empty.hostname = Some(String::new());
+        assert_eq!(
+            encode_request(&empty),
+            Err(EncodeError::EmptyOption {
+                code: opt::HOSTNAME
+            })
+        );
+        let mut long = Request::new(ClientMessage::Discover, 1, mac);
+        long.client_id = Some(vec![1; 256]);
+        assert_eq!(
+            encode_request(&long),
+            Err(EncodeError::OptionTooLong {
+                code: opt::CLIENT_ID,
+                len: 256
+            })
+        );
+    }
+
     fn ip() -> impl Strategy<Value = Ipv4Addr> {
         any::<u32>().prop_map(Ipv4Addr::from)
     }
@@ -1144,6 +1301,32 @@ mod tests {
         }
     }
 
+    fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 1..max)
+    }
+
+    prop_compose! {
+        fn request()(
+            message_type in any::<u8>().prop_map(ClientMessage::from_u8),
+            xid in any::<u32>(), secs in any::<u16>(), broadcast in any::<bool>(),
+            hops in any::<u8>(), mac in any::<[u8; 6]>(), (ciaddr, giaddr) in (ip(), ip()),
+            requested_ip in proptest::option::of(ip()), server_id in proptest::option::of(ip()),
+            client_arch in proptest::option::of(any::<u16>()),
+            vendor_class in proptest::option::of(bytes(40)),
+            user_class in proptest::option::of(bytes(20)),
+            client_id in proptest::option::of(bytes(20)),
+            hostname in proptest::option::of(text(60)),
+            parameter_request_list in proptest::collection::vec(any::<u8>(), 0..20),
+            relay_agent_info in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+        ) -> Request {
+            Request {
+                message_type, xid, secs, broadcast, hops, mac: Mac(mac), ciaddr, giaddr,
+                requested_ip, server_id, client_arch, vendor_class, user_class, client_id,
+                hostname, parameter_request_list, relay_agent_info,
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
@@ -1166,6 +1349,13 @@ mod tests {
         fn replies_round_trip(reply in reply()) {
             let bytes = encode(&reply).unwrap();
             prop_assert_eq!(decode_reply(&bytes).unwrap(), reply);
+        }
+
+        /// What a client encodes, the server decodes unchanged.
+        #[test]
+        fn requests_round_trip(request in request()) {
+            let bytes = encode_request(&request).unwrap();
+            prop_assert_eq!(decode(&bytes).unwrap(), request);
         }
     }
 }
