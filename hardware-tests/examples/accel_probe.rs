@@ -1,19 +1,27 @@
 //! Runs the lab's accelerator probe guest by hand, without the cache:
 //! `cargo run -p hardware-tests --example accel_probe -- kvm|tcg [SECONDS [QEMU]]`.
 //! Prints what the guest did and the verdict it would give, e.g. to time the
-//! probe under TCG against KVM on a new kind of host.
+//! probe under TCG against KVM on a new kind of host. With `host` instead,
+//! prints the lab's own decision on this host (`LAB_ACCEL`, cache, probe).
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hardware_tests::lab::accel::{Accel, PROBE_LIMIT, probe_guest};
+use hardware_tests::lab::accel::{self, Accel, PROBE_LIMIT, probe_guest};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let accel = match args.next().as_deref() {
         Some("kvm") => Accel::Kvm,
         Some("tcg") => Accel::Tcg,
+        Some("host") => {
+            // `decision` prints its line on stderr itself.
+            let started = Instant::now();
+            accel::decision();
+            println!("decided in {:.1} s", started.elapsed().as_secs_f64());
+            return;
+        }
         _ => {
-            eprintln!("usage: accel_probe kvm|tcg [SECONDS [QEMU]]");
+            eprintln!("usage: accel_probe host | accel_probe kvm|tcg [SECONDS [QEMU]]");
             std::process::exit(2);
         }
     };

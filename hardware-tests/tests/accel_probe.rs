@@ -21,7 +21,7 @@ fn the_probe_guest_prints_its_marker_under_tcg() {
         );
     };
     // Printed, not bounded tighter than the limit: on a host shared with builds
-    // the time varies (3 to 6 s measured), and a working KVM is faster than TCG.
+    // the time varies (5.6-6.0 s measured at load 5), and a working KVM is faster than TCG.
     eprintln!(
         "probe guest under TCG: marker after {:.1} s (limit {PROBE_LIMIT:?})",
         after.as_secs_f64()

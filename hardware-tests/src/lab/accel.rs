@@ -26,9 +26,9 @@ use serde::{Deserialize, Serialize};
 use super::process::Owned;
 
 /// How long the probe guest may take to print its marker. A TCG run of the
-/// same probe printed it after about 3 s on an idle 2-core host (6 s with the
-/// other core compiling); 20 s leaves room for a busy host without making a
-/// hung KVM cost much, once per host (the verdict is cached).
+/// same probe printed it after 5.6-6.0 s on a 2-core host busy with builds
+/// (load 5; a working KVM is faster still); 20 s leaves a margin of three
+/// without making a hung KVM cost much, once per host (the verdict is cached).
 pub const PROBE_LIMIT: Duration = Duration::from_secs(20);
 
 /// Bumped whenever the probe changes what it checks, so that cached verdicts
@@ -190,13 +190,12 @@ impl ProbeOutcome {
                 stderr,
             } => {
                 let mut reason = format!(
-                    "KVM present but the probe QEMU exited after {:.1} s without the marker ({status}",
+                    "KVM present but the probe QEMU exited without the marker after {:.1} s, {status}",
                     after.as_secs_f64()
                 );
                 if let Some(line) = stderr {
-                    reason.push_str(&format!(": {line}"));
+                    reason.push_str(&format!("; it said {line:?}"));
                 }
-                reason.push(')');
                 Verdict::new(Accel::Tcg, reason)
             }
             ProbeOutcome::NotStarted(why) => Verdict::new(
@@ -478,7 +477,7 @@ pub fn probe_guest(qemu: &Path, accel: &str, limit: Duration) -> ProbeOutcome {
             break ProbeOutcome::Exited {
                 after: started.elapsed(),
                 status,
-                stderr: last_line(&String::from_utf8_lossy(&stderr)),
+                stderr: cause_line(&String::from_utf8_lossy(&stderr)),
             };
         }
         if Instant::now() >= deadline {
@@ -543,6 +542,17 @@ fn last_line(text: &str) -> Option<String> {
     }
     let line = clean.lines().map(str::trim).rfind(|l| !l.is_empty())?;
     Some(line.chars().take(100).collect())
+}
+
+/// The line of QEMU's stderr that most likely says why it exited: the first
+/// with "error" in it (an assertion that follows is a consequence), else the
+/// last one.
+fn cause_line(stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .find(|l| l.to_ascii_lowercase().contains("error"))
+        .and_then(last_line)
+        .or_else(|| last_line(stderr))
 }
 
 /// The probe's scratch directory (TFTP root, serial log, QEMU's stderr),
@@ -817,7 +827,7 @@ exec sleep 60"#;
             exited.verdict(),
             Verdict::new(
                 Accel::Tcg,
-                "KVM present but the probe QEMU exited after 0.1 s without the marker (exit status: 1)"
+                "KVM present but the probe QEMU exited without the marker after 0.1 s, exit status: 1"
             )
         );
         assert_eq!(
@@ -834,5 +844,22 @@ exec sleep 60"#;
             Some("iPXE initialising devices...")
         );
         assert_eq!(last_line("\r\n \n"), None);
+    }
+
+    #[test]
+    fn the_cause_of_an_exit_is_the_first_error_line() {
+        // What QEMU 10 printed here under `-accel kvm -cpu max` before it aborted.
+        let stderr = "qemu-system-x86_64: error: failed to set MSR 0x10a to 0xc000069\n\
+                      qemu-system-x86_64: target/i386/kvm/kvm.c:3849: kvm_buf_set_msrs: \
+                      Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed.\n";
+        assert_eq!(
+            cause_line(stderr).as_deref(),
+            Some("qemu-system-x86_64: error: failed to set MSR 0x10a to 0xc000069")
+        );
+        assert_eq!(
+            cause_line("warning: a\nkilled\n").as_deref(),
+            Some("killed")
+        );
+        assert_eq!(cause_line(""), None);
     }
 }
