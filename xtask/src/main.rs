@@ -49,6 +49,9 @@ enum Command {
         and last event, then a summary per node (profile, CPUs, hugepages, VFs, root disk). \
         Exits 0 when every node is available, non-zero otherwise with the path of the logs. \
         Ctrl-C tears everything down. Needs root (network namespaces).\n\n\
+        The VMs run under KVM only when a probe guest boots under it through SeaBIOS and \
+        iPXE (verdict cached in ~/.cache/provisioner/accel.json), else under TCG; \
+        LAB_ACCEL=tcg|kvm forces one.\n\n\
         --vms N brings up N VMs instead of the rack's three: the rack's VMs taken in turn, the \
         copies renamed and re-addressed (rack.yaml and nodes.yaml written to <target>/demo/ and \
         copied into the lab's site). Memory: the guests' RAM plus about 0.25 GiB per VM, \

@@ -13,6 +13,7 @@
 //! lab directory (site copy, state, provisioner log, serial logs) is kept
 //! and its path printed.
 
+pub mod accel;
 pub mod assets;
 mod netns;
 mod process;
@@ -23,10 +24,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+pub use accel::{Accel, accel};
 pub use netns::{Netns, PREFIX};
 pub use process::Owned;
 pub use rack_vm::{RackSetup, RackVm};
-pub use vm::{Accel, Firmware, Vm, VmSpec, accel};
+pub use vm::{Firmware, Vm, VmSpec};
 
 /// The provisioner's address on the lab bridge (site.yaml `network.address`).
 pub const BRIDGE_ADDRESS: &str = "10.213.0.1/24";

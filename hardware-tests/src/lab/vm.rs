@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::accel::accel;
 use super::netns::Netns;
 use super::process::Owned;
 use super::{LabError, io};
@@ -21,84 +21,6 @@ pub enum Firmware {
     Bios,
     /// OVMF's own PXE client (NIC option ROM off): DHCP, TFTP `snponly.efi`, then iPXE.
     UefiPxe,
-}
-
-/// Accelerator: TCG unless KVM was shown to run a guest here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accel {
-    Kvm,
-    Tcg,
-}
-
-impl Accel {
-    /// The value of QEMU's `-accel`.
-    ///
-    /// TCG runs every vCPU of a VM on one host thread (`thread=single`). With
-    /// multi-threaded TCG, a 4-vCPU guest of the Debian 6.1 ramdisk kernel lost
-    /// a halted vCPU's timer interrupts in about one boot in four (RCU stall
-    /// while the NVMe driver waited for its admin queue; the node then hung in
-    /// inspection). Single-threaded, 6 boots of 6 came up, each faster (15 s
-    /// against 17-20 s to the agent's module load on this 2-core host): two host
-    /// cores gain nothing from four TCG threads.
-    pub fn qemu_arg(self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg,thread=single",
-        }
-    }
-}
-
-/// Probes KVM once per process: `LAB_ACCEL=tcg|kvm` decides; else a short
-/// SeaBIOS run under KVM must survive 2 s without a KVM error (LAB-NOTES:
-/// on some hosts `/dev/kvm` exists but guests die with "emulation failure").
-pub fn accel() -> Accel {
-    static ACCEL: OnceLock<Accel> = OnceLock::new();
-    *ACCEL.get_or_init(|| match std::env::var("LAB_ACCEL").as_deref() {
-        Ok("kvm") => Accel::Kvm,
-        Ok("tcg") => Accel::Tcg,
-        _ => probe_kvm(),
-    })
-}
-
-fn probe_kvm() -> Accel {
-    if !Path::new("/dev/kvm").exists() {
-        return Accel::Tcg;
-    }
-    let child = std::process::Command::new("qemu-system-x86_64")
-        // The lab VMs' machine and CPU model: some hosts accept KVM but then
-        // fail `-cpu max` (an MSR assertion) or the first guest instructions.
-        .args([
-            "-accel",
-            "kvm",
-            "-cpu",
-            "max",
-            "-machine",
-            "q35",
-            "-m",
-            "64",
-            "-nodefaults",
-        ])
-        .args([
-            "-display",
-            "none",
-            "-no-reboot",
-            "-serial",
-            "none",
-            "-monitor",
-            "none",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let Ok(child) = child else {
-        return Accel::Tcg;
-    };
-    let mut owned = Owned::new("kvm probe", child);
-    std::thread::sleep(Duration::from_secs(2));
-    let survived = owned.running();
-    owned.stop(Duration::from_millis(200));
-    if survived { Accel::Kvm } else { Accel::Tcg }
 }
 
 /// What to start.

@@ -59,6 +59,18 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    // At once, before anything slow: what is about to happen and that the first steps
+    // (packages, builds) take minutes on a fresh machine.
+    step(&format!(
+        "demo: a virtual rack of {} VM(s) brought up end to end; first {} (minutes on a \
+         fresh machine), then the lab",
+        args.vms,
+        if args.no_deps {
+            "the builds"
+        } else {
+            "the packages and builds"
+        }
+    ));
     let interrupted = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(Arc::clone(&interrupted))?;
     // The rack first: a request the host cannot hold fails before any build.
@@ -98,6 +110,14 @@ pub fn run(args: &Args) -> Result<()> {
     fits_in_memory(&rack, mem_available_kib()?)?;
     let files = target.join("demo");
     let (rack_file, nodes_file) = write_rack_files(&original, &rack, &files)?;
+
+    // Before any VM: the accelerator's verdict line (printed once by `lab::accel`). The
+    // probe takes up to 20 s on a host whose verdict is not cached yet.
+    step("choosing the accelerator: KVM only if a probe guest boots under it (cached per host)");
+    hardware_tests::lab::accel();
+    if interrupted.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
 
     let start = Instant::now();
     step(&format!(
