@@ -323,13 +323,13 @@ impl Probe {
         }
         let outcome = probe_guest(&self.qemu, Accel::Kvm.qemu_arg(), self.limit);
         let verdict = outcome.verdict();
-        if let (Some(path), true) = (&self.cache, outcome.is_host_property()) {
-            if let Err(err) = write_cache(path, &key, &verdict) {
-                notes.push(format!(
-                    "cannot cache it in {}: {err} (set XDG_CACHE_HOME to a writable directory)",
-                    path.display()
-                ));
-            }
+        if let (Some(path), true) = (&self.cache, outcome.is_host_property())
+            && let Err(err) = write_cache(path, &key, &verdict)
+        {
+            notes.push(format!(
+                "cannot cache it in {}: {err} (set XDG_CACHE_HOME to a writable directory)",
+                path.display()
+            ));
         }
         Decision::now(verdict, notes)
     }
