@@ -819,18 +819,18 @@ impl Profile {
                     _ => {}
                 }
             }
-            if let Some(size) = hp.default_size {
-                if !hp.pages.iter().any(|p| p.size == size) {
-                    issue(
-                        "/hugepages/default_size".into(),
-                        format!(
-                            "default_size {} has no pages: add a pages entry of size {} or \
-                             change default_size",
-                            size.as_str(),
-                            size.as_str()
-                        ),
-                    );
-                }
+            if let Some(size) = hp.default_size
+                && !hp.pages.iter().any(|p| p.size == size)
+            {
+                issue(
+                    "/hugepages/default_size".into(),
+                    format!(
+                        "default_size {} has no pages: add a pages entry of size {} or \
+                         change default_size",
+                        size.as_str(),
+                        size.as_str()
+                    ),
+                );
             }
         }
         for (i, policy) in self.sriov.iter().enumerate() {

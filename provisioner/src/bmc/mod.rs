@@ -2,15 +2,18 @@
 //!
 //! [`Bmc`] is the only way the rest of the provisioner touches a BMC. Drivers:
 //! [`redfish::RedfishBmc`] (our own thin typed client, see ARCHITECTURE.md for why),
-//! [`self::ipmi::IpmiBmc`] (RMCP+ through the `ipmi` crate) and [`fake::FakeBmc`] (in
-//! memory, for other modules' tests). [`fake_redfish`] is a small
-//! Redfish *service* used by the driver's fault tests and by `cargo xtask bench bmc`.
+//! [`self::ipmi::IpmiBmc`] (RMCP+ through the `ipmi` crate) and, with the `testing`
+//! feature only, `fake::FakeBmc` (in memory, for other modules' tests). `fake_redfish`
+//! (`testing` too) is a small Redfish *service* used by the driver's fault tests and by
+//! `cargo xtask bench bmc`. Neither is in the release binary.
 //!
 //! Invariants: passwords live in [`Secret`], whose `Debug` and `Display` redact them, so no
 //! log line, error or panic message can carry one; every error names the BMC and says what
 //! to do; a driver never panics on what a BMC sends.
 
+#[cfg(feature = "testing")]
 pub mod fake;
+#[cfg(feature = "testing")]
 pub mod fake_redfish;
 pub mod fru;
 pub mod ipmi;
@@ -442,7 +445,7 @@ pub struct PcieDevice {
 /// One BMC. Every call is a network round trip (or several); none caches power state.
 ///
 /// Other modules are generic over `B: Bmc` (or hold an [`AnyBmc`]), so tests pass a
-/// [`fake::FakeBmc`].
+/// `fake::FakeBmc` (`testing` feature).
 pub trait Bmc: Send + Sync + fmt::Debug {
     /// The BMC's URL, for messages.
     fn url(&self) -> &BmcUrl;
@@ -474,7 +477,8 @@ pub enum AnyBmc {
     Redfish(redfish::RedfishBmc),
     /// `ipmi://`.
     Ipmi(self::ipmi::IpmiBmc),
-    /// In memory.
+    /// In memory (`testing` feature only).
+    #[cfg(feature = "testing")]
     Fake(fake::FakeBmc),
 }
 
@@ -491,6 +495,7 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.url(),
             AnyBmc::Ipmi(b) => b.url(),
+            #[cfg(feature = "testing")]
             AnyBmc::Fake(b) => b.url(),
         }
     }
@@ -499,6 +504,7 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.check().await,
             AnyBmc::Ipmi(b) => b.check().await,
+            #[cfg(feature = "testing")]
             AnyBmc::Fake(b) => b.check().await,
         }
     }
@@ -507,6 +513,7 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.power_state().await,
             AnyBmc::Ipmi(b) => b.power_state().await,
+            #[cfg(feature = "testing")]
             AnyBmc::Fake(b) => b.power_state().await,
         }
     }
@@ -515,6 +522,7 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.power(action).await,
             AnyBmc::Ipmi(b) => b.power(action).await,
+            #[cfg(feature = "testing")]
             AnyBmc::Fake(b) => b.power(action).await,
         }
     }
@@ -523,6 +531,7 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.set_boot(boot).await,
             AnyBmc::Ipmi(b) => b.set_boot(boot).await,
+            #[cfg(feature = "testing")]
             AnyBmc::Fake(b) => b.set_boot(boot).await,
         }
     }
@@ -531,6 +540,7 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.inventory().await,
             AnyBmc::Ipmi(b) => b.inventory().await,
+            #[cfg(feature = "testing")]
             AnyBmc::Fake(b) => b.inventory().await,
         }
     }
@@ -539,6 +549,7 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.close().await,
             AnyBmc::Ipmi(b) => b.close().await,
+            #[cfg(feature = "testing")]
             AnyBmc::Fake(b) => b.close().await,
         }
     }
