@@ -133,21 +133,21 @@ fn apply_sriov(run: &mut Run<'_>, vf: &SriovPlan) {
     }
     // The PF's interface name, when the host has it, must be the planned device.
     let net_dev = format!("/sys/class/net/{}/device", vf.pf_name);
-    if let Some(addr) = run.sys.link_name(&net_dev) {
-        if addr != vf.pci_address {
-            run.item(
-                format!("{name} interface"),
-                Status::Failed,
-                Some(addr.clone()),
-                Some(vf.pci_address.clone()),
-                Some(format!(
-                    "interface {} is device {addr}, not {}: interface names changed since \
+    if let Some(addr) = run.sys.link_name(&net_dev)
+        && addr != vf.pci_address
+    {
+        run.item(
+            format!("{name} interface"),
+            Status::Failed,
+            Some(addr.clone()),
+            Some(vf.pci_address.clone()),
+            Some(format!(
+                "interface {} is device {addr}, not {}: interface names changed since \
                      inspection; re-inspect and re-plan",
-                    vf.pf_name, vf.pci_address
-                )),
-            );
-            return;
-        }
+                vf.pf_name, vf.pci_address
+            )),
+        );
+        return;
     }
     let numvfs_path = format!("{dev}/sriov_numvfs");
     let total = run.sys.read_u64(&format!("{dev}/sriov_totalvfs"));

@@ -317,7 +317,7 @@ async fn lossy_relay(target: SocketAddr, nth: u64) -> Result<(SocketAddr, Arc<At
             while let Ok((n, from)) = front.recv_from(&mut buf).await {
                 *client.lock().await = Some(from);
                 seen += 1;
-                if seen % nth == 0 {
+                if seen.is_multiple_of(nth) {
                     dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }

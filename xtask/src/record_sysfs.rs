@@ -186,14 +186,14 @@ fn module_order(modules_dir: &Path, wanted: &[String]) -> Result<Vec<String>> {
             let p = e?.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
-                if let Some(stem) = name.strip_suffix(".ko") {
-                    let rel = p
-                        .strip_prefix(modules_dir)
-                        .expect("below")
-                        .to_string_lossy();
-                    index.insert(stem.replace('-', "_"), rel.into_owned());
-                }
+            } else if let Some(name) = p.file_name().and_then(|n| n.to_str())
+                && let Some(stem) = name.strip_suffix(".ko")
+            {
+                let rel = p
+                    .strip_prefix(modules_dir)
+                    .expect("below")
+                    .to_string_lossy();
+                index.insert(stem.replace('-', "_"), rel.into_owned());
             }
         }
     }

@@ -144,7 +144,7 @@ impl Session {
                     "check the cable and switch port, that the provisioner runs, and that {} is reachable from this network",
                     self.url
                 );
-                if self.backoff.failures() % RENETWORK_AFTER == 0 {
+                if self.backoff.failures().is_multiple_of(RENETWORK_AFTER) {
                     (
                         Action::Renetwork,
                         format!("{what} failed: {err}; {check}; asking DHCP for an address again"),

@@ -982,11 +982,11 @@ mod tests {
                             prop_assert_eq!(t.next.failed_from, before.failed_from);
                         }
                         // Entering a wait state always arms its timer.
-                        if let Some(kind) = t.next.state.wait_kind() {
-                            if t.next.state != before.state {
-                                let arms = t.actions.contains(&Action::StartTimer { kind });
-                                prop_assert!(arms, "entering a wait state must arm its timer");
-                            }
+                        if let Some(kind) = t.next.state.wait_kind()
+                            && t.next.state != before.state
+                        {
+                            let arms = t.actions.contains(&Action::StartTimer { kind });
+                            prop_assert!(arms, "entering a wait state must arm its timer");
                         }
                         // Leaving a wait state always disarms it.
                         if before.state.is_waiting() && t.next.state != before.state {

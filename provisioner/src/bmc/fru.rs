@@ -154,7 +154,7 @@ pub fn parse(data: &[u8]) -> Result<Fru, FruError> {
 pub fn build(chassis_serial: &str, board: [&str; 3], product: [&str; 5]) -> Vec<u8> {
     fn finish(mut area: Vec<u8>) -> Vec<u8> {
         area.push(0xc1);
-        while (area.len() + 1) % 8 != 0 {
+        while !(area.len() + 1).is_multiple_of(8) {
             area.push(0);
         }
         area[1] = ((area.len() + 1) / 8) as u8;

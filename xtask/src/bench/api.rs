@@ -402,14 +402,13 @@ async fn bench(args: &Args, bin: &Path, paths: &Paths) -> Result<Report> {
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty());
         }
-        if let Some(token) = &token {
-            if let Ok(resp) = client.get(&nodes_url).bearer_auth(token).send().await
-                && resp.status().is_success()
-                && let Ok(body) = resp.bytes().await
-                && json_array_len(&body).is_ok_and(|len| len == n as usize)
-            {
-                break spawned.elapsed();
-            }
+        if let Some(token) = &token
+            && let Ok(resp) = client.get(&nodes_url).bearer_auth(token).send().await
+            && resp.status().is_success()
+            && let Ok(body) = resp.bytes().await
+            && json_array_len(&body).is_ok_and(|len| len == n as usize)
+        {
+            break spawned.elapsed();
         }
         tokio::time::sleep(POLL).await;
     };

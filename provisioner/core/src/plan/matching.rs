@@ -112,16 +112,16 @@ pub fn mismatches(inv: &Inventory, selectors: &Selectors) -> Vec<Mismatch> {
         }
     }
     if let Some(cpu) = &selectors.cpu {
-        if let Some(model) = &cpu.model {
-            if !cpu.model_matches(&inv.cpus.model) {
-                miss(
-                    "/match/cpu/model",
-                    format!(
-                        "CPU model {:?} does not contain a match for {model:?}",
-                        inv.cpus.model
-                    ),
-                );
-            }
+        if let Some(model) = &cpu.model
+            && !cpu.model_matches(&inv.cpus.model)
+        {
+            miss(
+                "/match/cpu/model",
+                format!(
+                    "CPU model {:?} does not contain a match for {model:?}",
+                    inv.cpus.model
+                ),
+            );
         }
         if let Some(min) = cpu.min_cores.filter(|m| inv.cpus.cores < *m) {
             miss(
@@ -133,17 +133,17 @@ pub fn mismatches(inv: &Inventory, selectors: &Selectors) -> Vec<Mismatch> {
             );
         }
     }
-    if let Some(mem) = &selectors.memory {
-        if inv.memory_bytes < mem.min_gib.saturating_mul(GIB) {
-            miss(
-                "/match/memory/min_gib",
-                format!(
-                    "wants at least {} GiB of memory, the machine has {}",
-                    mem.min_gib,
-                    gib(inv.memory_bytes)
-                ),
-            );
-        }
+    if let Some(mem) = &selectors.memory
+        && inv.memory_bytes < mem.min_gib.saturating_mul(GIB)
+    {
+        miss(
+            "/match/memory/min_gib",
+            format!(
+                "wants at least {} GiB of memory, the machine has {}",
+                mem.min_gib,
+                gib(inv.memory_bytes)
+            ),
+        );
     }
     for (i, sel) in selectors.nics.iter().enumerate() {
         let have = inv

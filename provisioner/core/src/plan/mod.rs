@@ -513,10 +513,10 @@ fn plan_hugepages(
             *count = count.saturating_add(pages);
         }
     }
-    if let Some(size) = hp.default_size {
-        if flags_ok {
-            args.push(format!("default_hugepagesz={}", size.as_str()));
-        }
+    if let Some(size) = hp.default_size
+        && flags_ok
+    {
+        args.push(format!("default_hugepagesz={}", size.as_str()));
     }
     // Boot-time pages: `hugepages=N` when every node with memory gets the
     // same count (the kernel spreads N evenly), otherwise the per-node form

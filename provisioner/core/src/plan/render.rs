@@ -72,9 +72,9 @@ fn disk(d: &PlannedDisk) -> String {
 }
 
 fn size(kib: u64) -> String {
-    if kib >= 1 << 20 && kib % (1 << 20) == 0 {
+    if kib >= 1 << 20 && kib.is_multiple_of(1 << 20) {
         format!("{}G", kib >> 20)
-    } else if kib >= 1 << 10 && kib % (1 << 10) == 0 {
+    } else if kib >= 1 << 10 && kib.is_multiple_of(1 << 10) {
         format!("{}M", kib >> 10)
     } else {
         format!("{kib}k")

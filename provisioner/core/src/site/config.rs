@@ -729,14 +729,14 @@ fn check_dhcp(ctx: &mut FileCtx<'_>, d: DhcpWire, net: Option<Ipv4Net>) -> Optio
         .router
         .as_deref()
         .and_then(|r| ipv4(ctx, "/network/dhcp/router", r));
-    if let (Some(router), Some(net)) = (router, net) {
-        if !net.trunc().contains(&router) {
-            ctx.report(
+    if let (Some(router), Some(net)) = (router, net)
+        && !net.trunc().contains(&router)
+    {
+        ctx.report(
                 "/network/dhcp/router",
                 At::Value,
                 format!("router {router} is outside the subnet {} of network.address: clients could not reach it", net.trunc()),
             );
-        }
     }
     let mut dns = Vec::new();
     for (i, s) in d.dns.iter().enumerate() {

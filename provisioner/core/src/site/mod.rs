@@ -454,19 +454,21 @@ fn check_profiles(
         for issue in profile.validate() {
             ctx.report(&issue.pointer, At::Value, issue.message);
         }
-        if let (Some(image), Some(known)) = (&profile.image, image_names) {
-            if !known.contains(image) {
-                let list = if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                };
-                ctx.report(
-                    "/image",
-                    At::Value,
-                    format!("unknown image {image:?}: add it to `images` in site.yaml or use one of: {list}"),
-                );
-            }
+        if let (Some(image), Some(known)) = (&profile.image, image_names)
+            && !known.contains(image)
+        {
+            let list = if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            };
+            ctx.report(
+                "/image",
+                At::Value,
+                format!(
+                    "unknown image {image:?}: add it to `images` in site.yaml or use one of: {list}"
+                ),
+            );
         }
         if ctx.diags.len() == before {
             profiles.push(profile);

@@ -234,11 +234,11 @@ pub(crate) fn check(
         // rest of the node is still checked.
         let mut item = item.clone();
         let mut plaintext = false;
-        if let Some(bmc) = item.get_mut("bmc").and_then(Value::as_object_mut) {
-            if bmc.remove("password").is_some() {
-                ctx.report(&format!("{ptr}/bmc/password"), At::Key, PLAINTEXT_PASSWORD);
-                plaintext = true;
-            }
+        if let Some(bmc) = item.get_mut("bmc").and_then(Value::as_object_mut)
+            && bmc.remove("password").is_some()
+        {
+            ctx.report(&format!("{ptr}/bmc/password"), At::Key, PLAINTEXT_PASSWORD);
+            plaintext = true;
         }
         // The name is checked before the rest so that a duplicate is found
         // even when the node has other problems.
@@ -345,21 +345,21 @@ pub(crate) fn check(
                 "give either `profile` (forces a profile) or `role` (overrides the matched profile's roles), not both",
             );
         }
-        if let (Some(p), Some(known)) = (&w.profile, profiles) {
-            if !known.contains_key(p) {
-                let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
-                names.sort_unstable();
-                let list = if names.is_empty() {
-                    "none".to_owned()
-                } else {
-                    names.join(", ")
-                };
-                ctx.report(
-                    &format!("{ptr}/profile"),
-                    At::Value,
-                    format!("unknown profile {p:?}: add profiles/{p}.yaml or use one of: {list}"),
-                );
-            }
+        if let (Some(p), Some(known)) = (&w.profile, profiles)
+            && !known.contains_key(p)
+        {
+            let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            let list = if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            };
+            ctx.report(
+                &format!("{ptr}/profile"),
+                At::Value,
+                format!("unknown profile {p:?}: add profiles/{p}.yaml or use one of: {list}"),
+            );
         }
         if ctx.diags.len() == before {
             nodes.push(NodeSpec {

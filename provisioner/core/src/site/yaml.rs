@@ -336,10 +336,10 @@ fn scalar(text: String, style: TScalarStyle, tagged_str: bool) -> Value {
         // An integer too large for 64 bits: keep its digits.
         return Value::String(text);
     }
-    if is_core_float(&text) {
-        if let Some(n) = text.parse::<f64>().ok().and_then(Number::from_f64) {
-            return Value::Number(n);
-        }
+    if is_core_float(&text)
+        && let Some(n) = text.parse::<f64>().ok().and_then(Number::from_f64)
+    {
+        return Value::Number(n);
     }
     Value::String(text)
 }
