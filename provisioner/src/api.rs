@@ -44,15 +44,13 @@ use model::plan::HostPlan;
 
 mod route;
 
-pub use route::{
-    Answer, Argument, Auth, Body, Method, NoContent, OPENAPI_FILE, Operation, Route, openapi,
-    openapi_json,
-};
+pub use route::openapi_json;
+pub(crate) use route::{Answer, Auth, Body, Method, NoContent, Route};
 use route::{SchemaFn, schema_of};
 
 /// An API failure, mapped to HTTP by [`status_of`].
 #[derive(Debug)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     Unauthorized(&'static str),
     App(AppError),
     BadJson(String),
@@ -195,7 +193,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 /// The node list, encoded into one buffer of about the right size instead of
 /// a doubling one: a 10,000-node list is ~6 MB of JSON.
 #[derive(Debug)]
-pub struct NodeList(Vec<views::Node>);
+pub(crate) struct NodeList(Vec<views::Node>);
 
 impl IntoResponse for NodeList {
     fn into_response(self) -> Response {
@@ -223,7 +221,7 @@ impl Answer for NodeList {
 }
 
 /// Every route of the daemon's HTTP surface, in the order of the document.
-pub fn routes() -> Vec<Route> {
+pub(crate) fn routes() -> Vec<Route> {
     use Auth::{Agent, Operator, Public};
     use Method::{Delete, Get, Post, Put};
     const NOT_NOW: &str = "refused in the node's state, or in maintenance";

@@ -9,7 +9,7 @@
 //! 2. The pure core crate (`provisioner-core`) depends on no async runtime,
 //!    database or HTTP server (`cargo tree`, normal edges).
 //! 3. `cargo build -p provisioner` builds without the `testing` feature (the test
-//!    doubles `bmc::fake` and `bmc::fake_redfish`): only dev-dependencies turn it on.
+//!    double `bmc::fake_redfish`): only dev-dependencies turn it on.
 //!
 //! The scan reads source text (no parser): a `crate::x` inside a string literal
 //! counts too, which errs on the side of reporting.

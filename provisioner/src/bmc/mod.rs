@@ -2,17 +2,15 @@
 //!
 //! [`Bmc`] is the only way the rest of the provisioner touches a BMC. Drivers:
 //! [`redfish::RedfishBmc`] (our own thin typed client, see ARCHITECTURE.md for why),
-//! [`self::ipmi::IpmiBmc`] (RMCP+ through the `ipmi` crate) and, with the `testing`
-//! feature only, `fake::FakeBmc` (in memory, for other modules' tests). `fake_redfish`
-//! (`testing` too) is a small Redfish *service* used by the driver's fault tests and by
-//! `cargo xtask bench bmc`. Neither is in the release binary.
+//! [`self::ipmi::IpmiBmc`] (RMCP+ through the `ipmi` crate). With the `testing` feature
+//! only (never in the release binary), `fake_redfish` is a small Redfish *service* used by
+//! the driver's fault tests, the executor's and daemon's tests and `cargo xtask bench bmc`:
+//! the real driver runs against it.
 //!
 //! Invariants: passwords live in [`Secret`], whose `Debug` and `Display` redact them, so no
 //! log line, error or panic message can carry one; every error names the BMC and says what
 //! to do; a driver never panics on what a BMC sends.
 
-#[cfg(feature = "testing")]
-pub mod fake;
 #[cfg(feature = "testing")]
 pub mod fake_redfish;
 pub mod fru;
@@ -40,7 +38,7 @@ impl Secret {
     }
 
     /// The value, for the wire only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -253,7 +251,7 @@ pub enum PowerAction {
 
 impl PowerAction {
     /// The state this action leads to once it has landed.
-    pub fn target_state(self) -> PowerState {
+    pub(crate) fn target_state(self) -> PowerState {
         match self {
             PowerAction::GracefulOff | PowerAction::ForceOff => PowerState::Off,
             PowerAction::On | PowerAction::Reset | PowerAction::Cycle => PowerState::On,
@@ -263,7 +261,7 @@ impl PowerAction {
 
 impl PowerState {
     /// The state as stored and shown: `on`, `off`, `powering_on`, `powering_off`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PowerState::On => "on",
             PowerState::Off => "off",
@@ -275,7 +273,7 @@ impl PowerState {
 
 /// Reads a BMC password from its site reference: `env:VAR` (this process's environment) or
 /// `file:PATH` (the first line). The secret goes straight into a [`Secret`].
-pub fn password_from_reference(bmc: &str, reference: &str) -> Result<Secret, BmcError> {
+pub(crate) fn password_from_reference(bmc: &str, reference: &str) -> Result<Secret, BmcError> {
     let err = |detail: String| BmcError::Credential {
         bmc: bmc.to_owned(),
         detail,
@@ -444,8 +442,8 @@ pub struct PcieDevice {
 
 /// One BMC. Every call is a network round trip (or several); none caches power state.
 ///
-/// Other modules are generic over `B: Bmc` (or hold an [`AnyBmc`]), so tests pass a
-/// `fake::FakeBmc` (`testing` feature).
+/// Other modules hold an [`AnyBmc`] (chosen by URL scheme) or are generic over `B: Bmc`;
+/// their tests point a real driver at `fake_redfish` (`testing` feature).
 pub trait Bmc: Send + Sync + fmt::Debug {
     /// The BMC's URL, for messages.
     fn url(&self) -> &BmcUrl;
@@ -472,18 +470,15 @@ pub trait Bmc: Send + Sync + fmt::Debug {
 
 /// Any driver, chosen from the URL scheme at run time.
 #[derive(Debug)]
-pub enum AnyBmc {
+pub(crate) enum AnyBmc {
     /// `redfish://`, `redfish+http://`.
     Redfish(redfish::RedfishBmc),
     /// `ipmi://`.
     Ipmi(self::ipmi::IpmiBmc),
-    /// In memory (`testing` feature only).
-    #[cfg(feature = "testing")]
-    Fake(fake::FakeBmc),
 }
 
 /// Connects to the BMC `config` names with the driver its scheme asks for.
-pub async fn connect(config: BmcConfig) -> Result<AnyBmc, BmcError> {
+pub(crate) async fn connect(config: BmcConfig) -> Result<AnyBmc, BmcError> {
     match config.url.kind {
         BmcKind::Redfish { .. } => Ok(AnyBmc::Redfish(redfish::RedfishBmc::connect(config).await?)),
         BmcKind::Ipmi => Ok(AnyBmc::Ipmi(self::ipmi::IpmiBmc::connect(config).await?)),
@@ -495,8 +490,6 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.url(),
             AnyBmc::Ipmi(b) => b.url(),
-            #[cfg(feature = "testing")]
-            AnyBmc::Fake(b) => b.url(),
         }
     }
 
@@ -504,8 +497,6 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.check().await,
             AnyBmc::Ipmi(b) => b.check().await,
-            #[cfg(feature = "testing")]
-            AnyBmc::Fake(b) => b.check().await,
         }
     }
 
@@ -513,8 +504,6 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.power_state().await,
             AnyBmc::Ipmi(b) => b.power_state().await,
-            #[cfg(feature = "testing")]
-            AnyBmc::Fake(b) => b.power_state().await,
         }
     }
 
@@ -522,8 +511,6 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.power(action).await,
             AnyBmc::Ipmi(b) => b.power(action).await,
-            #[cfg(feature = "testing")]
-            AnyBmc::Fake(b) => b.power(action).await,
         }
     }
 
@@ -531,8 +518,6 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.set_boot(boot).await,
             AnyBmc::Ipmi(b) => b.set_boot(boot).await,
-            #[cfg(feature = "testing")]
-            AnyBmc::Fake(b) => b.set_boot(boot).await,
         }
     }
 
@@ -540,8 +525,6 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.inventory().await,
             AnyBmc::Ipmi(b) => b.inventory().await,
-            #[cfg(feature = "testing")]
-            AnyBmc::Fake(b) => b.inventory().await,
         }
     }
 
@@ -549,8 +532,6 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.close().await,
             AnyBmc::Ipmi(b) => b.close().await,
-            #[cfg(feature = "testing")]
-            AnyBmc::Fake(b) => b.close().await,
         }
     }
 }

@@ -3,4 +3,4 @@
 
 pub use provisioner_core::dhcp::*;
 
-pub mod server;
+pub(crate) mod server;

@@ -53,7 +53,7 @@ impl Store {
     }
 
     /// Stores the agent's report and clears the pending request.
-    pub async fn store_applied(
+    pub(crate) async fn store_applied(
         &self,
         name: &str,
         applied: &AppliedReport,

@@ -34,7 +34,7 @@ pub struct AgentHeartbeat {
 impl Store {
     /// Stores a node's inventory, replacing the previous one. The node's
     /// status is untouched: the caller fires `inventory_received`.
-    pub async fn store_inventory(
+    pub(crate) async fn store_inventory(
         &self,
         name: &str,
         mac: &str,
@@ -95,7 +95,7 @@ impl Store {
     }
 
     /// Records the last heartbeat of the agent booted from `beat.mac`.
-    pub async fn record_heartbeat(
+    pub(crate) async fn record_heartbeat(
         &self,
         node: Option<&str>,
         beat: &Heartbeat,

@@ -69,7 +69,7 @@ pub struct TftpStats {
 
 /// A request the policy refused, with the ERROR to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub code: ErrorCode,
     pub message: String,
 }
@@ -83,7 +83,7 @@ enum Source {
 
 /// Maps a requested name to a relative path inside the root, or refuses it.
 /// PXE clients send `undionly.kpxe`, `/undionly.kpxe` or `\\boot\\file`.
-pub fn sanitize(requested: &str) -> Result<PathBuf, Refusal> {
+pub(crate) fn sanitize(requested: &str) -> Result<PathBuf, Refusal> {
     let deny = |why: &str| Refusal {
         code: ErrorCode::AccessViolation,
         message: why.to_owned(),
