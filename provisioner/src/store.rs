@@ -105,17 +105,17 @@ impl Source {
 /// The configuration of a node as the site (or the API) declares it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct NodeConfig {
-    pub bmc_url: Option<String>,
-    pub bmc_username: Option<String>,
+    pub(crate) bmc_url: Option<String>,
+    pub(crate) bmc_username: Option<String>,
     /// Reference to the BMC password: `env:VAR` or `file:PATH`.
-    pub bmc_credential: Option<String>,
+    pub(crate) bmc_credential: Option<String>,
     /// How the BMC's HTTPS certificate is checked: `ca:PATH`, `insecure`, or
     /// absent for the web PKI.
-    pub bmc_tls: Option<String>,
+    pub(crate) bmc_tls: Option<String>,
     pub boot_mac: Option<String>,
     pub serial: Option<String>,
-    pub profile_override: Option<String>,
-    pub role_override: Option<String>,
+    pub(crate) profile_override: Option<String>,
+    pub(crate) role_override: Option<String>,
 }
 
 /// A node to enroll or update from the site.
@@ -128,17 +128,17 @@ pub(crate) struct EnrollSpec {
 /// A node as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct NodeRecord {
-    pub name: String,
+    pub(crate) name: String,
     pub source: Source,
     /// False when the node came from nodes.yaml and is no longer listed there.
-    pub in_site: bool,
+    pub(crate) in_site: bool,
     #[serde(flatten)]
     pub config: NodeConfig,
     pub state: State,
     pub failed_from: Option<State>,
-    pub generation: i64,
-    pub maintenance: bool,
-    pub maintenance_reason: Option<String>,
+    pub(crate) generation: i64,
+    pub(crate) maintenance: bool,
+    pub(crate) maintenance_reason: Option<String>,
     pub last_error: Option<String>,
     pub matched_profile: Option<String>,
     /// The host plan computed from the inventory and the matched profile.
@@ -147,8 +147,8 @@ pub struct NodeRecord {
     pub plan_error: Option<String>,
     pub has_inventory: bool,
     pub deadline: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
     pub state_since: DateTime<Utc>,
 }
 
@@ -166,12 +166,12 @@ impl NodeRecord {
 /// One line of a node's history.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct HistoryEntry {
-    pub at: DateTime<Utc>,
-    pub from: Option<State>,
-    pub to: State,
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) from: Option<State>,
+    pub(crate) to: State,
     pub event: String,
     pub reason: Option<String>,
-    pub generation: i64,
+    pub(crate) generation: i64,
 }
 
 /// A status change computed by the caller, written with compare-and-swap.
@@ -196,12 +196,12 @@ pub(crate) struct StatusChange {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SyncReport {
     /// Nodes enrolled by this sync.
-    pub added: Vec<String>,
+    pub(crate) added: Vec<String>,
     /// Nodes whose configuration changed.
-    pub updated: Vec<String>,
+    pub(crate) updated: Vec<String>,
     /// Site nodes no longer in nodes.yaml (kept, flagged `in_site: false`).
-    pub missing: Vec<String>,
-    pub unchanged: usize,
+    pub(crate) missing: Vec<String>,
+    pub(crate) unchanged: usize,
 }
 
 /// Unix seconds as stored (RFC 3339, UTC, whole seconds).

@@ -83,39 +83,39 @@ impl From<store::Source> for NodeSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Node {
     pub name: String,
-    pub source: NodeSource,
+    pub(crate) source: NodeSource,
     /// False when the node came from nodes.yaml and is no longer listed there.
-    pub in_site: bool,
-    pub bmc_url: Option<String>,
-    pub bmc_username: Option<String>,
+    pub(crate) in_site: bool,
+    pub(crate) bmc_url: Option<String>,
+    pub(crate) bmc_username: Option<String>,
     /// Reference to the BMC password: `env:VAR` or `file:PATH` (never the password).
-    pub bmc_credential: Option<String>,
+    pub(crate) bmc_credential: Option<String>,
     /// How the BMC's HTTPS certificate is checked: `ca:PATH`, `insecure`, or
     /// absent for the web PKI.
-    pub bmc_tls: Option<String>,
-    pub boot_mac: Option<String>,
-    pub serial: Option<String>,
-    pub profile_override: Option<String>,
-    pub role_override: Option<String>,
-    pub state: State,
+    pub(crate) bmc_tls: Option<String>,
+    pub(crate) boot_mac: Option<String>,
+    pub(crate) serial: Option<String>,
+    pub(crate) profile_override: Option<String>,
+    pub(crate) role_override: Option<String>,
+    pub(crate) state: State,
     /// The state a failed node failed from.
-    pub failed_from: Option<State>,
+    pub(crate) failed_from: Option<State>,
     /// Bumped by every status change.
-    pub generation: i64,
-    pub maintenance: bool,
-    pub maintenance_reason: Option<String>,
-    pub last_error: Option<String>,
-    pub matched_profile: Option<String>,
+    pub(crate) generation: i64,
+    pub(crate) maintenance: bool,
+    pub(crate) maintenance_reason: Option<String>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) matched_profile: Option<String>,
     /// The host plan computed from the inventory and the matched profile.
-    pub plan: Option<HostPlan>,
+    pub(crate) plan: Option<HostPlan>,
     /// Why there is no plan (no profile matched, a tie, an impossible request).
-    pub plan_error: Option<String>,
-    pub has_inventory: bool,
+    pub(crate) plan_error: Option<String>,
+    pub(crate) has_inventory: bool,
     /// When the current wait state times out.
-    pub deadline: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub state_since: DateTime<Utc>,
+    pub(crate) deadline: Option<DateTime<Utc>>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) state_since: DateTime<Utc>,
 }
 
 impl From<store::NodeRecord> for Node {

@@ -81,9 +81,9 @@ pub enum TlsPolicy {
 #[derive(Debug, Clone)]
 pub struct BmcConfig {
     /// The BMC's address (`redfish://`, `redfish+http://`, `ipmi://`).
-    pub url: BmcUrl,
+    pub(crate) url: BmcUrl,
     /// `None` only for lab emulators that ask for no authentication.
-    pub credentials: Option<Credentials>,
+    pub(crate) credentials: Option<Credentials>,
     /// Certificate checking (Redfish over HTTPS only).
     pub tls: TlsPolicy,
     /// Limit for one request (connect included).
@@ -334,7 +334,7 @@ pub struct BootOverride {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Inventory {
     /// The system resource this inventory describes (e.g. `/redfish/v1/Systems/1`).
-    pub system: String,
+    pub(crate) system: String,
     /// Manufacturer.
     pub vendor: Option<String>,
     /// Model.
@@ -344,7 +344,7 @@ pub struct Inventory {
     /// SMBIOS UUID.
     pub uuid: Option<String>,
     /// BIOS/firmware version.
-    pub bios_version: Option<String>,
+    pub(crate) bios_version: Option<String>,
     /// Power state when read.
     pub power_state: Option<PowerState>,
     /// Total memory from the system summary, GiB.
@@ -352,15 +352,15 @@ pub struct Inventory {
     /// CPU sockets from the system summary.
     pub processor_count: Option<u32>,
     /// Processors (sockets), when the BMC lists them.
-    pub processors: Vec<Processor>,
+    pub(crate) processors: Vec<Processor>,
     /// Memory modules, when the BMC lists them.
-    pub memory: Vec<MemoryModule>,
+    pub(crate) memory: Vec<MemoryModule>,
     /// Network interfaces with their MACs.
     pub nics: Vec<Nic>,
     /// Drives.
-    pub drives: Vec<Drive>,
+    pub(crate) drives: Vec<Drive>,
     /// PCIe devices and network adapters, where the BMC offers them.
-    pub pcie_devices: Vec<PcieDevice>,
+    pub(crate) pcie_devices: Vec<PcieDevice>,
     /// What could not be read, and why.
     pub warnings: Vec<String>,
 }
@@ -369,75 +369,75 @@ pub struct Inventory {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Processor {
     /// Resource id.
-    pub id: String,
+    pub(crate) id: String,
     /// Socket name.
-    pub socket: Option<String>,
+    pub(crate) socket: Option<String>,
     /// Manufacturer.
-    pub vendor: Option<String>,
+    pub(crate) vendor: Option<String>,
     /// Model string.
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Cores.
-    pub cores: Option<u32>,
+    pub(crate) cores: Option<u32>,
     /// Threads.
-    pub threads: Option<u32>,
+    pub(crate) threads: Option<u32>,
 }
 
 /// One memory module.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MemoryModule {
     /// Resource id.
-    pub id: String,
+    pub(crate) id: String,
     /// Capacity, MiB.
-    pub capacity_mib: Option<u64>,
+    pub(crate) capacity_mib: Option<u64>,
     /// DDR4, DDR5, ...
-    pub memory_type: Option<String>,
+    pub(crate) memory_type: Option<String>,
     /// Speed, MHz.
-    pub speed_mhz: Option<u32>,
+    pub(crate) speed_mhz: Option<u32>,
 }
 
 /// One network interface.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Nic {
     /// Resource id.
-    pub id: String,
+    pub(crate) id: String,
     /// MAC address, lower case.
     pub mac: Option<String>,
     /// Link speed, Mbit/s.
-    pub speed_mbps: Option<u64>,
+    pub(crate) speed_mbps: Option<u64>,
     /// Link status as the BMC says it.
-    pub link: Option<String>,
+    pub(crate) link: Option<String>,
 }
 
 /// One drive.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Drive {
     /// Resource id.
-    pub id: String,
+    pub(crate) id: String,
     /// Model.
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Serial number.
-    pub serial: Option<String>,
+    pub(crate) serial: Option<String>,
     /// Capacity, bytes.
-    pub capacity_bytes: Option<u64>,
+    pub(crate) capacity_bytes: Option<u64>,
     /// HDD, SSD.
-    pub media_type: Option<String>,
+    pub(crate) media_type: Option<String>,
     /// SATA, SAS, NVMe.
-    pub protocol: Option<String>,
+    pub(crate) protocol: Option<String>,
 }
 
 /// One PCIe device or network adapter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PcieDevice {
     /// Resource id.
-    pub id: String,
+    pub(crate) id: String,
     /// Name.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Manufacturer.
-    pub vendor: Option<String>,
+    pub(crate) vendor: Option<String>,
     /// Model.
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// `pcie_device` or `network_adapter`.
-    pub kind: String,
+    pub(crate) kind: String,
 }
 
 /// One BMC. Every call is a network round trip (or several); none caches power state.

@@ -58,13 +58,13 @@ impl Default for TftpConfig {
 /// Counters the server keeps (exported as metrics by the daemon).
 #[derive(Debug, Default)]
 pub struct TftpStats {
-    pub started: AtomicU64,
+    pub(crate) started: AtomicU64,
     pub completed: AtomicU64,
     pub aborted_by_client: AtomicU64,
     pub failed: AtomicU64,
     pub refused: AtomicU64,
     pub malformed: AtomicU64,
-    pub bytes_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
 }
 
 /// A request the policy refused, with the ERROR to send.
