@@ -2,11 +2,11 @@
 //! manual lifecycle events, applying a node's host plan, site reload; the agent API under `/api/agent/v1/`;
 //! `/api/openapi.json`, `/metrics`, `/healthz`.
 //!
-//! Every route is one entry of [`routes`]: method, path, who may call it,
+//! Every route is one entry of `routes`: method, path, who may call it,
 //! summary, handler. The router ([`router`]) and the OpenAPI document
-//! ([`openapi`]) are both built from that table, and the request and answer
+//! (`openapi`) are both built from that table, and the request and answer
 //! schemas of a JSON operation come from its handler's argument and result
-//! types ([`Operation`], in `api/route.rs`), so a route cannot exist
+//! types (`Operation`, in `api/route.rs`), so a route cannot exist
 //! undocumented and a handler cannot answer another type than the documented one.
 //!
 //! Invariants:
@@ -19,7 +19,7 @@
 //!   the message is about (the token's MAC equals the message's `mac`); the
 //!   operator token is not accepted there, nor a boot token on `/api/v1`.
 //! - Handlers answer views ([`crate::views`]), never store rows.
-//! - Errors map to HTTP status in one exhaustive match ([`status_of`]) and the
+//! - Errors map to HTTP status in one exhaustive match (`status_of`) and the
 //!   body is always `{"error": ..., "hint": ...}`.
 //! - The committed `provisioner/openapi.json` is the generated document (a test
 //!   checks).
@@ -451,7 +451,7 @@ pub(crate) fn routes() -> Vec<Route> {
     ]
 }
 
-/// The whole HTTP surface of the daemon, built from [`routes`].
+/// The whole HTTP surface of the daemon, built from `routes`.
 pub fn router(app: Arc<App>) -> Router {
     let (operator, other) = routers();
     other

@@ -1,7 +1,7 @@
 //! The application state: the active site, the store, metrics and the API
 //! token ([`App`]), and the one way a node changes state ([`App::fire`]).
 //! API handlers, HTTP boot, DHCP, the executor and the timers all act
-//! through it; [`crate::daemon`] builds it and wires them together.
+//! through it; `crate::daemon` builds it and wires them together.
 //!
 //! Invariants:
 //! - The active site is always one that validated: an invalid change is
@@ -12,8 +12,8 @@
 //!   then the inline actions. A lost race is retried on fresh data.
 //! - Wait-state deadlines live in the database, so a restart (even after
 //!   `kill -9`) resumes every timer: an overdue node times out on the first sweep.
-//! - Operators can drive power by hand ([`App::node_power`]), and a periodic sync
-//!   ([`App::sync_power`]) records every power change a BMC reports.
+//! - Operators can drive power by hand (`App::node_power`), and a periodic sync
+//!   (`App::sync_power`) records every power change a BMC reports.
 //! - BMC passwords are read from their references (`env:`, `file:`) when a BMC is
 //!   contacted, held in a `bmc::Secret` and never logged or stored.
 //! - Nothing here imports the executor, the API, HTTP boot or the daemon wiring.

@@ -424,7 +424,7 @@ pub(crate) fn openapi() -> serde_json::Value {
     })
 }
 
-/// [`openapi`] as the text served at `/api/openapi.json` and committed as
+/// `openapi` as the text served at `/api/openapi.json` and committed as
 /// `provisioner/openapi.json` (pretty, newline-terminated), made once.
 pub fn openapi_json() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();

@@ -3,9 +3,9 @@
 //! confidentiality) and retransmits on UDP loss. Its blocking client runs on tokio's
 //! blocking threads (its async session setup is not `Send`). Chassis status and control use
 //! its typed commands; Set/Get System Boot Options are raw messages built here
-//! ([`boot_flags`] and [`parse_boot_flags`] are pure).
+//! (`boot_flags` and `parse_boot_flags` are pure).
 //!
-//! Invariants: the password is a [`Secret`] and only handed to the session handshake; every
+//! Invariants: the password is a [`Secret`](super::Secret) and only handed to the session handshake; every
 //! exchange is bounded (per-attempt timeout times attempts); the session is closed by
 //! `close`, or in the background when the driver is dropped; a BMC's answer never makes
 //! this module panic.

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::site::{BmcKind, BmcUrl};
 
-/// A password or token. `Debug` and `Display` print `[redacted]`; only [`Secret::expose`]
+/// A password or token. `Debug` and `Display` print `[redacted]`; only `Secret::expose`
 /// gives the value, and it is called where the value goes on the wire, nowhere else.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -442,7 +442,7 @@ pub struct PcieDevice {
 
 /// One BMC. Every call is a network round trip (or several); none caches power state.
 ///
-/// Other modules hold an [`AnyBmc`] (chosen by URL scheme) or are generic over `B: Bmc`;
+/// Other modules hold an `AnyBmc` (chosen by URL scheme) or are generic over `B: Bmc`;
 /// their tests point a real driver at `fake_redfish` (`testing` feature).
 pub trait Bmc: Send + Sync + fmt::Debug {
     /// The BMC's URL, for messages.
