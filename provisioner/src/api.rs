@@ -2,11 +2,11 @@
 //! manual lifecycle events, applying a node's host plan, site reload; the agent API under `/api/agent/v1/`;
 //! `/api/openapi.json`, `/metrics`, `/healthz`.
 //!
-//! Every route is one entry of [`routes`]: method, path, who may call it,
+//! Every route is one entry of `routes`: method, path, who may call it,
 //! summary, handler. The router ([`router`]) and the OpenAPI document
-//! ([`openapi`]) are both built from that table, and the request and answer
+//! (`openapi`) are both built from that table, and the request and answer
 //! schemas of a JSON operation come from its handler's argument and result
-//! types ([`Operation`], in `api/route.rs`), so a route cannot exist
+//! types (`Operation`, in `api/route.rs`), so a route cannot exist
 //! undocumented and a handler cannot answer another type than the documented one.
 //!
 //! Invariants:
@@ -19,7 +19,7 @@
 //!   the message is about (the token's MAC equals the message's `mac`); the
 //!   operator token is not accepted there, nor a boot token on `/api/v1`.
 //! - Handlers answer views ([`crate::views`]), never store rows.
-//! - Errors map to HTTP status in one exhaustive match ([`status_of`]) and the
+//! - Errors map to HTTP status in one exhaustive match (`status_of`) and the
 //!   body is always `{"error": ..., "hint": ...}`.
 //! - The committed `provisioner/openapi.json` is the generated document (a test
 //!   checks).
@@ -44,15 +44,13 @@ use model::plan::HostPlan;
 
 mod route;
 
-pub use route::{
-    Answer, Argument, Auth, Body, Method, NoContent, OPENAPI_FILE, Operation, Route, openapi,
-    openapi_json,
-};
+pub use route::openapi_json;
+pub(crate) use route::{Answer, Auth, Body, Method, NoContent, Route};
 use route::{SchemaFn, schema_of};
 
 /// An API failure, mapped to HTTP by [`status_of`].
 #[derive(Debug)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     Unauthorized(&'static str),
     App(AppError),
     BadJson(String),
@@ -195,7 +193,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 /// The node list, encoded into one buffer of about the right size instead of
 /// a doubling one: a 10,000-node list is ~6 MB of JSON.
 #[derive(Debug)]
-pub struct NodeList(Vec<views::Node>);
+pub(crate) struct NodeList(Vec<views::Node>);
 
 impl IntoResponse for NodeList {
     fn into_response(self) -> Response {
@@ -223,7 +221,7 @@ impl Answer for NodeList {
 }
 
 /// Every route of the daemon's HTTP surface, in the order of the document.
-pub fn routes() -> Vec<Route> {
+pub(crate) fn routes() -> Vec<Route> {
     use Auth::{Agent, Operator, Public};
     use Method::{Delete, Get, Post, Put};
     const NOT_NOW: &str = "refused in the node's state, or in maintenance";
@@ -453,7 +451,7 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-/// The whole HTTP surface of the daemon, built from [`routes`].
+/// The whole HTTP surface of the daemon, built from `routes`.
 pub fn router(app: Arc<App>) -> Router {
     let (operator, other) = routers();
     other

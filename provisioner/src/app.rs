@@ -1,7 +1,7 @@
 //! The application state: the active site, the store, metrics and the API
 //! token ([`App`]), and the one way a node changes state ([`App::fire`]).
 //! API handlers, HTTP boot, DHCP, the executor and the timers all act
-//! through it; [`crate::daemon`] builds it and wires them together.
+//! through it; `crate::daemon` builds it and wires them together.
 //!
 //! Invariants:
 //! - The active site is always one that validated: an invalid change is
@@ -12,8 +12,8 @@
 //!   then the inline actions. A lost race is retried on fresh data.
 //! - Wait-state deadlines live in the database, so a restart (even after
 //!   `kill -9`) resumes every timer: an overdue node times out on the first sweep.
-//! - Operators can drive power by hand ([`App::node_power`]), and a periodic sync
-//!   ([`App::sync_power`]) records every power change a BMC reports.
+//! - Operators can drive power by hand (`App::node_power`), and a periodic sync
+//!   (`App::sync_power`) records every power change a BMC reports.
 //! - BMC passwords are read from their references (`env:`, `file:`) when a BMC is
 //!   contacted, held in a `bmc::Secret` and never logged or stored.
 //! - Nothing here imports the executor, the API, HTTP boot or the daemon wiring.
@@ -81,7 +81,7 @@ pub enum AppError {
 
 /// What `provisioner node power` reports.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct PowerReport {
+pub(crate) struct PowerReport {
     pub node: String,
     pub bmc: String,
     /// The change asked for, if any (none: a reading only).
@@ -93,7 +93,7 @@ pub struct PowerReport {
 
 /// The last site change that was refused.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct RefusedReload {
+pub(crate) struct RefusedReload {
     pub at: DateTime<Utc>,
     /// `file:line:column: message`, one per problem.
     pub errors: Vec<String>,
@@ -101,7 +101,7 @@ pub struct RefusedReload {
 
 /// What `GET /api/v1/site` reports.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct SiteStatus {
+pub(crate) struct SiteStatus {
     pub dir: PathBuf,
     /// When the active site was loaded.
     pub loaded_at: DateTime<Utc>,
@@ -117,7 +117,7 @@ pub struct SiteStatus {
 #[derive(Debug)]
 pub struct App {
     pub store: Store,
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     token: String,
     site_dir: PathBuf,
     site: RwLock<Arc<Site>>,
@@ -129,13 +129,13 @@ pub struct App {
     /// Wakes the lifecycle executor when a transition queued BMC actions.
     pub(crate) wake: tokio::sync::Notify,
     /// Which MACs get their own label in the boot-script counter.
-    pub boot_mac_labels: crate::metrics::MacLabels,
+    pub(crate) boot_mac_labels: crate::metrics::MacLabels,
     /// The DHCP server, when it runs (site reloads update it).
     dhcp: std::sync::OnceLock<crate::dhcp::server::Handle>,
 }
 
 /// The node as the store should hold it, from the site's declaration.
-pub fn enroll_spec(node: &site::NodeSpec) -> EnrollSpec {
+pub(crate) fn enroll_spec(node: &site::NodeSpec) -> EnrollSpec {
     let bmc = node.bmc.as_ref();
     EnrollSpec {
         name: node.name.clone(),
@@ -179,24 +179,24 @@ impl App {
     }
 
     /// Hands site reloads to a running DHCP server.
-    pub fn attach_dhcp(&self, handle: crate::dhcp::server::Handle) {
+    pub(crate) fn attach_dhcp(&self, handle: crate::dhcp::server::Handle) {
         let _ = self.dhcp.set(handle);
     }
 
     /// Reports the counters of a running TFTP server in `/metrics`.
-    pub fn with_tftp(mut self, stats: Arc<crate::tftp::TftpStats>) -> App {
+    pub(crate) fn with_tftp(mut self, stats: Arc<crate::tftp::TftpStats>) -> App {
         self.tftp = Some(stats);
         self
     }
 
     /// Checks a bearer token in constant time.
-    pub fn token_matches(&self, presented: &str) -> bool {
+    pub(crate) fn token_matches(&self, presented: &str) -> bool {
         let (a, b) = (presented.as_bytes(), self.token.as_bytes());
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 
     /// The active site.
-    pub fn site(&self) -> Arc<Site> {
+    pub(crate) fn site(&self) -> Arc<Site> {
         Arc::clone(
             &self
                 .site
@@ -205,7 +205,7 @@ impl App {
         )
     }
 
-    pub fn site_status(&self) -> SiteStatus {
+    pub(crate) fn site_status(&self) -> SiteStatus {
         self.status
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -235,7 +235,7 @@ impl App {
     }
 
     /// Loads the site directory again; applies it only if it validates.
-    pub async fn reload(&self) -> Result<SyncReport, AppError> {
+    pub(crate) async fn reload(&self) -> Result<SyncReport, AppError> {
         let _serial = self.reload_lock.lock().await;
         let fingerprint = site_fingerprint(&self.site_dir);
         let dir = self.site_dir.clone();
@@ -299,7 +299,7 @@ impl App {
     /// [`App::fire`] for a node that is already doing what the transition's BMC
     /// actions would make it do (an agent that booted on its own reports): the
     /// transition is recorded and its BMC actions are not queued.
-    pub async fn fire_recorded(
+    pub(crate) async fn fire_recorded(
         &self,
         name: &str,
         event: Event,
@@ -411,7 +411,7 @@ impl App {
 
     /// Reads (and with `action`, changes) a node's power through its BMC, and records
     /// the reading.
-    pub async fn node_power(
+    pub(crate) async fn node_power(
         &self,
         name: &str,
         action: Option<PowerAction>,
@@ -445,7 +445,7 @@ impl App {
 
     /// Reads the power state of every node with a BMC (a few at a time) and records each
     /// change in the node's history. Returns how many changed; failures are logged.
-    pub async fn sync_power(app: &Arc<App>) -> usize {
+    pub(crate) async fn sync_power(app: &Arc<App>) -> usize {
         let nodes = match app.store.nodes().await {
             Ok(nodes) => nodes,
             Err(err) => {
@@ -484,7 +484,7 @@ impl App {
     }
 
     /// Fails every node whose wait-state deadline has passed.
-    pub async fn sweep_timeouts(&self) -> Result<usize, StoreError> {
+    pub(crate) async fn sweep_timeouts(&self) -> Result<usize, StoreError> {
         self.sweep_timeouts_at(Utc::now()).await
     }
 
@@ -549,7 +549,7 @@ impl App {
     }
 
     /// Refreshes the node gauges (called at scrape time).
-    pub async fn refresh_metrics(&self) -> Result<(), StoreError> {
+    pub(crate) async fn refresh_metrics(&self) -> Result<(), StoreError> {
         let counts = self.store.count_by_state().await?;
         self.metrics.set_nodes(&counts);
         if let Some(stats) = &self.tftp {

@@ -25,15 +25,15 @@ use crate::site::{self, Site};
 use crate::store::Store;
 
 /// The API token file inside the state directory (mode 0600).
-pub const TOKEN_FILE: &str = "api-token";
+pub(crate) const TOKEN_FILE: &str = "api-token";
 /// The daemon writes its API base URL here so the CLI finds the local daemon.
-pub const URL_FILE: &str = "api-url";
+pub(crate) const URL_FILE: &str = "api-url";
 /// How often overdue wait states are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
 
 /// Options of `provisioner serve`.
 #[derive(Debug, Clone)]
-pub struct ServeOptions {
+pub(crate) struct ServeOptions {
     pub site: PathBuf,
     pub state: PathBuf,
     /// Overrides `api.listen` from site.yaml (tests use port 0).
@@ -49,7 +49,7 @@ pub struct ServeOptions {
 }
 
 /// Reads the API token from `STATE/api-token`, creating it (mode 0600) on first start.
-pub fn ensure_token(state: &Path) -> anyhow::Result<String> {
+pub(crate) fn ensure_token(state: &Path) -> anyhow::Result<String> {
     let path = state.join(TOKEN_FILE);
     match std::fs::read_to_string(&path) {
         Ok(token) => {
@@ -87,7 +87,7 @@ pub fn ensure_token(state: &Path) -> anyhow::Result<String> {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let site_dir = options.site.clone();
     let site = tokio::task::spawn_blocking(move || site::load(&site_dir)).await?.map_err(|errors| {

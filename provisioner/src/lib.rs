@@ -8,18 +8,26 @@
 //! import cycle between these modules):
 //! `store`, `bmc`, `metrics` -> `dhcp`, `tftp` (UDP edges) -> `app` (state and
 //! `fire`) -> `executor`, `boot`, `api` -> `daemon` (wiring) -> `cli`.
+//!
+//! Only what another crate uses is `pub`: `main.rs` (`cli::main`), the tests in
+//! `tests/`, the `bmc_bench` example and `hardware-tests`. Everything else is
+//! `pub(crate)` or private, so the compiler reports dead code; `unreachable_pub`
+//! keeps a stray `pub` out of the private modules.
 
-pub use provisioner_core::{inspection, lifecycle, outcome, plan, progress, site};
+#![warn(unreachable_pub)]
+
+use provisioner_core::{inspection, outcome, plan};
+pub use provisioner_core::{lifecycle, progress, site};
 
 pub mod api;
 pub mod app;
 pub mod bmc;
-pub mod boot;
+mod boot;
 pub mod cli;
-pub mod daemon;
+mod daemon;
 pub mod dhcp;
-pub mod executor;
-pub mod metrics;
+mod executor;
+mod metrics;
 pub mod store;
 pub mod tftp;
 pub mod views;

@@ -15,48 +15,48 @@ use prometheus_client::registry::Registry;
 use crate::lifecycle::State;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     pub method: String,
     pub route: String,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
+pub(crate) struct RouteLabels {
     pub route: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
+pub(crate) struct OutcomeLabels {
     pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BootScriptLabels {
+pub(crate) struct BootScriptLabels {
     /// The machine's MAC, or `other` past `MAX_MAC_LABELS` distinct MACs.
     pub mac: String,
     pub script: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabels {
+pub(crate) struct StateLabels {
     pub state: String,
     pub maintenance: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TypeLabels {
+pub(crate) struct TypeLabels {
     pub r#type: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
+pub(crate) struct ReasonLabels {
     pub reason: String,
 }
 
 /// The DHCP server's metrics (handles shared with the server's tasks).
 #[derive(Debug, Clone)]
-pub struct DhcpMetrics {
+pub(crate) struct DhcpMetrics {
     /// Requests by message type (discover, request, decline, release, inform, other).
     pub requests: Family<TypeLabels, Counter>,
     /// Replies sent by type (offer, ack, nak).
@@ -139,7 +139,7 @@ impl DhcpMetrics {
 
 /// Every metric of the daemon.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -237,7 +237,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Sets the node gauges from a fresh count; states absent from `counts` read 0.
-    pub fn set_nodes(&self, counts: &[(State, bool, i64)]) {
+    pub(crate) fn set_nodes(&self, counts: &[(State, bool, i64)]) {
         for state in State::ALL {
             for maintenance in [false, true] {
                 let n = counts
@@ -256,7 +256,7 @@ impl Metrics {
     }
 
     /// Brings the TFTP counters up to the server's own atomic counts.
-    pub fn set_tftp(&self, stats: &crate::tftp::TftpStats) {
+    pub(crate) fn set_tftp(&self, stats: &crate::tftp::TftpStats) {
         use std::sync::atomic::Ordering::Relaxed;
         let catch_up = |counter: &Counter, now: u64| {
             let seen = counter.get();
@@ -282,7 +282,7 @@ impl Metrics {
     }
 
     /// Counts one iPXE script served.
-    pub fn count_boot_script(&self, mac: String, script: &str) {
+    pub(crate) fn count_boot_script(&self, mac: String, script: &str) {
         self.boot_scripts
             .get_or_create(&BootScriptLabels {
                 mac,
@@ -292,7 +292,7 @@ impl Metrics {
     }
 
     /// The text exposition format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         encode(&mut out, &self.registry).expect("encode metrics into a String");
@@ -301,15 +301,15 @@ impl Metrics {
 }
 
 /// Distinct MACs counted under their own label; the rest count as `other`.
-pub const MAX_MAC_LABELS: usize = 4096;
+pub(crate) const MAX_MAC_LABELS: usize = 4096;
 
 /// The MACs that have their own metrics label.
 #[derive(Debug, Default)]
-pub struct MacLabels(std::sync::Mutex<std::collections::HashSet<model::net::Mac>>);
+pub(crate) struct MacLabels(std::sync::Mutex<std::collections::HashSet<model::net::Mac>>);
 
 impl MacLabels {
     /// The label for `mac`: itself while fewer than [`MAX_MAC_LABELS`] are known.
-    pub fn label(&self, mac: model::net::Mac) -> String {
+    pub(crate) fn label(&self, mac: model::net::Mac) -> String {
         let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if seen.contains(&mac) || seen.len() < MAX_MAC_LABELS {
             seen.insert(mac);

@@ -32,15 +32,15 @@ use crate::lifecycle::{Action, NodeStatus, State};
 mod apply;
 mod boot_tokens;
 mod inventory;
-pub mod jobs;
+pub(crate) mod jobs;
 
-pub use apply::{ApplyStatus, LastApply};
+pub(crate) use apply::{ApplyStatus, LastApply};
 pub use boot_tokens::BootSession;
-pub use inventory::{AgentHeartbeat, StoredInventory};
-pub use jobs::{Job, NodeProgress, ProgressStep, QueuedBmcJob};
+pub use inventory::StoredInventory;
+pub(crate) use jobs::Job;
 
 /// The database file inside the state directory.
-pub const DB_FILE: &str = "provisioner.db";
+pub(crate) const DB_FILE: &str = "provisioner.db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -105,22 +105,22 @@ impl Source {
 /// The configuration of a node as the site (or the API) declares it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct NodeConfig {
-    pub bmc_url: Option<String>,
-    pub bmc_username: Option<String>,
+    pub(crate) bmc_url: Option<String>,
+    pub(crate) bmc_username: Option<String>,
     /// Reference to the BMC password: `env:VAR` or `file:PATH`.
-    pub bmc_credential: Option<String>,
+    pub(crate) bmc_credential: Option<String>,
     /// How the BMC's HTTPS certificate is checked: `ca:PATH`, `insecure`, or
     /// absent for the web PKI.
-    pub bmc_tls: Option<String>,
+    pub(crate) bmc_tls: Option<String>,
     pub boot_mac: Option<String>,
     pub serial: Option<String>,
-    pub profile_override: Option<String>,
-    pub role_override: Option<String>,
+    pub(crate) profile_override: Option<String>,
+    pub(crate) role_override: Option<String>,
 }
 
 /// A node to enroll or update from the site.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnrollSpec {
+pub(crate) struct EnrollSpec {
     pub name: String,
     pub config: NodeConfig,
 }
@@ -128,17 +128,17 @@ pub struct EnrollSpec {
 /// A node as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct NodeRecord {
-    pub name: String,
+    pub(crate) name: String,
     pub source: Source,
     /// False when the node came from nodes.yaml and is no longer listed there.
-    pub in_site: bool,
+    pub(crate) in_site: bool,
     #[serde(flatten)]
     pub config: NodeConfig,
     pub state: State,
     pub failed_from: Option<State>,
-    pub generation: i64,
-    pub maintenance: bool,
-    pub maintenance_reason: Option<String>,
+    pub(crate) generation: i64,
+    pub(crate) maintenance: bool,
+    pub(crate) maintenance_reason: Option<String>,
     pub last_error: Option<String>,
     pub matched_profile: Option<String>,
     /// The host plan computed from the inventory and the matched profile.
@@ -147,14 +147,14 @@ pub struct NodeRecord {
     pub plan_error: Option<String>,
     pub has_inventory: bool,
     pub deadline: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
     pub state_since: DateTime<Utc>,
 }
 
 impl NodeRecord {
     /// The part the state machine decides on.
-    pub fn status(&self) -> NodeStatus {
+    pub(crate) fn status(&self) -> NodeStatus {
         NodeStatus {
             state: self.state,
             failed_from: self.failed_from,
@@ -166,17 +166,17 @@ impl NodeRecord {
 /// One line of a node's history.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct HistoryEntry {
-    pub at: DateTime<Utc>,
-    pub from: Option<State>,
-    pub to: State,
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) from: Option<State>,
+    pub(crate) to: State,
     pub event: String,
     pub reason: Option<String>,
-    pub generation: i64,
+    pub(crate) generation: i64,
 }
 
 /// A status change computed by the caller, written with compare-and-swap.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StatusChange {
+pub(crate) struct StatusChange {
     pub status: NodeStatus,
     pub maintenance_reason: Option<String>,
     pub last_error: Option<String>,
@@ -196,12 +196,12 @@ pub struct StatusChange {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SyncReport {
     /// Nodes enrolled by this sync.
-    pub added: Vec<String>,
+    pub(crate) added: Vec<String>,
     /// Nodes whose configuration changed.
-    pub updated: Vec<String>,
+    pub(crate) updated: Vec<String>,
     /// Site nodes no longer in nodes.yaml (kept, flagged `in_site: false`).
-    pub missing: Vec<String>,
-    pub unchanged: usize,
+    pub(crate) missing: Vec<String>,
+    pub(crate) unchanged: usize,
 }
 
 /// Unix seconds as stored (RFC 3339, UTC, whole seconds).
@@ -215,10 +215,9 @@ fn unix_rfc3339(secs: u64) -> String {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
-    path: PathBuf,
 }
 
-pub fn timestamp(at: DateTime<Utc>) -> String {
+pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
@@ -337,11 +336,13 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
-        Ok(Store { pool, path })
+        Ok(Store { pool })
     }
 
     /// Every DHCP lease in the table (restored into the lease table at start).
-    pub async fn dhcp_leases(&self) -> Result<Vec<provisioner_core::dhcp::Lease>, StoreError> {
+    pub(crate) async fn dhcp_leases(
+        &self,
+    ) -> Result<Vec<provisioner_core::dhcp::Lease>, StoreError> {
         use model::net::Mac;
         use provisioner_core::dhcp::{Lease, LeaseState};
         let rows = sqlx::query("SELECT mac, ip, expires_at, hostname, state FROM dhcp_leases")
@@ -383,7 +384,7 @@ impl Store {
     }
 
     /// Every stored decline mark: (address, end as Unix seconds).
-    pub async fn dhcp_declined(&self) -> Result<Vec<(std::net::Ipv4Addr, u64)>, StoreError> {
+    pub(crate) async fn dhcp_declined(&self) -> Result<Vec<(std::net::Ipv4Addr, u64)>, StoreError> {
         let rows = sqlx::query("SELECT ip, until FROM dhcp_declined")
             .fetch_all(&self.pool)
             .await?;
@@ -410,7 +411,7 @@ impl Store {
     /// (untouched rows did not change, so the unique `ip` cannot collide).
     /// One commit (one fsync) for the whole batch: this is the DHCP server's
     /// group commit.
-    pub async fn write_dhcp_leases(
+    pub(crate) async fn write_dhcp_leases(
         &self,
         finals: &[(model::net::Mac, Option<provisioner_core::dhcp::Lease>)],
         declined: &[(std::net::Ipv4Addr, Option<u64>)],
@@ -465,11 +466,6 @@ impl Store {
         Ok(())
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The connection pool, for the store extensions of other modules
     /// (`store::jobs`).
     pub(crate) fn pool(&self) -> &SqlitePool {
@@ -481,8 +477,9 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// `PRAGMA integrity_check`: "ok" when the database is sound.
-    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+    /// `PRAGMA integrity_check`: "ok" when the database is sound (the tests' check).
+    #[cfg(test)]
+    async fn integrity_check(&self) -> Result<String, StoreError> {
         let rows = sqlx::query("PRAGMA integrity_check")
             .fetch_all(&self.pool)
             .await?;
@@ -494,7 +491,7 @@ impl Store {
     /// Makes the stored site nodes match `specs` in one transaction: enrolls new
     /// ones, updates changed configuration (never the lifecycle state), and
     /// flags the ones no longer listed without deleting them.
-    pub async fn sync_site(
+    pub(crate) async fn sync_site(
         &self,
         specs: &[EnrollSpec],
         now: DateTime<Utc>,
@@ -597,7 +594,7 @@ impl Store {
     }
 
     /// Enrolls one node outside the site (API or discovery).
-    pub async fn enroll(
+    pub(crate) async fn enroll(
         &self,
         spec: &EnrollSpec,
         source: Source,
@@ -641,7 +638,7 @@ impl Store {
     }
 
     /// The node whose boot MAC is `mac` (lowercase colon form), if any.
-    pub async fn node_by_mac(&self, mac: &str) -> Result<Option<NodeRecord>, StoreError> {
+    pub(crate) async fn node_by_mac(&self, mac: &str) -> Result<Option<NodeRecord>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {NODE_COLUMNS} FROM nodes WHERE boot_mac = ? ORDER BY name LIMIT 1"
         ))
@@ -652,7 +649,7 @@ impl Store {
     }
 
     /// Number of nodes per state (for metrics).
-    pub async fn count_by_state(&self) -> Result<Vec<(State, bool, i64)>, StoreError> {
+    pub(crate) async fn count_by_state(&self) -> Result<Vec<(State, bool, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT state, maintenance, COUNT(*) AS n FROM nodes GROUP BY state, maintenance",
         )
@@ -709,7 +706,7 @@ impl Store {
 
     /// Writes a status change if the node is still at `expected_generation`,
     /// with its history row, in one transaction. Returns the updated node.
-    pub async fn commit_status(
+    pub(crate) async fn commit_status(
         &self,
         name: &str,
         expected_generation: i64,
@@ -792,7 +789,7 @@ impl Store {
     /// reading (or is the first), a history row (event `power`, the node's state unchanged)
     /// is written in the same transaction and the previous reading is returned as
     /// `Some(previous)`; `None` means unchanged.
-    pub async fn record_power(
+    pub(crate) async fn record_power(
         &self,
         name: &str,
         power: &str,
@@ -847,7 +844,10 @@ impl Store {
     }
 
     /// The last power reading of a node: state and when, if any.
-    pub async fn power(&self, name: &str) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+    pub(crate) async fn power(
+        &self,
+        name: &str,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
         let id = self.node_id(name).await?;
         let row = sqlx::query("SELECT state, checked_at FROM node_power WHERE node_id = ?")
             .bind(id)
@@ -866,7 +866,7 @@ impl Store {
     }
 
     /// Names of nodes whose wait-state deadline has passed, outside maintenance.
-    pub async fn overdue(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn overdue(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT name FROM nodes WHERE deadline IS NOT NULL AND deadline <= ? AND maintenance = 0 \
              ORDER BY deadline",
@@ -877,7 +877,7 @@ impl Store {
     }
 
     /// Deletes a node and its history.
-    pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
+    pub(crate) async fn delete(&self, name: &str) -> Result<(), StoreError> {
         let deleted = sqlx::query("DELETE FROM nodes WHERE name = ?")
             .bind(name)
             .execute(&self.pool)

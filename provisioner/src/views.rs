@@ -30,7 +30,7 @@ use crate::{app, store};
 
 /// Body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     pub error: String,
     /// What to do about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,7 +53,7 @@ pub enum NodeSource {
 }
 
 impl NodeSource {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             NodeSource::Site => "site",
             NodeSource::Api => "api",
@@ -83,39 +83,39 @@ impl From<store::Source> for NodeSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Node {
     pub name: String,
-    pub source: NodeSource,
+    pub(crate) source: NodeSource,
     /// False when the node came from nodes.yaml and is no longer listed there.
-    pub in_site: bool,
-    pub bmc_url: Option<String>,
-    pub bmc_username: Option<String>,
+    pub(crate) in_site: bool,
+    pub(crate) bmc_url: Option<String>,
+    pub(crate) bmc_username: Option<String>,
     /// Reference to the BMC password: `env:VAR` or `file:PATH` (never the password).
-    pub bmc_credential: Option<String>,
+    pub(crate) bmc_credential: Option<String>,
     /// How the BMC's HTTPS certificate is checked: `ca:PATH`, `insecure`, or
     /// absent for the web PKI.
-    pub bmc_tls: Option<String>,
-    pub boot_mac: Option<String>,
-    pub serial: Option<String>,
-    pub profile_override: Option<String>,
-    pub role_override: Option<String>,
-    pub state: State,
+    pub(crate) bmc_tls: Option<String>,
+    pub(crate) boot_mac: Option<String>,
+    pub(crate) serial: Option<String>,
+    pub(crate) profile_override: Option<String>,
+    pub(crate) role_override: Option<String>,
+    pub(crate) state: State,
     /// The state a failed node failed from.
-    pub failed_from: Option<State>,
+    pub(crate) failed_from: Option<State>,
     /// Bumped by every status change.
-    pub generation: i64,
-    pub maintenance: bool,
-    pub maintenance_reason: Option<String>,
-    pub last_error: Option<String>,
-    pub matched_profile: Option<String>,
+    pub(crate) generation: i64,
+    pub(crate) maintenance: bool,
+    pub(crate) maintenance_reason: Option<String>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) matched_profile: Option<String>,
     /// The host plan computed from the inventory and the matched profile.
-    pub plan: Option<HostPlan>,
+    pub(crate) plan: Option<HostPlan>,
     /// Why there is no plan (no profile matched, a tie, an impossible request).
-    pub plan_error: Option<String>,
-    pub has_inventory: bool,
+    pub(crate) plan_error: Option<String>,
+    pub(crate) has_inventory: bool,
     /// When the current wait state times out.
-    pub deadline: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub state_since: DateTime<Utc>,
+    pub(crate) deadline: Option<DateTime<Utc>>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
+    pub(crate) state_since: DateTime<Utc>,
 }
 
 impl From<store::NodeRecord> for Node {
@@ -188,7 +188,7 @@ impl From<&store::NodeRecord> for Node {
 
 /// One line of a node's history (`GET /api/v1/nodes/{name}/history`, oldest first).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct HistoryEntry {
+pub(crate) struct HistoryEntry {
     pub at: DateTime<Utc>,
     /// The state before (none for the enrollment).
     pub from: Option<State>,
@@ -225,7 +225,7 @@ impl From<store::HistoryEntry> for HistoryEntry {
 /// `GET /api/v1/nodes/{name}/progress`: what a node did during its current
 /// state and what the executor still has to do for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Boot steps seen since the node entered its state, in boot order
     /// (`powered_on`, `dhcp`, `script`, `agent`).
     pub steps: Vec<ProgressStep>,
@@ -236,14 +236,14 @@ pub struct Progress {
 
 /// A boot step and when it was first seen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct ProgressStep {
+pub(crate) struct ProgressStep {
     pub step: String,
     pub at: DateTime<Utc>,
 }
 
 /// BMC actions the executor has not carried out yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct QueuedBmcJob {
+pub(crate) struct QueuedBmcJob {
     /// The actions, in words (`boot network (once), power on/reset`).
     pub actions: String,
     /// Attempts made so far (0: not tried yet, e.g. waiting for a boot slot).
@@ -281,7 +281,7 @@ impl From<store::jobs::NodeProgress> for Progress {
 
 /// A node's stored inventory (`GET /api/v1/nodes/{name}/inventory`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct StoredInventory {
+pub(crate) struct StoredInventory {
     pub node: String,
     /// The boot MAC of the agent that reported it.
     pub mac: Option<String>,
@@ -308,7 +308,7 @@ impl From<store::StoredInventory> for StoredInventory {
 
 /// A node's apply request and last report (`GET|POST /api/v1/nodes/{name}/apply`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct ApplyStatus {
+pub(crate) struct ApplyStatus {
     pub node: String,
     /// When the operator asked for an apply that the agent has not reported yet.
     pub requested_at: Option<DateTime<Utc>>,
@@ -318,7 +318,7 @@ pub struct ApplyStatus {
 
 /// What the agent reported the last time it applied the node's plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct LastApply {
+pub(crate) struct LastApply {
     pub received_at: DateTime<Utc>,
     /// The boot MAC of the agent that reported.
     pub mac: String,
@@ -358,7 +358,7 @@ impl From<store::ApplyStatus> for ApplyStatus {
 /// `PUT /api/v1/nodes/{name}/maintenance`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct MaintenanceRequest {
+pub(crate) struct MaintenanceRequest {
     pub maintenance: bool,
     /// Why (shown in `node show` and recorded in the history).
     #[serde(default)]
@@ -368,7 +368,7 @@ pub struct MaintenanceRequest {
 /// `POST /api/v1/nodes/{name}/events`: a manual lifecycle event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct EventRequest {
+pub(crate) struct EventRequest {
     /// One of inspect, deploy, undeploy, clean, abort.
     pub event: Event,
     #[serde(default)]
@@ -378,7 +378,7 @@ pub struct EventRequest {
 /// `POST /api/v1/nodes/{name}/power`: a power change through the node's BMC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PowerRequest {
+pub(crate) struct PowerRequest {
     /// on, graceful_off, force_off, reset or cycle.
     pub action: PowerAction,
 }
@@ -386,7 +386,7 @@ pub struct PowerRequest {
 /// Power state as the node's BMC reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum PowerState {
+pub(crate) enum PowerState {
     /// Powered on.
     On,
     /// Powered off.
@@ -423,7 +423,7 @@ impl From<crate::bmc::PowerState> for PowerState {
 
 /// `GET|POST /api/v1/nodes/{name}/power`: the node's power as its BMC reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct PowerReport {
+pub(crate) struct PowerReport {
     pub node: String,
     pub bmc: String,
     /// The change asked for, if any (none: a reading only).
@@ -452,7 +452,7 @@ impl From<app::PowerReport> for PowerReport {
 
 /// `GET /api/v1/site`: the active site and the last refused change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct SiteStatus {
+pub(crate) struct SiteStatus {
     /// The site directory.
     pub dir: String,
     /// When the active site was loaded.
@@ -467,7 +467,7 @@ pub struct SiteStatus {
 
 /// The last site change that was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct RefusedReload {
+pub(crate) struct RefusedReload {
     pub at: DateTime<Utc>,
     /// `file:line:column: message`, one per problem.
     pub errors: Vec<String>,
@@ -494,7 +494,7 @@ impl From<app::SiteStatus> for SiteStatus {
 
 /// `POST /api/v1/site/reload`: what the reload changed in the node store.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct ReloadReport {
+pub(crate) struct ReloadReport {
     /// Nodes enrolled by this reload.
     pub added: Vec<String>,
     /// Nodes whose configuration changed.

@@ -1,6 +1,6 @@
 //! `cargo xtask layers`: the import structure the compiler does not check.
 //!
-//! Two rules, both run by `cargo xtask test`:
+//! Three rules, all run by `cargo xtask test`:
 //! 1. No import cycle between the top-level modules of any workspace crate. A
 //!    module `a` imports `b` when code in `src/a.rs` or `src/a/**` names
 //!    `crate::b` (paths, `use` groups). Comments and test code (`tests.rs`
@@ -8,6 +8,8 @@
 //!    tests may reach across layers.
 //! 2. The pure core crate (`provisioner-core`) depends on no async runtime,
 //!    database or HTTP server (`cargo tree`, normal edges).
+//! 3. `cargo build -p provisioner` builds without the `testing` feature (the test
+//!    double `bmc::fake_redfish`): only dev-dependencies turn it on.
 //!
 //! The scan reads source text (no parser): a `crate::x` inside a string literal
 //! counts too, which errs on the side of reporting.
@@ -335,7 +337,42 @@ fn core_violations() -> Result<Vec<String>> {
     Ok(bad.into_iter().collect())
 }
 
-/// Checks both rules; prints a short summary, fails naming every violation.
+/// The crate whose build must not carry its test doubles, and the feature holding them.
+const RELEASE: &str = "provisioner";
+const TESTING_FEATURE: &str = "testing";
+
+/// Whether `cargo build -p provisioner` (normal edges only, default features) turns on
+/// the `testing` feature, by a default feature or a normal dependency on itself.
+fn testing_in_release() -> Result<bool> {
+    let out = crate::workspace::cargo()
+        .args([
+            "tree",
+            "-p",
+            RELEASE,
+            "-e",
+            "normal,features",
+            // Inverted: the features of the package itself that are on, with why.
+            "-i",
+            RELEASE,
+            "--prefix",
+            "none",
+            "--locked",
+        ])
+        .output()
+        .context("running `cargo tree`")?;
+    if !out.status.success() {
+        bail!(
+            "`cargo tree -p {RELEASE}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let wanted = format!("{RELEASE} feature \"{TESTING_FEATURE}\"");
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim_start().starts_with(&wanted)))
+}
+
+/// Checks the three rules; prints a short summary, fails naming every violation.
 pub fn check() -> Result<()> {
     let root = crate::workspace::root();
     let mut problems = vec![];
@@ -347,6 +384,12 @@ pub fn check() -> Result<()> {
             problems.push(format!("{name}: {}", describe(&graph, &cycle, root)));
         }
     }
+    if !problems.is_empty() {
+        problems.push(format!(
+            "fix: move the shared piece below both modules (or into {CORE}), so the \
+             imports point one way"
+        ));
+    }
     let bad = core_violations()?;
     if !bad.is_empty() {
         problems.push(format!(
@@ -356,15 +399,19 @@ pub fn check() -> Result<()> {
             bad.join(", ")
         ));
     }
+    if testing_in_release()? {
+        problems.push(format!(
+            "`cargo build -p {RELEASE}` turns on its `{TESTING_FEATURE}` feature, so the \
+             release binary carries the fake BMCs; enable it only from [dev-dependencies] \
+             (or a test-only crate), never from `default` or a normal dependency"
+        ));
+    }
     if !problems.is_empty() {
-        bail!(
-            "{}\nfix: move the shared piece below both modules (or into {CORE}), so the \
-             imports point one way",
-            problems.join("\n")
-        );
+        bail!("{}", problems.join("\n"));
     }
     println!(
-        "layers: no import cycle in {checked} crate roots; {CORE} has none of {}",
+        "layers: no import cycle in {checked} crate roots; {CORE} has none of {}; \
+         `cargo build -p {RELEASE}` leaves `{TESTING_FEATURE}` off",
         FORBIDDEN_IN_CORE.join(", ")
     );
     Ok(())

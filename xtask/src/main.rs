@@ -74,7 +74,7 @@ enum Command {
         1. cargo xtask deps\n\
         2. the PyPI peers (sushy-tools) into <target>/venv\n\
         3. cargo fmt --all -- --check\n\
-        4. cargo xtask layers (no import cycles, a pure provisioner-core)\n\
+        4. cargo xtask layers (no import cycles, a pure provisioner-core, no fakes in provisioner)\n\
         5. cargo clippy --workspace --all-targets --locked --features <slow tier> -- -D warnings\n\
         6. the static node-agent for the ramdisk tests (see `cargo xtask ramdisk`)\n\
         7. cargo test --workspace --locked --features <slow tier> [EXTRA ARGS]\n\n\
@@ -86,13 +86,16 @@ enum Command {
         Example: cargo xtask test --no-deps -- --nocapture"
     )]
     Test(test::Args),
-    /// Check the layering: no import cycle between a crate's top-level modules, a pure core.
+    /// Check the layering: no import cycle between a crate's top-level modules, a pure core,
+    /// no test doubles in the provisioner's build.
     #[command(
         long_about = "Check the layering rules that the compiler does not.\n\n\
         1. No import cycle between the top-level modules of any workspace crate (a module \
         imports another when its non-test code names `crate::other`).\n\
         2. provisioner-core's normal dependencies contain no tokio, sqlx, axum, hyper, \
-        reqwest or tower (`cargo tree -p provisioner-core -e normal`).\n\n\
+        reqwest or tower (`cargo tree -p provisioner-core -e normal`).\n\
+        3. `cargo build -p provisioner` leaves its `testing` feature (the fake BMCs) off \
+        (`cargo tree -p provisioner -e normal,features -i provisioner`).\n\n\
         Prints each cycle with the file:line of every edge in it. `cargo xtask test` runs it."
     )]
     Layers,

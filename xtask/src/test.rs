@@ -28,7 +28,8 @@ enum Step {
     /// The static `node-agent` the ramdisk tests pack as `/init` (image/tests/ramdisk.rs).
     StaticAgent,
     Cargo(Vec<OsString>),
-    /// No import cycles, a pure core crate (`cargo xtask layers`).
+    /// No import cycles, a pure core crate, no fakes in the provisioner's build
+    /// (`cargo xtask layers`).
     Layers,
 }
 
@@ -77,7 +78,7 @@ fn describe(step: &Step) -> String {
             "pip install into <target>/venv: {}",
             crate::venv::PEERS.join(" ")
         ),
-        Step::Layers => "cargo xtask layers (import cycles, pure core)".to_owned(),
+        Step::Layers => "cargo xtask layers (import cycles, pure core, no fakes)".to_owned(),
         Step::StaticAgent => format!(
             "RUSTFLAGS=\"-C target-feature=+crt-static -C strip=debuginfo\" cargo build --release -p agent --target {}",
             crate::ramdisk::AGENT_TARGET

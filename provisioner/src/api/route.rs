@@ -35,11 +35,11 @@ pub(super) fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schem
 /// it ([`Body::take`]), after the handler's own checks (an agent with a bad
 /// token gets its 401 whatever it sent).
 #[derive(Debug)]
-pub struct Body<T>(Result<T, ApiError>);
+pub(crate) struct Body<T>(Result<T, ApiError>);
 
 impl<T> Body<T> {
     /// The body, or the 400 that says what is wrong with it.
-    pub fn take(self) -> Result<T, ApiError> {
+    pub(crate) fn take(self) -> Result<T, ApiError> {
         self.0
     }
 }
@@ -63,7 +63,7 @@ where
 
 /// An argument of a handler, as the document sees it: a JSON body has a schema,
 /// the other extractors (state, path, query, headers) have none.
-pub trait Argument {
+pub(crate) trait Argument {
     fn body_schema() -> Option<SchemaFn> {
         None
     }
@@ -80,7 +80,7 @@ impl<T> Argument for Query<T> {}
 impl Argument for HeaderMap {}
 
 /// A handler's result, as the document sees it: the success status and its body.
-pub trait Answer {
+pub(crate) trait Answer {
     const STATUS: u16;
     fn body_schema() -> Option<SchemaFn>;
 }
@@ -101,7 +101,7 @@ impl<T: Answer> Answer for Result<T, ApiError> {
 
 /// `204 No Content`.
 #[derive(Debug)]
-pub struct NoContent;
+pub(crate) struct NoContent;
 
 impl IntoResponse for NoContent {
     fn into_response(self) -> Response {
@@ -118,7 +118,7 @@ impl Answer for NoContent {
 
 /// A handler whose request and answer the document can describe: an async
 /// function of [`Argument`]s returning an [`Answer`].
-pub trait Operation<Args> {
+pub(crate) trait Operation<Args> {
     /// The schema of the JSON request body, if the handler takes one.
     fn request() -> Option<SchemaFn>;
     /// The success status and the schema of its body.
@@ -158,7 +158,7 @@ impl_operation!(A1, A2, A3, A4);
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Auth {
+pub(crate) enum Auth {
     /// Anyone (liveness, metrics, this document, boot files for firmware).
     Public,
     /// The operator's bearer token (STATE/api-token), checked by a layer.
@@ -169,7 +169,7 @@ pub enum Auth {
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Method {
+pub(crate) enum Method {
     Get,
     Put,
     Post,
@@ -177,7 +177,7 @@ pub enum Method {
 }
 
 impl Method {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Method::Get => "get",
             Method::Put => "put",
@@ -214,7 +214,7 @@ struct Documented {
 
 /// One operation of the API: how it is documented and the handler that serves it.
 #[derive(Debug)]
-pub struct Route {
+pub(crate) struct Route {
     pub method: Method,
     /// The axum path template (`{name}` for a path parameter).
     pub path: &'static str,
@@ -344,7 +344,7 @@ impl Route {
     }
 
     /// The parameter names of the path template, in order.
-    pub fn path_params(&self) -> Vec<&'static str> {
+    pub(crate) fn path_params(&self) -> Vec<&'static str> {
         self.path
             .split('/')
             .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
@@ -355,12 +355,9 @@ impl Route {
 // ---------------------------------------------------------------------------------------
 // The OpenAPI document.
 
-/// The committed copy of the document, relative to the crate (checked by a test).
-pub const OPENAPI_FILE: &str = "openapi.json";
-
 /// The OpenAPI 3.1 document of [`routes`]: paths, parameters and answers from
 /// the table, schemas from the handlers' types (schemars).
-pub fn openapi() -> serde_json::Value {
+pub(crate) fn openapi() -> serde_json::Value {
     use schemars::generate::SchemaSettings;
     let mut generator = SchemaSettings::draft2020_12()
         .with(|s| s.definitions_path = "/components/schemas".into())
@@ -427,7 +424,7 @@ pub fn openapi() -> serde_json::Value {
     })
 }
 
-/// [`openapi`] as the text served at `/api/openapi.json` and committed as
+/// `openapi` as the text served at `/api/openapi.json` and committed as
 /// `provisioner/openapi.json` (pretty, newline-terminated), made once.
 pub fn openapi_json() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();
@@ -439,6 +436,9 @@ pub fn openapi_json() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The committed copy of the document, relative to the crate.
+    const OPENAPI_FILE: &str = "openapi.json";
 
     #[test]
     fn the_committed_openapi_document_is_the_generated_one() {

@@ -18,7 +18,7 @@ use crate::store::{
 
 impl App {
     /// The boot a bearer token was issued for, if the token is current.
-    pub async fn agent_session(&self, token: &str) -> Result<BootSession, AppError> {
+    pub(crate) async fn agent_session(&self, token: &str) -> Result<BootSession, AppError> {
         self.store
             .verify_boot_token(token)
             .await?
@@ -92,7 +92,7 @@ impl App {
     }
 
     /// `POST /api/agent/v1/inventory`.
-    pub async fn agent_inventory(
+    pub(crate) async fn agent_inventory(
         &self,
         session: &BootSession,
         report: &InventoryReport,
@@ -137,7 +137,7 @@ impl App {
     }
 
     /// `GET /api/agent/v1/plan`: the host plan of the boot's node.
-    pub async fn agent_plan(&self, session: &BootSession) -> Result<HostPlan, AppError> {
+    pub(crate) async fn agent_plan(&self, session: &BootSession) -> Result<HostPlan, AppError> {
         let node = self.node_of(session).await?.ok_or_else(|| {
             AppError::NoPlan(format!(
                 "machine {} is not a known node: it has no plan",
@@ -158,7 +158,7 @@ impl App {
 
     /// `POST /api/agent/v1/applied`: stores what applying the plan did; when it
     /// changed the machine, the answer asks for a fresh inventory.
-    pub async fn agent_applied(
+    pub(crate) async fn agent_applied(
         &self,
         session: &BootSession,
         applied: &AppliedReport,
@@ -211,7 +211,7 @@ impl App {
     /// `POST /api/v1/nodes/{name}/apply`: asks the node's running agent to
     /// apply its host plan (answered with the next heartbeat). Refused, saying
     /// what to do, unless the node is available with a plan and its agent up.
-    pub async fn request_apply(&self, name: &str) -> Result<ApplyStatus, AppError> {
+    pub(crate) async fn request_apply(&self, name: &str) -> Result<ApplyStatus, AppError> {
         let node = self.store.node(name).await?;
         let now = Utc::now();
         let inventory = self.store.inventory(name).await?;
@@ -242,7 +242,7 @@ impl App {
     }
 
     /// `POST /api/agent/v1/heartbeat`.
-    pub async fn agent_heartbeat(
+    pub(crate) async fn agent_heartbeat(
         &self,
         session: &BootSession,
         beat: &Heartbeat,

@@ -330,11 +330,6 @@ impl FakeRedfish {
         format!("redfish+http://{}", self.addr)
     }
 
-    /// The listening address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// Applies `fault` to the requests that follow.
     pub fn set_fault(&self, fault: Fault) {
         lock(&self.inner).fault = fault;
@@ -374,17 +369,20 @@ impl FakeRedfish {
     }
 
     /// Forgets every session, as a BMC does when they expire or it restarts.
-    pub fn expire_sessions(&self) {
+    #[cfg(test)]
+    pub(crate) fn expire_sessions(&self) {
         lock(&self.inner).sessions.clear();
     }
 
     /// Requests received so far.
-    pub fn requests(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn requests(&self) -> u64 {
         lock(&self.inner).requests
     }
 
     /// `ResetType`s received, in order.
-    pub fn resets(&self) -> Vec<String> {
+    #[cfg(test)]
+    pub(crate) fn resets(&self) -> Vec<String> {
         lock(&self.inner).resets.clone()
     }
 }

@@ -5,7 +5,7 @@
 
 /// What the FRU areas say about the machine; absent fields are `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fru {
+pub(crate) struct Fru {
     /// Chassis serial number.
     pub chassis_serial: Option<String>,
     /// Board manufacturer.
@@ -24,7 +24,7 @@ pub struct Fru {
 
 impl Fru {
     /// The machine's serial: product, else chassis, else board.
-    pub fn serial(&self) -> Option<&str> {
+    pub(crate) fn serial(&self) -> Option<&str> {
         self.product_serial
             .as_deref()
             .or(self.chassis_serial.as_deref())
@@ -34,7 +34,7 @@ impl Fru {
 
 /// Why FRU data could not be read at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FruError {
+pub(crate) enum FruError {
     /// Fewer than the 8 bytes of the common header.
     #[error("FRU data too short ({0} bytes)")]
     TooShort(usize),
@@ -118,7 +118,7 @@ fn area(data: &[u8], offset: u8) -> Option<&[u8]> {
 }
 
 /// Parses a FRU image.
-pub fn parse(data: &[u8]) -> Result<Fru, FruError> {
+pub(crate) fn parse(data: &[u8]) -> Result<Fru, FruError> {
     let header = data.get(..8).ok_or(FruError::TooShort(data.len()))?;
     if header[0] & 0x0f != 1 {
         return Err(FruError::Version(header[0]));

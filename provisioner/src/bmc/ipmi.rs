@@ -3,9 +3,9 @@
 //! confidentiality) and retransmits on UDP loss. Its blocking client runs on tokio's
 //! blocking threads (its async session setup is not `Send`). Chassis status and control use
 //! its typed commands; Set/Get System Boot Options are raw messages built here
-//! ([`boot_flags`] and [`parse_boot_flags`] are pure).
+//! (`boot_flags` and `parse_boot_flags` are pure).
 //!
-//! Invariants: the password is a [`Secret`] and only handed to the session handshake; every
+//! Invariants: the password is a [`Secret`](super::Secret) and only handed to the session handshake; every
 //! exchange is bounded (per-attempt timeout times attempts); the session is closed by
 //! `close`, or in the background when the driver is dropped; a BMC's answer never makes
 //! this module panic.
@@ -49,7 +49,7 @@ const PARAM_BOOT_FLAGS: u8 = 0x05;
 /// The five data bytes of boot-flags parameter 5 (IPMI 2.0 table 28-14) for `boot`:
 /// byte 1 = valid (bit 7), persistent (bit 6), EFI (bit 5); byte 2 = device selector in bits
 /// 5:2 (0001b PXE, 0010b default hard disk). HTTP boot has no IPMI selector.
-pub fn boot_flags(boot: BootOverride) -> Option<[u8; 5]> {
+pub(crate) fn boot_flags(boot: BootOverride) -> Option<[u8; 5]> {
     let device = match boot.device {
         BootDevice::Pxe => 0x04,
         BootDevice::Disk => 0x08,
@@ -68,7 +68,7 @@ pub fn boot_flags(boot: BootOverride) -> Option<[u8; 5]> {
 /// Reads the answer to Get System Boot Options parameter 5 (after the completion code:
 /// version, parameter, then the five flag bytes): the device, if one is forced, and the
 /// persistent and EFI bits.
-pub fn parse_boot_flags(data: &[u8]) -> Option<(Option<BootDevice>, bool, bool)> {
+pub(crate) fn parse_boot_flags(data: &[u8]) -> Option<(Option<BootDevice>, bool, bool)> {
     let [_version, param, flags, device, ..] = data else {
         return None;
     };
@@ -85,7 +85,7 @@ pub fn parse_boot_flags(data: &[u8]) -> Option<(Option<BootDevice>, bool, bool)>
 
 /// An IPMI GUID as text. IPMI sends the 16 bytes least significant first; like
 /// `ipmitool mc guid`, the bytes are reversed and printed as 8-4-4-4-12 hex digits.
-pub fn guid_text(bytes: &[u8; 16]) -> String {
+pub(crate) fn guid_text(bytes: &[u8; 16]) -> String {
     let hex: String = bytes.iter().rev().map(|b| format!("{b:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",
@@ -293,7 +293,7 @@ impl IpmiBmc {
     }
 
     /// The FRU image of FRU device 0 (the system's), read in chunks.
-    pub async fn read_fru(&self) -> Result<Vec<u8>, BmcError> {
+    pub(crate) async fn read_fru(&self) -> Result<Vec<u8>, BmcError> {
         let what = "reading the FRU inventory";
         let info = self.raw(NETFN_STORAGE, CMD_FRU_INFO, &[0], what).await?;
         let [lo, hi, ..] = info[..] else {

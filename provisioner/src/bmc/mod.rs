@@ -2,15 +2,16 @@
 //!
 //! [`Bmc`] is the only way the rest of the provisioner touches a BMC. Drivers:
 //! [`redfish::RedfishBmc`] (our own thin typed client, see ARCHITECTURE.md for why),
-//! [`self::ipmi::IpmiBmc`] (RMCP+ through the `ipmi` crate) and [`fake::FakeBmc`] (in
-//! memory, for other modules' tests). [`fake_redfish`] is a small
-//! Redfish *service* used by the driver's fault tests and by `cargo xtask bench bmc`.
+//! [`self::ipmi::IpmiBmc`] (RMCP+ through the `ipmi` crate). With the `testing` feature
+//! only (never in the release binary), `fake_redfish` is a small Redfish *service* used by
+//! the driver's fault tests, the executor's and daemon's tests and `cargo xtask bench bmc`:
+//! the real driver runs against it.
 //!
 //! Invariants: passwords live in [`Secret`], whose `Debug` and `Display` redact them, so no
 //! log line, error or panic message can carry one; every error names the BMC and says what
 //! to do; a driver never panics on what a BMC sends.
 
-pub mod fake;
+#[cfg(feature = "testing")]
 pub mod fake_redfish;
 pub mod fru;
 pub mod ipmi;
@@ -25,7 +26,7 @@ use serde::Serialize;
 
 use crate::site::{BmcKind, BmcUrl};
 
-/// A password or token. `Debug` and `Display` print `[redacted]`; only [`Secret::expose`]
+/// A password or token. `Debug` and `Display` print `[redacted]`; only `Secret::expose`
 /// gives the value, and it is called where the value goes on the wire, nowhere else.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -37,7 +38,7 @@ impl Secret {
     }
 
     /// The value, for the wire only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -80,9 +81,9 @@ pub enum TlsPolicy {
 #[derive(Debug, Clone)]
 pub struct BmcConfig {
     /// The BMC's address (`redfish://`, `redfish+http://`, `ipmi://`).
-    pub url: BmcUrl,
+    pub(crate) url: BmcUrl,
     /// `None` only for lab emulators that ask for no authentication.
-    pub credentials: Option<Credentials>,
+    pub(crate) credentials: Option<Credentials>,
     /// Certificate checking (Redfish over HTTPS only).
     pub tls: TlsPolicy,
     /// Limit for one request (connect included).
@@ -250,7 +251,7 @@ pub enum PowerAction {
 
 impl PowerAction {
     /// The state this action leads to once it has landed.
-    pub fn target_state(self) -> PowerState {
+    pub(crate) fn target_state(self) -> PowerState {
         match self {
             PowerAction::GracefulOff | PowerAction::ForceOff => PowerState::Off,
             PowerAction::On | PowerAction::Reset | PowerAction::Cycle => PowerState::On,
@@ -260,7 +261,7 @@ impl PowerAction {
 
 impl PowerState {
     /// The state as stored and shown: `on`, `off`, `powering_on`, `powering_off`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PowerState::On => "on",
             PowerState::Off => "off",
@@ -272,7 +273,7 @@ impl PowerState {
 
 /// Reads a BMC password from its site reference: `env:VAR` (this process's environment) or
 /// `file:PATH` (the first line). The secret goes straight into a [`Secret`].
-pub fn password_from_reference(bmc: &str, reference: &str) -> Result<Secret, BmcError> {
+pub(crate) fn password_from_reference(bmc: &str, reference: &str) -> Result<Secret, BmcError> {
     let err = |detail: String| BmcError::Credential {
         bmc: bmc.to_owned(),
         detail,
@@ -333,7 +334,7 @@ pub struct BootOverride {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Inventory {
     /// The system resource this inventory describes (e.g. `/redfish/v1/Systems/1`).
-    pub system: String,
+    pub(crate) system: String,
     /// Manufacturer.
     pub vendor: Option<String>,
     /// Model.
@@ -343,7 +344,7 @@ pub struct Inventory {
     /// SMBIOS UUID.
     pub uuid: Option<String>,
     /// BIOS/firmware version.
-    pub bios_version: Option<String>,
+    pub(crate) bios_version: Option<String>,
     /// Power state when read.
     pub power_state: Option<PowerState>,
     /// Total memory from the system summary, GiB.
@@ -351,15 +352,15 @@ pub struct Inventory {
     /// CPU sockets from the system summary.
     pub processor_count: Option<u32>,
     /// Processors (sockets), when the BMC lists them.
-    pub processors: Vec<Processor>,
+    pub(crate) processors: Vec<Processor>,
     /// Memory modules, when the BMC lists them.
-    pub memory: Vec<MemoryModule>,
+    pub(crate) memory: Vec<MemoryModule>,
     /// Network interfaces with their MACs.
     pub nics: Vec<Nic>,
     /// Drives.
-    pub drives: Vec<Drive>,
+    pub(crate) drives: Vec<Drive>,
     /// PCIe devices and network adapters, where the BMC offers them.
-    pub pcie_devices: Vec<PcieDevice>,
+    pub(crate) pcie_devices: Vec<PcieDevice>,
     /// What could not be read, and why.
     pub warnings: Vec<String>,
 }
@@ -368,81 +369,81 @@ pub struct Inventory {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Processor {
     /// Resource id.
-    pub id: String,
+    pub(crate) id: String,
     /// Socket name.
-    pub socket: Option<String>,
+    pub(crate) socket: Option<String>,
     /// Manufacturer.
-    pub vendor: Option<String>,
+    pub(crate) vendor: Option<String>,
     /// Model string.
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Cores.
-    pub cores: Option<u32>,
+    pub(crate) cores: Option<u32>,
     /// Threads.
-    pub threads: Option<u32>,
+    pub(crate) threads: Option<u32>,
 }
 
 /// One memory module.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MemoryModule {
     /// Resource id.
-    pub id: String,
+    pub(crate) id: String,
     /// Capacity, MiB.
-    pub capacity_mib: Option<u64>,
+    pub(crate) capacity_mib: Option<u64>,
     /// DDR4, DDR5, ...
-    pub memory_type: Option<String>,
+    pub(crate) memory_type: Option<String>,
     /// Speed, MHz.
-    pub speed_mhz: Option<u32>,
+    pub(crate) speed_mhz: Option<u32>,
 }
 
 /// One network interface.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Nic {
     /// Resource id.
-    pub id: String,
+    pub(crate) id: String,
     /// MAC address, lower case.
     pub mac: Option<String>,
     /// Link speed, Mbit/s.
-    pub speed_mbps: Option<u64>,
+    pub(crate) speed_mbps: Option<u64>,
     /// Link status as the BMC says it.
-    pub link: Option<String>,
+    pub(crate) link: Option<String>,
 }
 
 /// One drive.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Drive {
     /// Resource id.
-    pub id: String,
+    pub(crate) id: String,
     /// Model.
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Serial number.
-    pub serial: Option<String>,
+    pub(crate) serial: Option<String>,
     /// Capacity, bytes.
-    pub capacity_bytes: Option<u64>,
+    pub(crate) capacity_bytes: Option<u64>,
     /// HDD, SSD.
-    pub media_type: Option<String>,
+    pub(crate) media_type: Option<String>,
     /// SATA, SAS, NVMe.
-    pub protocol: Option<String>,
+    pub(crate) protocol: Option<String>,
 }
 
 /// One PCIe device or network adapter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PcieDevice {
     /// Resource id.
-    pub id: String,
+    pub(crate) id: String,
     /// Name.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Manufacturer.
-    pub vendor: Option<String>,
+    pub(crate) vendor: Option<String>,
     /// Model.
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// `pcie_device` or `network_adapter`.
-    pub kind: String,
+    pub(crate) kind: String,
 }
 
 /// One BMC. Every call is a network round trip (or several); none caches power state.
 ///
-/// Other modules are generic over `B: Bmc` (or hold an [`AnyBmc`]), so tests pass a
-/// [`fake::FakeBmc`].
+/// Other modules hold an `AnyBmc` (chosen by URL scheme) or are generic over `B: Bmc`;
+/// their tests point a real driver at `fake_redfish` (`testing` feature).
 pub trait Bmc: Send + Sync + fmt::Debug {
     /// The BMC's URL, for messages.
     fn url(&self) -> &BmcUrl;
@@ -469,17 +470,15 @@ pub trait Bmc: Send + Sync + fmt::Debug {
 
 /// Any driver, chosen from the URL scheme at run time.
 #[derive(Debug)]
-pub enum AnyBmc {
+pub(crate) enum AnyBmc {
     /// `redfish://`, `redfish+http://`.
     Redfish(redfish::RedfishBmc),
     /// `ipmi://`.
     Ipmi(self::ipmi::IpmiBmc),
-    /// In memory.
-    Fake(fake::FakeBmc),
 }
 
 /// Connects to the BMC `config` names with the driver its scheme asks for.
-pub async fn connect(config: BmcConfig) -> Result<AnyBmc, BmcError> {
+pub(crate) async fn connect(config: BmcConfig) -> Result<AnyBmc, BmcError> {
     match config.url.kind {
         BmcKind::Redfish { .. } => Ok(AnyBmc::Redfish(redfish::RedfishBmc::connect(config).await?)),
         BmcKind::Ipmi => Ok(AnyBmc::Ipmi(self::ipmi::IpmiBmc::connect(config).await?)),
@@ -491,7 +490,6 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.url(),
             AnyBmc::Ipmi(b) => b.url(),
-            AnyBmc::Fake(b) => b.url(),
         }
     }
 
@@ -499,7 +497,6 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.check().await,
             AnyBmc::Ipmi(b) => b.check().await,
-            AnyBmc::Fake(b) => b.check().await,
         }
     }
 
@@ -507,7 +504,6 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.power_state().await,
             AnyBmc::Ipmi(b) => b.power_state().await,
-            AnyBmc::Fake(b) => b.power_state().await,
         }
     }
 
@@ -515,7 +511,6 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.power(action).await,
             AnyBmc::Ipmi(b) => b.power(action).await,
-            AnyBmc::Fake(b) => b.power(action).await,
         }
     }
 
@@ -523,7 +518,6 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.set_boot(boot).await,
             AnyBmc::Ipmi(b) => b.set_boot(boot).await,
-            AnyBmc::Fake(b) => b.set_boot(boot).await,
         }
     }
 
@@ -531,7 +525,6 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.inventory().await,
             AnyBmc::Ipmi(b) => b.inventory().await,
-            AnyBmc::Fake(b) => b.inventory().await,
         }
     }
 
@@ -539,7 +532,6 @@ impl Bmc for AnyBmc {
         match self {
             AnyBmc::Redfish(b) => b.close().await,
             AnyBmc::Ipmi(b) => b.close().await,
-            AnyBmc::Fake(b) => b.close().await,
         }
     }
 }

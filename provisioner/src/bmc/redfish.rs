@@ -112,7 +112,7 @@ fn link(value: &Value) -> Option<String> {
 
 /// The BMC's own words from an error body: `@Message.ExtendedInfo` messages (with their
 /// resolutions), else `error.message`, else an excerpt of the body.
-pub fn bmc_message(body: &[u8]) -> String {
+pub(crate) fn bmc_message(body: &[u8]) -> String {
     let Ok(value) = serde_json::from_slice::<Value>(body) else {
         let text = String::from_utf8_lossy(body);
         let text = text.trim();
@@ -160,7 +160,10 @@ fn reset_types(action: PowerAction) -> &'static [&'static str] {
 
 /// The `ResetType` to send: the first of [`reset_types`] the BMC allows (all are allowed
 /// when it does not say).
-pub fn choose_reset_type(action: PowerAction, allowed: Option<&[String]>) -> Option<&'static str> {
+pub(crate) fn choose_reset_type(
+    action: PowerAction,
+    allowed: Option<&[String]>,
+) -> Option<&'static str> {
     let wanted = reset_types(action);
     match allowed {
         None => wanted.first().copied(),
@@ -172,7 +175,7 @@ pub fn choose_reset_type(action: PowerAction, allowed: Option<&[String]>) -> Opt
 }
 
 /// Parses `PowerState`.
-pub fn parse_power_state(value: &str) -> Option<PowerState> {
+pub(crate) fn parse_power_state(value: &str) -> Option<PowerState> {
     match value {
         "On" => Some(PowerState::On),
         "Off" => Some(PowerState::Off),
@@ -186,7 +189,7 @@ pub fn parse_power_state(value: &str) -> Option<PowerState> {
 
 /// The PATCH body for a boot override, given the system's current `Boot` object (which
 /// says whether the BMC knows `BootSourceOverrideMode` and which targets it allows).
-pub fn boot_patch(boot: BootOverride, current: &Value) -> Result<Value, String> {
+pub(crate) fn boot_patch(boot: BootOverride, current: &Value) -> Result<Value, String> {
     let target = match boot.device {
         BootDevice::Pxe => "Pxe",
         BootDevice::Disk => "Hdd",
@@ -401,8 +404,9 @@ impl RedfishBmc {
         Ok(bmc)
     }
 
-    /// The system resource this driver acts on.
-    pub fn system(&self) -> &str {
+    /// The system resource this driver acts on (the tests check which one it picked).
+    #[cfg(test)]
+    fn system(&self) -> &str {
         &self.system
     }
 

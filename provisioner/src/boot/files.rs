@@ -19,7 +19,7 @@ const CHUNK: usize = 64 * 1024;
 
 /// What to answer for a file of `len` bytes with entity tag `etag`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// 304: the client's copy (`If-None-Match`) is current.
     NotModified,
     /// 200 with the whole file.
@@ -32,14 +32,14 @@ pub enum Plan {
 
 /// The request headers [`plan`] looks at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Conditions<'a> {
+pub(crate) struct Conditions<'a> {
     pub range: Option<&'a str>,
     pub if_range: Option<&'a str>,
     pub if_none_match: Option<&'a str>,
 }
 
 impl<'a> Conditions<'a> {
-    pub fn from_headers(headers: &'a HeaderMap) -> Self {
+    pub(crate) fn from_headers(headers: &'a HeaderMap) -> Self {
         let get = |name| {
             headers
                 .get(name)
@@ -92,7 +92,7 @@ fn parse_range(text: &str, len: u64) -> Option<Option<(u64, u64)>> {
 }
 
 /// Decides the answer (RFC 9110 section 13 order: If-None-Match, then Range with If-Range).
-pub fn plan(len: u64, etag: &str, conditions: &Conditions<'_>) -> Plan {
+pub(crate) fn plan(len: u64, etag: &str, conditions: &Conditions<'_>) -> Plan {
     if conditions
         .if_none_match
         .is_some_and(|list| none_match_hits(list, etag))
@@ -118,7 +118,7 @@ pub fn plan(len: u64, etag: &str, conditions: &Conditions<'_>) -> Plan {
 
 /// A strong entity tag from the file's identity and content version: size,
 /// modification time (ns) and inode. Rewriting a file changes it.
-pub fn etag(meta: &std::fs::Metadata) -> String {
+pub(crate) fn etag(meta: &std::fs::Metadata) -> String {
     format!(
         "\"{:x}-{:x}{:08x}-{:x}\"",
         meta.len(),
@@ -130,7 +130,7 @@ pub fn etag(meta: &std::fs::Metadata) -> String {
 
 /// Why a file name is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ResolveError {
+pub(crate) enum ResolveError {
     #[error("{0}: not found")]
     NotFound(String),
     #[error("{0}: outside the served directory")]
@@ -139,7 +139,7 @@ pub enum ResolveError {
 
 /// The regular file `name` inside `root`, after resolving symlinks; refuses
 /// `..`, absolute names and links that lead out of `root`.
-pub fn resolve(root: &Path, name: &str) -> Result<PathBuf, ResolveError> {
+pub(crate) fn resolve(root: &Path, name: &str) -> Result<PathBuf, ResolveError> {
     let relative =
         crate::tftp::sanitize(name).map_err(|_| ResolveError::Escape(name.to_owned()))?;
     let not_found = || ResolveError::NotFound(name.to_owned());
@@ -163,7 +163,7 @@ fn status(code: StatusCode, text: &str) -> Response {
 
 /// Streams `path` as [`plan`] decides. `HEAD` requests get the same headers
 /// (axum drops the body).
-pub async fn respond(path: &Path, headers: &HeaderMap) -> Response {
+pub(crate) async fn respond(path: &Path, headers: &HeaderMap) -> Response {
     let mut file = match tokio::fs::File::open(path).await {
         Ok(file) => file,
         Err(_) => return status(StatusCode::NOT_FOUND, "not found"),

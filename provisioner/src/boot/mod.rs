@@ -15,8 +15,8 @@
 //! grow the metrics without bound); a template that fails to render gives
 //! the built-in `wait` script saying so (the machine keeps retrying).
 
-pub mod files;
-pub use provisioner_core::script;
+pub(crate) mod files;
+pub(crate) use provisioner_core::script;
 
 use std::sync::Arc;
 
@@ -33,7 +33,7 @@ use crate::site::ImageSource;
 use script::{Choice, NodeView, ScriptContext, ScriptKind, Templates};
 
 #[derive(Debug, Deserialize)]
-pub struct ScriptQuery {
+pub(crate) struct ScriptQuery {
     /// How many times the machine asked before (set by the scripts themselves).
     #[serde(default)]
     retry: Option<u32>,
@@ -44,7 +44,7 @@ fn text(code: StatusCode, message: String) -> Response {
 }
 
 /// `GET /boot/{file}`: `{mac}.ipxe` is a machine's script, anything else a boot file.
-pub async fn boot_file(
+pub(crate) async fn boot_file(
     State(app): State<Arc<App>>,
     Path(file): Path<String>,
     Query(query): Query<ScriptQuery>,
@@ -68,7 +68,7 @@ pub async fn boot_file(
 
 /// `GET /images/{image}/{file}`: a ramdisk's `vmlinuz` or `initramfs`, or a
 /// file image under its own file name.
-pub async fn image_file(
+pub(crate) async fn image_file(
     State(app): State<Arc<App>>,
     Path((image, file)): Path<(String, String)>,
     headers: HeaderMap,

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use image::progress::{Lines, Progress, Step};
 use image::ramdisk::{self, KernelSource, RamdiskOptions};
 
-pub const IMAGE_LONG_ABOUT: &str = "\
+pub(super) const IMAGE_LONG_ABOUT: &str = "\
 Build the images the provisioner serves, without a daemon.
 
   provisioner image build ramdisk --agent node-agent --out DIR
@@ -20,14 +20,14 @@ Build the images the provisioner serves, without a daemon.
 `cargo xtask ramdisk` builds a static node-agent and runs the ramdisk build in one go.";
 
 #[derive(Debug, Subcommand)]
-pub enum ImageCommand {
+pub(super) enum ImageCommand {
     /// Build an image.
     #[command(subcommand)]
     Build(BuildCommand),
 }
 
 #[derive(Debug, Subcommand)]
-pub enum BuildCommand {
+pub(super) enum BuildCommand {
     /// The inspection ramdisk: Debian's kernel and an initramfs with node-agent as /init.
     #[command(long_about = RAMDISK_LONG_ABOUT, after_help = RAMDISK_AFTER_HELP)]
     Ramdisk {
@@ -101,7 +101,7 @@ thread_local! {
     static SPINNER: std::cell::RefCell<Option<indicatif::ProgressBar>> = const { std::cell::RefCell::new(None) };
 }
 
-pub fn run(command: ImageCommand) -> anyhow::Result<()> {
+pub(super) fn run(command: ImageCommand) -> anyhow::Result<()> {
     let ImageCommand::Build(BuildCommand::Ramdisk {
         out,
         agent,

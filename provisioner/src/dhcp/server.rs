@@ -42,11 +42,11 @@ use crate::site::{self, DhcpAnswer, DhcpMode, Site};
 use crate::store::{Store, StoreError};
 
 /// The DHCP server port.
-pub const DHCP_PORT: u16 = 67;
+pub(crate) const DHCP_PORT: u16 = 67;
 /// The client port.
-pub const CLIENT_PORT: u16 = 68;
+pub(crate) const CLIENT_PORT: u16 = 68;
 /// The PXE boot-server port (proxy mode REQUESTs).
-pub const PXE_PORT: u16 = 4011;
+pub(crate) const PXE_PORT: u16 = 4011;
 /// How long an offered address is held for the client.
 const OFFER_SECS: u32 = 60;
 /// How long a declined address stays out of offers.
@@ -61,7 +61,7 @@ const LAZY_FLUSH: Duration = Duration::from_millis(500);
 
 /// Why the DHCP server did not start.
 #[derive(Debug, thiserror::Error)]
-pub enum DhcpError {
+pub(crate) enum DhcpError {
     #[error(
         "cannot listen for DHCP on {interface} port {port} (network.interface in site.yaml): \
          check that the interface exists, that no other DHCP server runs on it, and that \
@@ -81,7 +81,7 @@ pub enum DhcpError {
 
 /// What the server needs from the site, converted.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub interface: String,
     pub config: Config,
     /// The pool of full mode.
@@ -93,7 +93,7 @@ impl Settings {
     /// The DHCP settings of a site, or `None` when `network.dhcp.mode` is
     /// `off`. `http` is where booting machines reach our HTTP server (the
     /// API listener).
-    pub fn from_site(site: &Site, http: SocketAddrV4) -> Option<Settings> {
+    pub(crate) fn from_site(site: &Site, http: SocketAddrV4) -> Option<Settings> {
         let network = &site.config.network;
         let dhcp = &network.dhcp;
         let server_id = network.address.addr();
@@ -162,7 +162,7 @@ fn reservations_of(site: &Site) -> Vec<(Mac, Ipv4Addr)> {
 /// listener's address, or the provisioning address when the API listens on
 /// every address (or on loopback, which a machine cannot reach), with the
 /// listener's port.
-pub fn http_address(network: Ipv4Net, listen: SocketAddr) -> SocketAddrV4 {
+pub(crate) fn http_address(network: Ipv4Net, listen: SocketAddr) -> SocketAddrV4 {
     match listen {
         SocketAddr::V4(v4) if !v4.ip().is_unspecified() && !v4.ip().is_loopback() => v4,
         _ => SocketAddrV4::new(network.addr(), listen.port()),
@@ -185,7 +185,7 @@ struct Job {
 
 /// The running server, as the daemon holds it.
 #[derive(Debug, Clone)]
-pub struct Handle {
+pub(crate) struct Handle {
     core: Arc<Mutex<Core>>,
     interface: String,
     http: SocketAddrV4,
@@ -194,7 +194,7 @@ pub struct Handle {
 impl Handle {
     /// Applies a reloaded site (see [`Handle::reconfigure`]); a site whose
     /// DHCP is now `off` keeps the running server until a restart.
-    pub fn apply_site(&self, site: &Site) -> Result<(), DhcpError> {
+    pub(crate) fn apply_site(&self, site: &Site) -> Result<(), DhcpError> {
         match Settings::from_site(site, self.http) {
             Some(settings) => self.reconfigure(&settings),
             None => {
@@ -207,7 +207,7 @@ impl Handle {
     /// Applies a reloaded site: answer policy (known MACs), reservations,
     /// router/DNS and boot settings. Mode, interface, range and lease time
     /// need a restart (logged).
-    pub fn reconfigure(&self, settings: &Settings) -> Result<(), DhcpError> {
+    pub(crate) fn reconfigure(&self, settings: &Settings) -> Result<(), DhcpError> {
         let mut core = lock(&self.core);
         if settings.interface != self.interface
             || std::mem::discriminant(&settings.config.mode)
@@ -267,7 +267,7 @@ fn bind(interface: &str, port: u16) -> Result<UdpSocket, DhcpError> {
 
 /// Restores the leases, binds the sockets and runs the server in the
 /// background. Returns the handle for site reloads.
-pub async fn start(
+pub(crate) async fn start(
     settings: Settings,
     store: Store,
     metrics: DhcpMetrics,

@@ -19,7 +19,7 @@
 //! - A node without a BMC is powered by hand: its job is dropped with a log line, and
 //!   the wait state's timeout still applies.
 
-pub mod retry;
+pub(crate) mod retry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,7 +42,7 @@ const TICK: Duration = Duration::from_secs(1);
 type Running = Arc<Mutex<HashMap<String, bool>>>;
 
 /// Runs the executor until the task is aborted.
-pub async fn run(app: Arc<App>) {
+pub(crate) async fn run(app: Arc<App>) {
     let running: Running = Arc::default();
     loop {
         if let Err(err) = tick(&app, &running).await {
@@ -57,7 +57,7 @@ pub async fn run(app: Arc<App>) {
 
 /// Zero-touch (`lifecycle.auto_inspect`): starts the inspection of every enrolled
 /// node that has a BMC. Returns how many were started.
-pub async fn inspect_enrolled(app: &Arc<App>) -> Result<usize, AppError> {
+pub(crate) async fn inspect_enrolled(app: &Arc<App>) -> Result<usize, AppError> {
     if !app.site().config.lifecycle.auto_inspect {
         return Ok(0);
     }
@@ -81,7 +81,7 @@ pub async fn inspect_enrolled(app: &Arc<App>) -> Result<usize, AppError> {
 }
 
 /// Starts every due job that may start now; returns how many started.
-pub async fn tick(app: &Arc<App>, running: &Running) -> Result<usize, AppError> {
+pub(crate) async fn tick(app: &Arc<App>, running: &Running) -> Result<usize, AppError> {
     inspect_enrolled(app).await?;
     let now = Utc::now();
     let jobs = app.store.due_jobs(now).await?;

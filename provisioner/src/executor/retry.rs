@@ -12,7 +12,7 @@ use crate::bmc::BmcError;
 
 /// How a failed BMC call is retried (site.yaml `lifecycle.bmc_retries`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Attempts in all, the first included (at least 1).
     pub max_attempts: u32,
     /// Delay after the first failure; doubled after each further one.
@@ -33,7 +33,7 @@ impl Default for RetryPolicy {
 
 /// What to do after attempt number `attempts` failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Try again after this delay.
     RetryAfter(Duration),
     /// Stop: the node fails with this reason.
@@ -41,7 +41,7 @@ pub enum Verdict {
 }
 
 /// Whether another attempt may succeed where this one failed.
-pub fn is_transient(err: &BmcError) -> bool {
+pub(crate) fn is_transient(err: &BmcError) -> bool {
     match err {
         BmcError::Unreachable { .. } | BmcError::Timeout { .. } | BmcError::Protocol { .. } => true,
         // The BMC's own 5xx ("busy", "internal error") is worth another try; 4xx says
@@ -59,7 +59,7 @@ pub fn is_transient(err: &BmcError) -> bool {
 }
 
 /// Decides after a failure; `attempts` counts the attempts made so far (>= 1).
-pub fn after_failure(policy: &RetryPolicy, attempts: u32, err: &BmcError) -> Verdict {
+pub(crate) fn after_failure(policy: &RetryPolicy, attempts: u32, err: &BmcError) -> Verdict {
     if !is_transient(err) {
         return Verdict::GiveUp(format!("BMC call failed: {err}"));
     }

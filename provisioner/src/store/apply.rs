@@ -13,7 +13,7 @@ use super::{Store, StoreError, parse_time, timestamp};
 /// A node's apply request and last report (`GET /api/v1/nodes/{name}/apply`).
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ApplyStatus {
-    pub node: String,
+    pub(crate) node: String,
     /// When the operator asked for an apply that the agent has not reported yet.
     pub requested_at: Option<DateTime<Utc>>,
     /// The agent's last report, if it ever sent one.
@@ -23,13 +23,13 @@ pub struct ApplyStatus {
 /// What the agent reported the last time it applied the node's plan.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct LastApply {
-    pub received_at: DateTime<Utc>,
+    pub(crate) received_at: DateTime<Utc>,
     /// The boot MAC of the agent that reported.
     pub mac: String,
     /// Item by item (absent when the agent could not get the plan).
     pub report: Option<ApplyReport>,
     /// Why there is no report.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl Store {
@@ -53,7 +53,7 @@ impl Store {
     }
 
     /// Stores the agent's report and clears the pending request.
-    pub async fn store_applied(
+    pub(crate) async fn store_applied(
         &self,
         name: &str,
         applied: &AppliedReport,

@@ -13,28 +13,28 @@ use super::{Store, StoreError, parse_time, timestamp};
 /// A node's stored inventory (`GET /api/v1/nodes/{name}/inventory`).
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct StoredInventory {
-    pub node: String,
+    pub(crate) node: String,
     /// The boot MAC of the agent that reported it.
     pub mac: Option<String>,
-    pub received_at: DateTime<Utc>,
+    pub(crate) received_at: DateTime<Utc>,
     pub inventory: Inventory,
 }
 
 /// The last heartbeat of the agent booted from one MAC.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct AgentHeartbeat {
-    pub mac: String,
+    pub(crate) mac: String,
     pub node: Option<String>,
-    pub state: String,
+    pub(crate) state: String,
     pub uptime_s: i64,
-    pub last_error: Option<String>,
-    pub at: DateTime<Utc>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) at: DateTime<Utc>,
 }
 
 impl Store {
     /// Stores a node's inventory, replacing the previous one. The node's
     /// status is untouched: the caller fires `inventory_received`.
-    pub async fn store_inventory(
+    pub(crate) async fn store_inventory(
         &self,
         name: &str,
         mac: &str,
@@ -95,7 +95,7 @@ impl Store {
     }
 
     /// Records the last heartbeat of the agent booted from `beat.mac`.
-    pub async fn record_heartbeat(
+    pub(crate) async fn record_heartbeat(
         &self,
         node: Option<&str>,
         beat: &Heartbeat,

@@ -14,7 +14,7 @@ use crate::progress::{PendingJob, Step};
 
 /// One queued job: the BMC actions of a node's latest transition.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Job {
+pub(crate) struct Job {
     pub node: String,
     pub generation: i64,
     pub actions: Vec<Action>,
@@ -25,7 +25,7 @@ pub struct Job {
 
 impl Job {
     /// The job as [`crate::progress::explain_timeout`] reads it.
-    pub fn pending(&self) -> PendingJob<'_> {
+    pub(crate) fn pending(&self) -> PendingJob<'_> {
         PendingJob {
             actions: &self.actions,
             attempts: self.attempts,
@@ -37,7 +37,7 @@ impl Job {
 /// `GET /api/v1/nodes/{name}/progress`: what a node did during its current
 /// state and what the executor still has to do for it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
-pub struct NodeProgress {
+pub(crate) struct NodeProgress {
     /// Boot steps seen since the node entered its state, in boot order
     /// (`powered_on`, `dhcp`, `script`, `agent`).
     pub steps: Vec<ProgressStep>,
@@ -48,14 +48,14 @@ pub struct NodeProgress {
 
 /// A boot step and when it was first seen.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
-pub struct ProgressStep {
+pub(crate) struct ProgressStep {
     pub step: String,
     pub at: DateTime<Utc>,
 }
 
 /// BMC actions the executor has not carried out yet.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
-pub struct QueuedBmcJob {
+pub(crate) struct QueuedBmcJob {
     /// The actions, in words (`boot network (once), power on/reset`).
     pub actions: String,
     /// Attempts made so far (0: not tried yet, e.g. waiting for a boot slot).
@@ -120,7 +120,7 @@ const WAIT_STATES: &str = "('inspecting', 'deploying', 'cleaning')";
 
 impl Store {
     /// Jobs whose time has come, oldest first, of nodes not in maintenance.
-    pub async fn due_jobs(&self, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
+    pub(crate) async fn due_jobs(&self, now: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
         let rows = sqlx::query(
             "SELECT n.name, j.generation, j.actions, j.attempts, j.last_error FROM node_jobs j \
              JOIN nodes n ON n.id = j.node_id \
@@ -136,7 +136,7 @@ impl Store {
 
     /// What a node is doing during its wait state, for the operator: the boot
     /// steps seen and the BMC actions still queued.
-    pub async fn node_progress(&self, name: &str) -> Result<NodeProgress, StoreError> {
+    pub(crate) async fn node_progress(&self, name: &str) -> Result<NodeProgress, StoreError> {
         // Also answers NotFound for an unknown node.
         self.node(name).await?;
         let steps = self
@@ -172,7 +172,7 @@ impl Store {
     }
 
     /// The job queued for a node, if any.
-    pub async fn job_of(&self, node: &str) -> Result<Option<Job>, StoreError> {
+    pub(crate) async fn job_of(&self, node: &str) -> Result<Option<Job>, StoreError> {
         let row = sqlx::query(
             "SELECT j.generation, j.actions, j.attempts, j.last_error FROM node_jobs j \
              JOIN nodes n ON n.id = j.node_id WHERE n.name = ?",
@@ -185,7 +185,7 @@ impl Store {
     }
 
     /// Removes a job that was carried out (only if it is still the node's current one).
-    pub async fn finish_job(&self, node: &str, generation: i64) -> Result<bool, StoreError> {
+    pub(crate) async fn finish_job(&self, node: &str, generation: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "DELETE FROM node_jobs WHERE generation = ? \
              AND node_id = (SELECT id FROM nodes WHERE name = ? AND generation = ?)",
@@ -199,7 +199,7 @@ impl Store {
     }
 
     /// Removes a job whatever its state (the node failed or moved on).
-    pub async fn drop_job(&self, node: &str, generation: i64) -> Result<(), StoreError> {
+    pub(crate) async fn drop_job(&self, node: &str, generation: i64) -> Result<(), StoreError> {
         sqlx::query(
             "DELETE FROM node_jobs WHERE generation = ? \
              AND node_id = (SELECT id FROM nodes WHERE name = ?)",
@@ -212,7 +212,7 @@ impl Store {
     }
 
     /// Records a failed attempt and when to try again.
-    pub async fn reschedule_job(
+    pub(crate) async fn reschedule_job(
         &self,
         node: &str,
         generation: i64,
@@ -235,7 +235,7 @@ impl Store {
     }
 
     /// Enrolled nodes with a BMC, not in maintenance: the ones zero-touch inspects.
-    pub async fn enrolled_with_bmc(&self) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn enrolled_with_bmc(&self) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT name FROM nodes WHERE state = 'enrolled' AND maintenance = 0 \
              AND bmc_url IS NOT NULL ORDER BY name",
@@ -245,7 +245,7 @@ impl Store {
     }
 
     /// Nodes in a wait state whose power-on is done (no job queued): the ones booting.
-    pub async fn booting(&self) -> Result<i64, StoreError> {
+    pub(crate) async fn booting(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(&format!(
             "SELECT COUNT(*) FROM nodes WHERE state IN {WAIT_STATES} AND maintenance = 0 \
              AND id NOT IN (SELECT node_id FROM node_jobs)"
@@ -256,7 +256,7 @@ impl Store {
 
     /// Moves a node's wait-state deadline (the executor arms it again once the node
     /// is really powered on, so time queued behind the boot limit does not count).
-    pub async fn rearm_deadline(
+    pub(crate) async fn rearm_deadline(
         &self,
         node: &str,
         generation: i64,
@@ -276,7 +276,7 @@ impl Store {
     /// Records that `step` happened for the node whose boot MAC is `mac` (lowercase,
     /// colon form), the first time only; returns the node's name and state when the MAC
     /// is known.
-    pub async fn record_progress_by_mac(
+    pub(crate) async fn record_progress_by_mac(
         &self,
         mac: &str,
         step: Step,
@@ -299,7 +299,7 @@ impl Store {
     }
 
     /// Records that `step` happened for node `name` (first time only).
-    pub async fn record_progress(
+    pub(crate) async fn record_progress(
         &self,
         name: &str,
         step: Step,

@@ -58,18 +58,18 @@ impl Default for TftpConfig {
 /// Counters the server keeps (exported as metrics by the daemon).
 #[derive(Debug, Default)]
 pub struct TftpStats {
-    pub started: AtomicU64,
+    pub(crate) started: AtomicU64,
     pub completed: AtomicU64,
     pub aborted_by_client: AtomicU64,
     pub failed: AtomicU64,
     pub refused: AtomicU64,
     pub malformed: AtomicU64,
-    pub bytes_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
 }
 
 /// A request the policy refused, with the ERROR to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub code: ErrorCode,
     pub message: String,
 }
@@ -83,7 +83,7 @@ enum Source {
 
 /// Maps a requested name to a relative path inside the root, or refuses it.
 /// PXE clients send `undionly.kpxe`, `/undionly.kpxe` or `\\boot\\file`.
-pub fn sanitize(requested: &str) -> Result<PathBuf, Refusal> {
+pub(crate) fn sanitize(requested: &str) -> Result<PathBuf, Refusal> {
     let deny = |why: &str| Refusal {
         code: ErrorCode::AccessViolation,
         message: why.to_owned(),

@@ -2,9 +2,9 @@
 //! against N in-process fake Redfish services (sessions and passwords on), p50/p99 latency
 //! and the driver's memory.
 //!
-//! Both halves are `provisioner/examples/bmc_bench.rs`, built in release mode: `serve` (the
-//! fakes) and `query` (the drivers) run as two processes so the memory figure is the
-//! driver's alone. The serving child is owned by a [`ChildGuard`], stopped on every exit.
+//! Both halves are `provisioner/examples/bmc_bench.rs`, built in release mode with the
+//! `testing` feature (which holds `bmc::fake_redfish`): `serve` (the fakes) and `query`
+//! (the drivers) run as two processes so the memory figure is the driver's alone. The serving child is owned by a [`ChildGuard`], stopped on every exit.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -39,7 +39,9 @@ pub struct Args {
 }
 
 fn build() -> Result<PathBuf> {
-    println!("bench bmc: cargo build --release -p provisioner --example bmc_bench");
+    println!(
+        "bench bmc: cargo build --release -p provisioner --example bmc_bench --features testing"
+    );
     let status = crate::workspace::cargo()
         .args([
             "build",
@@ -48,6 +50,9 @@ fn build() -> Result<PathBuf> {
             "provisioner",
             "--example",
             "bmc_bench",
+            // The fake Redfish services are test doubles, behind the `testing` feature.
+            "--features",
+            "testing",
         ])
         .status()
         .context("running cargo build")?;

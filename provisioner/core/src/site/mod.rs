@@ -84,11 +84,6 @@ impl Site {
         self.nodes.iter().find(|n| n.name == name)
     }
 
-    /// The profile called `name`.
-    pub fn profile(&self, name: &str) -> Option<&Profile> {
-        self.profiles.iter().find(|p| p.name == name)
-    }
-
     /// The catalog image called `name`.
     pub fn image(&self, name: &str) -> Option<&ImageSpec> {
         self.config.images.iter().find(|i| i.name == name)

@@ -138,19 +138,9 @@ impl ReadTransfer {
         self.blksize
     }
 
-    /// The negotiated window size.
-    pub fn windowsize(&self) -> u16 {
-        self.windowsize
-    }
-
     /// How long the edge waits for an ACK before calling [`Self::on_timeout`].
     pub fn timeout(&self) -> Duration {
         self.timeout
-    }
-
-    /// Number of DATA blocks of the whole file (the last one is short, maybe empty).
-    pub fn total_blocks(&self) -> u64 {
-        self.total_blocks
     }
 
     /// Byte range `(offset, len)` of absolute block `block` (1-based).
