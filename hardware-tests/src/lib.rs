@@ -3,9 +3,9 @@
 //! harness ([`lab`]: network namespace, bridge, taps, the real `provisioner
 //! serve`, QEMU VMs with serial logs) that every lab test builds on.
 //!
-//! Invariant: the lab only ever touches network namespaces, bridges and taps it
-//! created itself, and removes them (and kills the processes it started, by
-//! PID) on every exit path.
+//! Invariant: the lab only ever touches network namespaces, bridges, taps and
+//! veth pairs it created itself, and removes them (and kills the processes it
+//! started, by PID) on every exit path.
 
 pub mod lab;
 pub mod qmp;

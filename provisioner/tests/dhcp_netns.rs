@@ -10,18 +10,14 @@
 //! Needs root and the Debian packages `cargo xtask deps` installs
 //! (busybox-static, kea-admin, tcpdump, curl, sqlite3, python3).
 
-#[path = "../../xtask/src/netns.rs"]
-#[allow(dead_code)]
-mod netns;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hardware_tests::lab::VethPair;
 use model::net::Mac;
-use netns::VethPair;
 use provisioner::dhcp::codec::{self, ReplyType};
 
 const BIN: &str = env!("CARGO_BIN_EXE_provisioner");
@@ -264,7 +260,7 @@ fn udhcpc_dora_renew_release_and_a_reservation() {
     require("sqlite3", "sqlite3");
     require("curl", "curl");
     let tmp = tempfile::tempdir().unwrap();
-    let pair = VethPair::new("dh", "u", &format!("{SERVER}/16"), None).unwrap();
+    let pair = VethPair::create("dh", "u", &format!("{SERVER}/16"), None).unwrap();
     let nodes = "  - name: known-0\n    boot_mac: 52:54:00:77:00:01\n    ip: 10.77.0.21\n";
     write_site(&tmp.path().join("site"), &pair, FULL, nodes);
     let server = Server::start(
@@ -331,7 +327,7 @@ fn udhcpc_dora_renew_release_and_a_reservation() {
 fn answer_known_follows_nodes_yaml_on_reload() {
     require("busybox", "busybox-static");
     let tmp = tempfile::tempdir().unwrap();
-    let pair = VethPair::new("dh", "r", &format!("{SERVER}/16"), None).unwrap();
+    let pair = VethPair::create("dh", "r", &format!("{SERVER}/16"), None).unwrap();
     let site = tmp.path().join("site");
     let known = FULL.replace("answer: all", "answer: known");
     write_site(&site, &pair, &known, "  []\n");
@@ -470,7 +466,7 @@ const PXE_BIOS: &[u8] = b"PXEClient:Arch:00000:UNDI:002001";
 fn proxy_mode_answers_pxe_on_67_and_4011_only_with_boot_information() {
     require("python3", "python3");
     let tmp = tempfile::tempdir().unwrap();
-    let pair = VethPair::new("dh", "p", &format!("{SERVER}/16"), Some("10.77.0.50/16")).unwrap();
+    let pair = VethPair::create("dh", "p", &format!("{SERVER}/16"), Some("10.77.0.50/16")).unwrap();
     write_site(
         &tmp.path().join("site"),
         &pair,
@@ -544,7 +540,7 @@ fn malformed_datagrams_are_counted_and_dropped() {
     require("python3", "python3");
     require("curl", "curl");
     let tmp = tempfile::tempdir().unwrap();
-    let pair = VethPair::new("dh", "m", &format!("{SERVER}/16"), None).unwrap();
+    let pair = VethPair::create("dh", "m", &format!("{SERVER}/16"), None).unwrap();
     write_site(&tmp.path().join("site"), &pair, FULL, "  []\n");
     let server = Server::start(
         &pair,
@@ -648,7 +644,7 @@ fn perfdhcp_with_two_kill9_restarts_never_acks_one_address_to_two_macs() {
     require("sqlite3", "sqlite3");
     require("curl", "curl");
     let tmp = tempfile::tempdir().unwrap();
-    let pair = VethPair::new("dh", "k", &format!("{SERVER}/16"), Some("10.77.0.2/16")).unwrap();
+    let pair = VethPair::create("dh", "k", &format!("{SERVER}/16"), Some("10.77.0.2/16")).unwrap();
     let site = tmp.path().join("site");
     let state = tmp.path().join("state");
     let log = tmp.path().join("serve.log");

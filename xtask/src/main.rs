@@ -8,7 +8,6 @@ mod bench;
 mod demo;
 mod deps;
 mod layers;
-mod netns;
 mod ramdisk;
 mod record_sysfs;
 mod sys;

@@ -25,7 +25,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 pub use accel::{Accel, accel};
-pub use netns::{Netns, PREFIX};
+pub use netns::{Netns, PREFIX, VethPair};
 pub use process::Owned;
 pub use rack_vm::{RackSetup, RackVm};
 pub use vm::{Firmware, Vm, VmSpec};
@@ -66,6 +66,10 @@ pub enum LabError {
     },
     #[error("{0}")]
     Missing(String),
+    /// A request refused before touching anything: an interface name too
+    /// long, a namespace name already taken.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {

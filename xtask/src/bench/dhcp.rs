@@ -8,10 +8,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use hardware_tests::lab::VethPair;
 
 use super::process::ChildGuard;
 use crate::deps::Dep;
-use crate::netns::VethPair;
 
 pub const LONG_ABOUT: &str = "\
 Measures the DHCPv4 server of `provisioner serve` (full mode, every lease committed to SQLite
@@ -189,7 +189,7 @@ pub fn run(args: &Args) -> Result<()> {
         .tempdir()?;
     let mut results = Vec::new();
     for (i, server) in Server::ALL.into_iter().enumerate() {
-        let pair = VethPair::new(
+        let pair = VethPair::create(
             "dh",
             &format!("b{i}"),
             &format!("{SERVER}/16"),
