@@ -2,14 +2,12 @@
 //! every change the CLI reported as done is still there after a restart, and
 //! SQLite's integrity check passes.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Daemon, http, write_site};
+use crate::common::{self, Daemon, http, write_site};
 
 /// One CLI call of the burst and what the CLI said about it.
 #[derive(Debug, Clone)]

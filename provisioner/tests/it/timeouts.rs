@@ -1,7 +1,7 @@
 //! Wait-state timeouts: a node that does not get through a step in time is
 //! failed with a reason; deadlines survive a restart; maintenance freezes them.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,12 +2,10 @@
 //! history, metrics, OpenAPI, CLI messages, site reload (good and refused),
 //! graceful shutdown.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, http, stderr, stdout, write_nodes, write_site};
+use crate::common::{self, Daemon, http, stderr, stdout, write_nodes, write_site};
 use serde_json::json;
 
 #[test]

@@ -2,9 +2,7 @@
 //! (credentials from nodes.yaml references), the real CLI, and three systems on an
 //! in-process fake Redfish service.
 
-mod common;
-
-use common::{Daemon, stderr, stdout};
+use crate::common::{self, Daemon, stderr, stdout};
 use provisioner::bmc::fake_redfish::FakeRedfishOptions;
 
 fn write_site(dir: &std::path::Path, bmc: &str) {

@@ -1,6 +1,6 @@
 //! The committed JSON Schemas under `provisioner/schemas/` equal the ones
 //! generated from the Rust types. Regenerate with
-//! `UPDATE_SCHEMAS=1 cargo test -p provisioner --test site_schemas`.
+//! `UPDATE_SCHEMAS=1 cargo test -p provisioner --test it site_schemas`.
 
 use std::path::Path;
 
@@ -24,7 +24,7 @@ fn committed_schemas_are_up_to_date() {
     }
     assert!(
         stale.is_empty(),
-        "stale JSON Schemas: {}\nregenerate them with: UPDATE_SCHEMAS=1 cargo test -p provisioner --test site_schemas",
+        "stale JSON Schemas: {}\nregenerate them with: UPDATE_SCHEMAS=1 cargo test -p provisioner --test it site_schemas",
         stale.join(", ")
     );
 }

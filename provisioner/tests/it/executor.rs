@@ -4,11 +4,9 @@
 //! `lifecycle.max_concurrent_boots`, fails a node whose BMC refuses the credentials,
 //! and resumes a queued job after `kill -9`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Daemon, stderr, stdout};
+use crate::common::{self, Daemon, stderr, stdout};
 use provisioner::bmc::fake_redfish::{FakeRedfish, FakeRedfishOptions, Fault};
 
 const ENV: &[(&str, &str)] = &[

@@ -2,11 +2,9 @@
 //! node's state (with per-boot tokens), boot files confined to their
 //! directory, catalog images with Range/ETag, and the script counters.
 
-mod common;
-
 use std::path::Path;
 
-use common::{Daemon, write_nodes};
+use crate::common::{Daemon, write_nodes};
 use model::net::Mac;
 use provisioner::progress::Step;
 use provisioner::store::Store;
