@@ -143,7 +143,7 @@ pub(crate) fn enroll_spec(node: &site::NodeSpec) -> EnrollSpec {
             bmc_url: bmc.map(|b| b.url.to_string()),
             bmc_username: bmc.map(|b| b.username.clone()),
             bmc_credential: bmc.map(|b| b.credential.reference()),
-            bmc_tls: bmc.and_then(|b| b.tls.reference()),
+            bmc_tls: bmc.map(|b| b.tls.clone()).unwrap_or_default(),
             boot_mac: node.boot_mac.map(|mac| mac.to_string()),
             serial: node.serial.clone(),
             profile_override: node.profile.clone(),
@@ -393,19 +393,7 @@ impl App {
             _ => None,
         };
         let mut config = BmcConfig::new(url, credentials);
-        config.tls = match node.config.bmc_tls.as_deref() {
-            None => bmc::TlsPolicy::WebPki,
-            Some("insecure") => bmc::TlsPolicy::Insecure,
-            Some(other) => match other.strip_prefix("ca:") {
-                Some(path) => bmc::TlsPolicy::CaFile(path.into()),
-                None => {
-                    return Err(AppError::BadRequest(format!(
-                        "node `{}` has an unknown BMC TLS setting {other:?} in the store",
-                        node.name
-                    )));
-                }
-            },
-        };
+        config.tls = bmc::TlsPolicy::from(&node.config.bmc_tls);
         Ok(config)
     }
 
@@ -433,7 +421,7 @@ impl App {
         }
         let power_state = result?;
         self.store
-            .record_power(name, power_state.as_str(), Utc::now())
+            .record_power(name, power_state, Utc::now())
             .await?;
         Ok(PowerReport {
             node: name.to_owned(),
@@ -462,8 +450,7 @@ impl App {
                 let before = app.store.power(&node.name).await.ok().flatten();
                 match app.node_power(&node.name, None).await {
                     Ok(report) => {
-                        let changed = before.map(|(state, _)| state)
-                            != Some(report.power_state.as_str().to_owned());
+                        let changed = before.map(|(state, _)| state) != Some(report.power_state);
                         if changed {
                             info!(node = %node.name, power = %report.power_state, "power state changed");
                         }

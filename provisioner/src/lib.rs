@@ -17,7 +17,7 @@
 #![warn(unreachable_pub)]
 
 use provisioner_core::{inspection, outcome, plan};
-pub use provisioner_core::{lifecycle, progress, site};
+pub use provisioner_core::{lifecycle, power, progress, site};
 
 pub mod api;
 pub mod app;

@@ -28,6 +28,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::lifecycle::{Action, NodeStatus, State};
+use crate::power::PowerState;
+use crate::site::BmcTls;
 
 mod apply;
 mod boot_tokens;
@@ -111,11 +113,40 @@ pub struct NodeConfig {
     pub(crate) bmc_credential: Option<String>,
     /// How the BMC's HTTPS certificate is checked: `ca:PATH`, `insecure`, or
     /// absent for the web PKI.
-    pub(crate) bmc_tls: Option<String>,
+    #[serde(serialize_with = "serialize_tls")]
+    #[schemars(with = "Option<String>")]
+    pub(crate) bmc_tls: BmcTls,
     pub boot_mac: Option<String>,
     pub serial: Option<String>,
     pub(crate) profile_override: Option<String>,
     pub(crate) role_override: Option<String>,
+}
+
+/// The TLS policy as stored and shown: `null` (web PKI), `"ca:PATH"` or `"insecure"`.
+fn serialize_tls<S: serde::Serializer>(tls: &BmcTls, serializer: S) -> Result<S::Ok, S::Error> {
+    tls.reference().serialize(serializer)
+}
+
+/// The `bmc_tls` column: NULL is the web PKI; any text but `ca:PATH` or `insecure` is
+/// corrupt.
+fn parse_tls(name: &str, value: Option<String>) -> Result<BmcTls, StoreError> {
+    match value {
+        None => Ok(BmcTls::Verify),
+        Some(text) => BmcTls::from_reference(&text).ok_or_else(|| StoreError::Corrupt {
+            name: name.to_owned(),
+            column: "bmc_tls",
+            value: text,
+        }),
+    }
+}
+
+/// The `node_power.state` column: `on`, `off`, `powering_on` or `powering_off`.
+fn parse_power(name: &str, value: String) -> Result<PowerState, StoreError> {
+    PowerState::parse(&value).ok_or_else(|| StoreError::Corrupt {
+        name: name.to_owned(),
+        column: "node_power.state",
+        value,
+    })
 }
 
 /// A node to enroll or update from the site.
@@ -278,7 +309,7 @@ fn node_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<NodeRecord, StoreError
             bmc_url: row.try_get("bmc_url")?,
             bmc_username: row.try_get("bmc_username")?,
             bmc_credential: row.try_get("bmc_credential")?,
-            bmc_tls: row.try_get("bmc_tls")?,
+            bmc_tls: parse_tls(&name, row.try_get("bmc_tls")?)?,
             boot_mac: row.try_get("boot_mac")?,
             serial: row.try_get("serial")?,
             profile_override: row.try_get("profile_override")?,
@@ -533,7 +564,7 @@ impl Store {
                     .bind(&c.bmc_url)
                     .bind(&c.bmc_username)
                     .bind(&c.bmc_credential)
-                    .bind(&c.bmc_tls)
+                    .bind(c.bmc_tls.reference())
                     .bind(&c.boot_mac)
                     .bind(&c.serial)
                     .bind(&c.profile_override)
@@ -792,9 +823,9 @@ impl Store {
     pub(crate) async fn record_power(
         &self,
         name: &str,
-        power: &str,
+        power: PowerState,
         now: DateTime<Utc>,
-    ) -> Result<Option<Option<String>>, StoreError> {
+    ) -> Result<Option<Option<PowerState>>, StoreError> {
         let now_s = timestamp(now);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let node = sqlx::query("SELECT id, state, generation FROM nodes WHERE name = ?")
@@ -811,21 +842,23 @@ impl Store {
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
+        let previous = previous.map(|p| parse_power(name, p)).transpose()?;
         sqlx::query(
             "INSERT INTO node_power (node_id, state, checked_at) VALUES (?, ?, ?) \
              ON CONFLICT (node_id) DO UPDATE SET state = excluded.state, \
              checked_at = excluded.checked_at",
         )
         .bind(id)
-        .bind(power)
+        .bind(power.as_str())
         .bind(&now_s)
         .execute(&mut *tx)
         .await?;
-        let changed = previous.as_deref() != Some(power);
+        let changed = previous != Some(power);
         if changed {
-            let reason = match &previous {
-                Some(before) => format!("power {before} -> {power} (read from the BMC)"),
-                None => format!("power {power} (first reading from the BMC)"),
+            let after = power.as_str();
+            let reason = match previous {
+                Some(before) => format!("power {} -> {after} (read from the BMC)", before.as_str()),
+                None => format!("power {after} (first reading from the BMC)"),
             };
             insert_history(
                 &mut tx,
@@ -847,7 +880,7 @@ impl Store {
     pub(crate) async fn power(
         &self,
         name: &str,
-    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+    ) -> Result<Option<(PowerState, DateTime<Utc>)>, StoreError> {
         let id = self.node_id(name).await?;
         let row = sqlx::query("SELECT state, checked_at FROM node_power WHERE node_id = ?")
             .bind(id)
@@ -858,7 +891,7 @@ impl Store {
             Some(row) => {
                 let at: String = row.try_get("checked_at")?;
                 Ok(Some((
-                    row.try_get("state")?,
+                    parse_power(name, row.try_get("state")?)?,
                     parse_time(name, "node_power.checked_at", &at)?,
                 )))
             }
@@ -912,7 +945,7 @@ async fn insert_node(
     .bind(&c.bmc_url)
     .bind(&c.bmc_username)
     .bind(&c.bmc_credential)
-    .bind(&c.bmc_tls)
+    .bind(c.bmc_tls.reference())
     .bind(&c.boot_mac)
     .bind(&c.serial)
     .bind(&c.profile_override)
@@ -1019,22 +1052,98 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         let now = Utc::now();
         let mut a = spec("a", "52:54:00:00:00:01");
-        a.config.bmc_tls = Some("insecure".into());
+        a.config.bmc_tls = BmcTls::Insecure;
         store
             .sync_site(std::slice::from_ref(&a), now)
             .await
             .unwrap();
         assert_eq!(
-            store.node("a").await.unwrap().config.bmc_tls.as_deref(),
-            Some("insecure")
+            store.node("a").await.unwrap().config.bmc_tls,
+            BmcTls::Insecure
         );
-        a.config.bmc_tls = Some("ca:/etc/site/ca.pem".into());
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT bmc_tls FROM nodes WHERE name = 'a'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(stored.as_deref(), Some("insecure"));
+        a.config.bmc_tls = BmcTls::CaFile("/etc/site/ca.pem".into());
         let report = store
             .sync_site(std::slice::from_ref(&a), now)
             .await
             .unwrap();
         assert_eq!(report.updated, ["a"]);
         assert_eq!(store.node("a").await.unwrap().config, a.config);
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT bmc_tls FROM nodes WHERE name = 'a'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(stored.as_deref(), Some("ca:/etc/site/ca.pem"));
+        a.config.bmc_tls = BmcTls::Verify;
+        let report = store
+            .sync_site(std::slice::from_ref(&a), now)
+            .await
+            .unwrap();
+        assert_eq!(report.updated, ["a"]);
+        assert_eq!(
+            store.node("a").await.unwrap().config.bmc_tls,
+            BmcTls::Verify
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_bmc_tls_and_power_values_are_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let now = Utc::now();
+        store
+            .sync_site(&[spec("a", "52:54:00:00:00:01")], now)
+            .await
+            .unwrap();
+        store
+            .record_power("a", PowerState::PoweringOn, now)
+            .await
+            .unwrap();
+        let stored: String = sqlx::query_scalar("SELECT state FROM node_power")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, "powering_on");
+        sqlx::query("UPDATE node_power SET state = 'standby'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let err = store.power("a").await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { name, column: "node_power.state", value }
+                if name == "a" && value == "standby"),
+            "{err:?}"
+        );
+        let err = store
+            .record_power("a", PowerState::On, now)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                StoreError::Corrupt {
+                    column: "node_power.state",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        sqlx::query("UPDATE nodes SET bmc_tls = 'verify' WHERE name = 'a'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let err = store.node("a").await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { name, column: "bmc_tls", value }
+                if name == "a" && value == "verify"),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
@@ -1049,13 +1158,22 @@ mod tests {
         let before = store.history("n1").await.unwrap().len();
         assert_eq!(store.power("n1").await.unwrap(), None);
         assert_eq!(
-            store.record_power("n1", "off", now).await.unwrap(),
+            store
+                .record_power("n1", PowerState::Off, now)
+                .await
+                .unwrap(),
             Some(None)
         );
-        assert_eq!(store.record_power("n1", "off", now).await.unwrap(), None);
         assert_eq!(
-            store.record_power("n1", "on", now).await.unwrap(),
-            Some(Some("off".to_owned()))
+            store
+                .record_power("n1", PowerState::Off, now)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store.record_power("n1", PowerState::On, now).await.unwrap(),
+            Some(Some(PowerState::Off))
         );
         let history = store.history("n1").await.unwrap();
         assert_eq!(history.len(), before + 2);
@@ -1067,9 +1185,9 @@ mod tests {
             last.reason.as_deref(),
             Some("power off -> on (read from the BMC)")
         );
-        assert_eq!(store.power("n1").await.unwrap().unwrap().0, "on");
+        assert_eq!(store.power("n1").await.unwrap().unwrap().0, PowerState::On);
         assert!(matches!(
-            store.record_power("nope", "on", now).await,
+            store.record_power("nope", PowerState::On, now).await,
             Err(StoreError::NotFound(_))
         ));
         // The node's status is untouched: same generation.

@@ -157,7 +157,7 @@ impl From<store::NodeRecord> for Node {
             bmc_url,
             bmc_username,
             bmc_credential,
-            bmc_tls,
+            bmc_tls: bmc_tls.reference(),
             boot_mac,
             serial,
             profile_override,
@@ -536,7 +536,7 @@ mod tests {
                 bmc_url: Some("redfish://10.0.0.5".into()),
                 bmc_username: Some("admin".into()),
                 bmc_credential: Some("env:PW".into()),
-                bmc_tls: None,
+                bmc_tls: crate::site::BmcTls::Verify,
                 boot_mac: Some("52:54:00:00:00:01".into()),
                 serial: Some("SN1".into()),
                 profile_override: None,
@@ -569,6 +569,27 @@ mod tests {
         assert_eq!(view, row);
         let back: Node = serde_json::from_value(view).unwrap();
         assert_eq!(back, Node::from(record));
+    }
+
+    /// The typed TLS policy reaches the JSON as the text the store holds.
+    #[test]
+    fn a_node_shows_its_bmc_tls_as_before() {
+        use crate::site::BmcTls;
+        for (tls, shown) in [
+            (BmcTls::Verify, serde_json::Value::Null),
+            (BmcTls::Insecure, "insecure".into()),
+            (
+                BmcTls::CaFile("/etc/site/ca.pem".into()),
+                "ca:/etc/site/ca.pem".into(),
+            ),
+        ] {
+            let mut record = record();
+            record.config.bmc_tls = tls;
+            let row = serde_json::to_value(&record).unwrap();
+            let view = serde_json::to_value(Node::from(&record)).unwrap();
+            assert_eq!(view, row);
+            assert_eq!(view["bmc_tls"], shown);
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`plan`]: inventory + profile -> host plan, and profile matching.
 //! - [`outcome`]: which profile and plan a node gets (or why none).
 //! - [`inspection`]: what an agent's report does to its node.
+//! - [`power`]: a BMC's power state (`on`, `off`, `powering_on`, `powering_off`).
 //! - [`progress`]: the boot steps of a wait state and why a wait timed out.
 //! - [`dhcp`]: the DHCPv4 server: lease table, answer policy, boot-file choice;
 //!   its codec is `model::dhcp` (shared with the agent), re-exported as `dhcp::codec`.
@@ -24,6 +25,7 @@ pub mod inspection;
 pub mod lifecycle;
 pub mod outcome;
 pub mod plan;
+pub mod power;
 pub mod progress;
 pub mod script;
 pub mod site;

@@ -77,6 +77,17 @@ pub enum TlsPolicy {
     Insecure,
 }
 
+impl From<&crate::site::BmcTls> for TlsPolicy {
+    /// The policy a node's declared (and stored) TLS setting asks for.
+    fn from(tls: &crate::site::BmcTls) -> Self {
+        match tls {
+            crate::site::BmcTls::Verify => TlsPolicy::WebPki,
+            crate::site::BmcTls::CaFile(path) => TlsPolicy::CaFile(path.clone()),
+            crate::site::BmcTls::Insecure => TlsPolicy::Insecure,
+        }
+    }
+}
+
 /// How to reach a BMC: address, credentials, TLS, time limits.
 #[derive(Debug, Clone)]
 pub struct BmcConfig {
@@ -206,30 +217,8 @@ pub enum BmcError {
     },
 }
 
-/// Power state as the BMC reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PowerState {
-    /// Powered on.
-    On,
-    /// Powered off.
-    Off,
-    /// Between off and on.
-    PoweringOn,
-    /// Between on and off.
-    PoweringOff,
-}
-
-impl fmt::Display for PowerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PowerState::On => "on",
-            PowerState::Off => "off",
-            PowerState::PoweringOn => "powering on",
-            PowerState::PoweringOff => "powering off",
-        })
-    }
-}
+/// Power state as the BMC reports it (a core type: the store keeps the last reading).
+pub use crate::power::PowerState;
 
 /// A power change.
 #[derive(
@@ -255,18 +244,6 @@ impl PowerAction {
         match self {
             PowerAction::GracefulOff | PowerAction::ForceOff => PowerState::Off,
             PowerAction::On | PowerAction::Reset | PowerAction::Cycle => PowerState::On,
-        }
-    }
-}
-
-impl PowerState {
-    /// The state as stored and shown: `on`, `off`, `powering_on`, `powering_off`.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            PowerState::On => "on",
-            PowerState::Off => "off",
-            PowerState::PoweringOn => "powering_on",
-            PowerState::PoweringOff => "powering_off",
         }
     }
 }

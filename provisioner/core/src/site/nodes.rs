@@ -147,6 +147,17 @@ impl BmcTls {
             BmcTls::Insecure => Some("insecure".to_owned()),
         }
     }
+
+    /// The inverse of [`BmcTls::reference`] for a present value (`ca:PATH` or
+    /// `insecure`); `None` for any other text.
+    pub fn from_reference(reference: &str) -> Option<BmcTls> {
+        if reference == "insecure" {
+            return Some(BmcTls::Insecure);
+        }
+        reference
+            .strip_prefix("ca:")
+            .map(|path| BmcTls::CaFile(path.into()))
+    }
 }
 
 /// Where a BMC password is kept.
@@ -537,6 +548,18 @@ fn check_bmc(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_reference_reads_back() {
+        for tls in [BmcTls::Insecure, BmcTls::CaFile("/etc/site/ca.pem".into())] {
+            let reference = tls.reference().unwrap();
+            assert_eq!(BmcTls::from_reference(&reference), Some(tls));
+        }
+        assert_eq!(BmcTls::Verify.reference(), None);
+        for other in ["", "verify", "Insecure", "/etc/site/ca.pem"] {
+            assert_eq!(BmcTls::from_reference(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn env_names() {
