@@ -383,43 +383,9 @@ pub(crate) struct PowerRequest {
     pub action: PowerAction,
 }
 
-/// Power state as the node's BMC reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum PowerState {
-    /// Powered on.
-    On,
-    /// Powered off.
-    Off,
-    /// Between off and on.
-    PoweringOn,
-    /// Between on and off.
-    PoweringOff,
-}
-
-impl fmt::Display for PowerState {
-    /// In words: `on`, `off`, `powering on`, `powering off`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PowerState::On => "on",
-            PowerState::Off => "off",
-            PowerState::PoweringOn => "powering on",
-            PowerState::PoweringOff => "powering off",
-        })
-    }
-}
-
-impl From<crate::bmc::PowerState> for PowerState {
-    fn from(state: crate::bmc::PowerState) -> Self {
-        use crate::bmc::PowerState as Bmc;
-        match state {
-            Bmc::On => PowerState::On,
-            Bmc::Off => PowerState::Off,
-            Bmc::PoweringOn => PowerState::PoweringOn,
-            Bmc::PoweringOff => PowerState::PoweringOff,
-        }
-    }
-}
+/// The power state is the core's own type: it already serializes as the API
+/// always answered (`on`, `off`, `powering_on`, `powering_off`).
+pub(crate) use crate::power::PowerState;
 
 /// `GET|POST /api/v1/nodes/{name}/power`: the node's power as its BMC reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -445,7 +411,7 @@ impl From<app::PowerReport> for PowerReport {
             node,
             bmc,
             action,
-            power_state: power_state.into(),
+            power_state,
         }
     }
 }

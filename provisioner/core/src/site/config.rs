@@ -368,10 +368,12 @@ impl LifecycleConfig {
 
 impl Default for LifecycleConfig {
     fn default() -> Self {
+        // The timeouts are the state machine's documented defaults, stated once.
+        let policy = crate::lifecycle::Policy::default();
         LifecycleConfig {
-            inspect_timeout: Duration::from_secs(20 * 60),
-            deploy_timeout: Duration::from_secs(60 * 60),
-            clean_timeout: Duration::from_secs(60 * 60),
+            inspect_timeout: policy.inspect_timeout,
+            deploy_timeout: policy.deploy_timeout,
+            clean_timeout: policy.clean_timeout,
             max_concurrent_boots: 8,
             bmc_attempts: 6,
             auto_inspect: true,
