@@ -150,8 +150,10 @@ impl Client {
         request.vendor_class = Some(b"node-agent".to_vec());
         request.requested_ip = requested;
         request.server_id = server;
-        // Only over-long or empty options fail to encode; these are neither.
-        dhcp::encode_request(&request).unwrap_or_default()
+        // Only over-long or empty options fail to encode, and these are fixed
+        // and short: a failure is a bug in this function (every message kind
+        // is encoded by the unit tests), never something to send empty.
+        dhcp::encode_request(&request).expect("the agent's fixed DHCP options encode")
     }
 
     /// Handles one datagram received on port 68.
