@@ -10,6 +10,7 @@
 //! (`apply` included). Writing the host image (deployment) is not there yet.
 
 pub mod apply;
+pub mod host;
 pub mod init;
 pub mod inspect;
 pub mod sysroot;

@@ -13,6 +13,7 @@ pub mod agent;
 pub mod apply;
 pub mod cpulist;
 pub mod dhcp;
+pub mod host;
 pub mod inventory;
 pub mod net;
 pub mod plan;

@@ -1,0 +1,4 @@
+//! The installed host: booting the A/B image (verity root, switch_root, host
+//! mode) and upgrading it. See ARCHITECTURE.md, "The host image".
+
+pub mod disk;
