@@ -15,6 +15,7 @@
 
 pub mod accel;
 pub mod assets;
+pub mod host_vm;
 mod netns;
 mod process;
 mod rack_vm;
