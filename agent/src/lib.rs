@@ -14,3 +14,4 @@ pub mod host;
 pub mod init;
 pub mod inspect;
 pub mod sysroot;
+pub mod upgrade;
