@@ -27,6 +27,8 @@ pub mod esp;
 pub mod pe;
 pub mod source;
 pub mod stream;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 #[cfg(test)]
 mod tests;

@@ -7,9 +7,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use model::host::{
-    DiskInfo, FileInfo, HostBoot, HostManifest, HostStatus, RootInfo, Slot, VerityParams,
-};
+use model::host::{DiskInfo, FileInfo, HostBoot, HostManifest, RootInfo, Slot, VerityParams};
 
 use super::stream::{hex, sha256};
 use super::*;
@@ -27,48 +25,8 @@ struct Host {
 impl Host {
     fn new(running: Slot) -> Host {
         let root = tempfile::tempdir().unwrap();
-        let host = Host { root };
-        let status = HostStatus {
-            version: "1".into(),
-            slot: running,
-            root_hash: "ab".repeat(32),
-            trial: false,
-            blessed: true,
-            rolled_back_from: None,
-        };
-        host.write(
-            "run/host/status.json",
-            &serde_json::to_vec(&status).unwrap(),
-        );
-        for (number, label) in [(1, "esp"), (2, "root-a"), (3, "root-b")] {
-            let name = format!("vda{number}");
-            let real = host.path(&format!("sys/devices/virtual/block/vda/{name}"));
-            std::fs::create_dir_all(real.join("holders")).unwrap();
-            std::fs::write(
-                real.join("uevent"),
-                format!(
-                    "MAJOR=254\nMINOR={number}\nDEVNAME={name}\nDEVTYPE=partition\nPARTN={number}\nPARTNAME={label}\n"
-                ),
-            )
-            .unwrap();
-            std::fs::write(real.join("size"), format!("{}\n", CAPACITY / 512)).unwrap();
-            std::fs::create_dir_all(host.path("sys/class/block")).unwrap();
-            std::os::unix::fs::symlink(&real, host.path(&format!("sys/class/block/{name}")))
-                .unwrap();
-            std::fs::create_dir_all(host.path("dev")).unwrap();
-            std::fs::File::create(host.path(&format!("dev/{name}")))
-                .unwrap()
-                .set_len(CAPACITY)
-                .unwrap();
-        }
-        // The running root's verity device holds the running slot's partition.
-        host.write(
-            &format!("sys/class/block/{}/holders/dm-0", host.dev_name(running)),
-            b"",
-        );
-        host.write("efi/EFI/Linux/host-a-1.efi", b"running UKI");
-        host.write("efi/EFI/Linux/host-b-0+0-3.efi", b"spent UKI");
-        host
+        testing::fake_host(root.path(), running, CAPACITY);
+        Host { root }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -81,15 +39,9 @@ impl Host {
         std::fs::write(path, bytes).unwrap();
     }
 
-    fn dev_name(&self, slot: Slot) -> &'static str {
-        match slot {
-            Slot::A => "vda2",
-            Slot::B => "vda3",
-        }
-    }
-
     fn slot_bytes(&self, slot: Slot, len: usize) -> Vec<u8> {
-        let mut bytes = std::fs::read(self.path(&format!("dev/{}", self.dev_name(slot)))).unwrap();
+        let mut bytes =
+            std::fs::read(self.path(&format!("dev/{}", testing::dev_name(slot)))).unwrap();
         bytes.truncate(len);
         bytes
     }
