@@ -18,7 +18,10 @@
 //!   UKIs are gone (and synced) before the first write, and the new UKI is
 //!   written only after the read-back matched.
 //! - A bad source fails before anything is changed where it can be checked
-//!   first (manifest, UKI hash and command line, sizes).
+//!   first (manifest, UKI hash and command line, sizes): the UKI is fetched
+//!   and checked before the slot's entries are removed.
+//! - A boot still on trial (not yet blessed) is not upgraded: the other slot
+//!   holds its fallback.
 //! - All host paths go through [`SysRoot`], so the whole flow runs in tests
 //!   on a fake root (a temp file as the partition, a temp dir as the ESP).
 //! - `root.img` is streamed (one 4 MiB buffer), never held in memory.
@@ -73,6 +76,16 @@ pub enum UpgradeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "this boot of version {version} (slot {slot}) is still on trial: slot {other} holds the \
+         version to fall back to, and an upgrade would overwrite it. Wait until this boot is \
+         marked good (after its health checks), then upgrade"
+    )]
+    OnTrial {
+        version: String,
+        slot: Slot,
+        other: Slot,
+    },
     #[error("another upgrade is running (it holds {path}); wait for it to finish")]
     Busy { path: PathBuf },
     #[error("cannot find slot {slot}'s partition: {why}")]
@@ -120,7 +133,7 @@ pub enum UpgradeError {
     },
     #[error(
         "{location}: SHA-256 {actual}, but the manifest says {expected}; the file is corrupt or \
-         from another build. Nothing points at slot {slot}; fix the source and run the upgrade \
+         from another build. Slot {slot} gets no boot entry; fix the source and run the upgrade \
          again"
     )]
     Hash {
@@ -131,7 +144,7 @@ pub enum UpgradeError {
     },
     #[error(
         "{location} ended after {got} of the manifest's {expected} bytes (truncated download or \
-         file); nothing points at slot {slot}; run the upgrade again"
+         file). Slot {slot} gets no boot entry; run the upgrade again"
     )]
     Short {
         location: String,
@@ -237,6 +250,13 @@ pub fn check_manifest(manifest: &HostManifest, capacity: u64) -> Result<(), Upgr
             verity.data_blocks, verity.hash_start_block, root.image.size
         ));
     }
+    let esp = model::host::LAYOUT[0].size_mib << 20;
+    if manifest.uki.size == 0 || manifest.uki.size > esp {
+        return bad(format!(
+            "says uki.efi has {} bytes; a UKI fits the {esp}-byte ESP",
+            manifest.uki.size
+        ));
+    }
     if root.image.size > capacity {
         // The slot and partition are filled in by the caller.
         return Err(UpgradeError::TooBig {
@@ -289,8 +309,9 @@ fn fetch_small(source: &Source, name: &str, limit: u64) -> Result<Vec<u8>, Upgra
             source,
         })?;
     if bytes.len() as u64 > limit {
-        return Err(UpgradeError::Manifest {
-            why: format!("file {location} is larger than {limit} bytes"),
+        return Err(UpgradeError::Long {
+            location,
+            expected: limit,
         });
     }
     Ok(bytes)
@@ -447,8 +468,15 @@ pub fn upgrade(options: &Options, say: &mut dyn FnMut(&str)) -> Result<Upgraded,
             path: status_path,
             source,
         })?;
-    let _lock = lock(&sys.path(LOCK))?;
     let slot = status.slot.other();
+    if status.trial && !status.blessed {
+        return Err(UpgradeError::OnTrial {
+            version: status.version,
+            slot: status.slot,
+            other: slot,
+        });
+    }
+    let _lock = lock(&sys.path(LOCK))?;
     let (partition, capacity) = target_partition(&sys, slot)?;
 
     let source = Source::parse(&options.image)?;

@@ -310,6 +310,26 @@ fn the_running_slot_is_refused() {
 }
 
 #[test]
+fn a_boot_on_trial_keeps_its_fallback() {
+    let host = Host::new(Slot::B);
+    let mut status: model::host::HostStatus =
+        serde_json::from_slice(&std::fs::read(host.path("run/host/status.json")).unwrap()).unwrap();
+    (status.trial, status.blessed) = (true, false);
+    std::fs::write(
+        host.path("run/host/status.json"),
+        serde_json::to_vec(&status).unwrap(),
+    )
+    .unwrap();
+    let (result, _) = host.upgrade(&Image::new("2").write());
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, UpgradeError::OnTrial { other: Slot::A, .. }),
+        "{err}"
+    );
+    assert_eq!(host.entries(), ["host-a-1.efi", "host-b-0+0-3.efi"]);
+}
+
+#[test]
 fn without_a_host_status_nothing_is_done() {
     let host = Host::new(Slot::A);
     std::fs::remove_file(host.path("run/host/status.json")).unwrap();
@@ -354,6 +374,19 @@ fn manifests_that_do_not_fit_are_refused() {
     image.manifest.root.verity.hash_start_block = DATA_BLOCKS + 5;
     let (result, _) = host.upgrade(&image.write());
     assert!(result.unwrap_err().to_string().contains("hash_start_block"));
+    let mut image = Image::new("2");
+    image.manifest.uki.size = 1 << 30;
+    let (result, _) = host.upgrade(&image.write());
+    assert!(result.unwrap_err().to_string().contains("fits the"));
+    // A UKI longer than the manifest says.
+    let image = Image::new("2");
+    let manifest = image.write();
+    let mut longer = image.uki.clone();
+    longer.push(0);
+    std::fs::write(image.dir.path().join("uki.efi"), longer).unwrap();
+    let (result, _) = host.upgrade(&manifest);
+    assert!(matches!(result, Err(UpgradeError::Long { .. })));
+    assert_eq!(host.entries(), ["host-a-1.efi", "host-b-0+0-3.efi"]);
 }
 
 /// Serves `dir` over HTTP on 127.0.0.1 (one request per connection); with
