@@ -4,14 +4,11 @@
 //! PE image (Debian's `ipxe.efi`). Afterwards `veritysetup verify` checks the
 //! slot against the root hash the UKI carries. Needs root (loop devices).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use agent::upgrade::testing::{dev_name, fake_host};
-use model::host::{
-    DiskInfo, FileInfo, HostBoot, HostManifest, RootInfo, Slot, VERITY_BLOCK, VerityParams,
-};
-use sha2::{Digest, Sha256};
+use agent::upgrade::testing::{FakeImage, dev_name, fake_host, file_info};
+use model::host::{Slot, VERITY_BLOCK, VerityParams};
 
 const CAPACITY: u64 = 16 << 20;
 /// Enough data blocks for a two-level hash tree (the top block first).
@@ -30,19 +27,6 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn file_info(path: &Path) -> FileInfo {
-    let bytes = std::fs::read(path).expect("read");
-    FileInfo {
-        file: path.file_name().unwrap().to_string_lossy().into_owned(),
-        size: bytes.len() as u64,
-        sha256: hex(&Sha256::digest(&bytes)),
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A loop device over a file, detached on drop.
 struct Loop(PathBuf);
 
@@ -59,7 +43,7 @@ fn upgrade_writes_a_loop_device_that_veritysetup_verifies() {
     std::fs::create_dir(&image).unwrap();
 
     // root.img: data blocks, then veritysetup's hash tree at hash_start_block.
-    let root_img = image.join("root.img");
+    let root_img = tmp.path().join("root.img");
     let data: Vec<u8> = (0..DATA_BLOCKS * VERITY_BLOCK)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -79,21 +63,18 @@ fn upgrade_writes_a_loop_device_that_veritysetup_verifies() {
         .expect("veritysetup prints the root hash")
         .trim()
         .to_owned();
-    let verity = VerityParams {
+    // The manifest and a UKI (a real PE) with the .cmdline it implies.
+    let mut fake = FakeImage::new("2", DATA_BLOCKS);
+    fake.root = std::fs::read(&root_img).unwrap();
+    fake.manifest.root.image = file_info("root.img", &fake.root);
+    fake.manifest.root.verity = VerityParams {
         data_blocks: DATA_BLOCKS,
         hash_start_block: DATA_BLOCKS,
         root_hash: root_hash.clone(),
         salt: salt.clone(),
     };
-
-    // uki.efi: a real PE with the .cmdline the manifest implies.
-    let cmdline = HostBoot {
-        version: "2".into(),
-        verity: verity.clone(),
-    }
-    .cmdline();
-    std::fs::write(tmp.path().join("cmdline"), format!("{cmdline}\n")).unwrap();
-    let uki = image.join("uki.efi");
+    std::fs::write(tmp.path().join("cmdline"), format!("{}\n", fake.cmdline())).unwrap();
+    let uki = tmp.path().join("uki.efi");
     run(Command::new("objcopy")
         .arg(format!(
             "--add-section=.cmdline={}",
@@ -102,33 +83,9 @@ fn upgrade_writes_a_loop_device_that_veritysetup_verifies() {
         .arg("--change-section-vma=.cmdline=0x30000000")
         .arg(PE_INPUT)
         .arg(&uki));
-
-    let manifest = HostManifest {
-        format: 1,
-        version: "2".into(),
-        kernel_release: "6.1.0-test-amd64".into(),
-        root: RootInfo {
-            image: file_info(&root_img),
-            filesystem: "erofs".into(),
-            verity,
-        },
-        uki: file_info(&uki),
-        disk: DiskInfo {
-            compressed: FileInfo {
-                file: "host.raw.zst".into(),
-                size: 0,
-                sha256: String::new(),
-            },
-            raw_size: 0,
-            raw_sha256: String::new(),
-            partitions: Vec::new(),
-        },
-    };
-    std::fs::write(
-        image.join("manifest.json"),
-        serde_json::to_vec_pretty(&manifest).unwrap(),
-    )
-    .unwrap();
+    fake.uki = std::fs::read(&uki).unwrap();
+    fake.manifest.uki = file_info("uki.efi", &fake.uki);
+    let manifest = fake.write(&image);
 
     // The host: slot B's device is a loop device.
     let host = tmp.path().join("host");
@@ -151,7 +108,7 @@ fn upgrade_writes_a_loop_device_that_veritysetup_verifies() {
     let out = run(Command::new(env!("CARGO_BIN_EXE_node-agent"))
         .arg("upgrade")
         .arg("--image")
-        .arg(image.join("manifest.json"))
+        .arg(&manifest)
         .arg("--sysroot")
         .arg(&host));
     assert!(
@@ -164,7 +121,7 @@ fn upgrade_writes_a_loop_device_that_veritysetup_verifies() {
     );
     assert_eq!(
         std::fs::read(host.join("efi/EFI/Linux/host-b-2+3.efi")).unwrap(),
-        std::fs::read(&uki).unwrap()
+        fake.uki
     );
     // The slot, read through the loop device, is the verity volume of the UKI's root hash.
     run(Command::new("veritysetup")

@@ -116,10 +116,10 @@ pub fn cmdline(image: &[u8]) -> Result<String, PeError> {
     Ok(text.trim_end_matches(['\0', '\n', '\r', ' ']).to_owned())
 }
 
-/// Test helper: a minimal PE image with these sections (a real image has an
-/// optional header and code; the reader needs neither).
-#[cfg(test)]
-pub(crate) fn fake_image(sections: &[(&str, &[u8])]) -> Vec<u8> {
+/// Test support: a minimal PE image with these sections (a real image has
+/// an optional header and code; the reader needs neither).
+#[cfg(any(test, feature = "testing"))]
+pub fn fake_image(sections: &[(&str, &[u8])]) -> Vec<u8> {
     const OPTIONAL: usize = 0xf0;
     const ALIGN: usize = 0x200;
     let pe = 0x80;

@@ -1,10 +1,110 @@
 //! Test support (feature `testing`): a fake installed host under a root
-//! directory, for the upgrade's unit tests and its slow tier on a loop
-//! device. Writes only below the root it is given.
+//! directory and a fake host image (files in memory), for the upgrade's unit
+//! tests, its CLI test and its slow tier on a loop device. Writes only below
+//! the directories it is given.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use model::host::{HostStatus, Slot};
+use model::host::{
+    DiskInfo, FileInfo, HostBoot, HostManifest, HostStatus, RootInfo, Slot, VERITY_BLOCK,
+    VerityParams,
+};
+
+use super::pe;
+use super::stream::{hex, sha256};
+
+/// A host image in memory: `root.img` (`data_blocks` of data, then a
+/// one-block "hash tree" whose block hashes with the salt to the root hash,
+/// enough for the top-block check), `uki.efi` (a PE with the matching
+/// `.cmdline`) and the manifest describing both.
+#[derive(Debug, Clone)]
+pub struct FakeImage {
+    pub manifest: HostManifest,
+    pub root: Vec<u8>,
+    pub uki: Vec<u8>,
+}
+
+impl FakeImage {
+    pub fn new(version: &str, data_blocks: u64) -> FakeImage {
+        let mut root: Vec<u8> = (0..data_blocks * VERITY_BLOCK)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let top: Vec<u8> = (0..VERITY_BLOCK).map(|i| (i % 7) as u8).collect();
+        root.extend_from_slice(&top);
+        let mut salted = vec![0x5a; 32];
+        salted.extend_from_slice(&top);
+        let verity = VerityParams {
+            data_blocks,
+            hash_start_block: data_blocks,
+            root_hash: hex(&sha256(&salted)),
+            salt: "5a".repeat(32),
+        };
+        let mut image = FakeImage {
+            manifest: HostManifest {
+                format: 1,
+                version: version.into(),
+                kernel_release: "6.1.0-test-amd64".into(),
+                root: RootInfo {
+                    image: file_info("root.img", &root),
+                    filesystem: "erofs".into(),
+                    verity,
+                },
+                uki: file_info("uki.efi", &[]),
+                disk: DiskInfo {
+                    compressed: file_info("host.raw.zst", &[]),
+                    raw_size: 0,
+                    raw_sha256: String::new(),
+                    partitions: Vec::new(),
+                },
+            },
+            root,
+            uki: Vec::new(),
+        };
+        image.set_uki(&image.cmdline());
+        image
+    }
+
+    /// The `.cmdline` the manifest implies.
+    pub fn cmdline(&self) -> String {
+        HostBoot {
+            version: self.manifest.version.clone(),
+            verity: self.manifest.root.verity.clone(),
+        }
+        .cmdline()
+    }
+
+    /// Replaces the UKI by one with this `.cmdline`, and its manifest entry.
+    pub fn set_uki(&mut self, cmdline: &str) {
+        self.uki = pe::fake_image(&[
+            (".osrel", b"ID=host\nVERSION_ID=2\n"),
+            (".cmdline", format!("{cmdline}\n").as_bytes()),
+            (".linux", &[0x90; 3000]),
+        ]);
+        self.manifest.uki = file_info("uki.efi", &self.uki);
+    }
+
+    /// Writes root.img, uki.efi and manifest.json into `dir`; the manifest's path.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        std::fs::write(dir.join("root.img"), &self.root).expect("write root.img");
+        std::fs::write(dir.join("uki.efi"), &self.uki).expect("write uki.efi");
+        let manifest = dir.join("manifest.json");
+        std::fs::write(
+            &manifest,
+            serde_json::to_vec_pretty(&self.manifest).expect("json"),
+        )
+        .expect("write manifest.json");
+        manifest
+    }
+}
+
+/// A manifest's entry for a file with these bytes.
+pub fn file_info(file: &str, bytes: &[u8]) -> FileInfo {
+    FileInfo {
+        file: file.into(),
+        size: bytes.len() as u64,
+        sha256: hex(&sha256(bytes)),
+    }
+}
 
 /// The kernel name of a slot's partition in the fake host (`vda2`, `vda3`).
 pub fn dev_name(slot: Slot) -> &'static str {

@@ -7,9 +7,8 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use model::host::{DiskInfo, FileInfo, HostBoot, HostManifest, RootInfo, Slot, VerityParams};
+use model::host::Slot;
 
-use super::stream::{hex, sha256};
 use super::*;
 
 /// Each slot's partition size in the fake host.
@@ -64,89 +63,36 @@ impl Host {
     }
 }
 
-/// A built image: root.img (filesystem + a one-block "hash tree" whose top
-/// block hashes to the root hash), uki.efi and manifest.json.
+/// A fake image and the directory it is written to.
 struct Image {
     dir: tempfile::TempDir,
-    manifest: HostManifest,
-    root: Vec<u8>,
-    uki: Vec<u8>,
+    fake: testing::FakeImage,
 }
 
 impl Image {
     fn new(version: &str) -> Image {
-        let mut root: Vec<u8> = (0..DATA_BLOCKS * 4096).map(|i| (i % 253) as u8).collect();
-        let top: Vec<u8> = (0..4096u32).map(|i| (i % 7) as u8).collect();
-        root.extend_from_slice(&top);
-        let salt = "5a".repeat(32);
-        let mut salted = vec![0x5a; 32];
-        salted.extend_from_slice(&top);
-        let verity = VerityParams {
-            data_blocks: DATA_BLOCKS,
-            hash_start_block: DATA_BLOCKS,
-            root_hash: hex(&sha256(&salted)),
-            salt,
-        };
-        let mut image = Image {
+        Image {
             dir: tempfile::tempdir().unwrap(),
-            manifest: HostManifest {
-                format: 1,
-                version: version.into(),
-                kernel_release: "6.1.0-test-amd64".into(),
-                root: RootInfo {
-                    image: file_info("root.img", &root),
-                    filesystem: "erofs".into(),
-                    verity,
-                },
-                uki: file_info("uki.efi", &[]),
-                disk: DiskInfo {
-                    compressed: file_info("host.raw.zst", &[]),
-                    raw_size: 0,
-                    raw_sha256: String::new(),
-                    partitions: Vec::new(),
-                },
-            },
-            root,
-            uki: Vec::new(),
-        };
-        let cmdline = HostBoot {
-            version: version.into(),
-            verity: image.manifest.root.verity.clone(),
+            fake: testing::FakeImage::new(version, DATA_BLOCKS),
         }
-        .cmdline();
-        image.set_uki(&cmdline);
-        image
-    }
-
-    /// A UKI with this `.cmdline`, and the manifest's entry for it.
-    fn set_uki(&mut self, cmdline: &str) {
-        self.uki = pe::fake_image(&[
-            (".osrel", b"ID=host\nVERSION_ID=2\n"),
-            (".cmdline", format!("{cmdline}\n").as_bytes()),
-            (".linux", &[0x90; 3000]),
-        ]);
-        self.manifest.uki = file_info("uki.efi", &self.uki);
     }
 
     /// Writes the files; the manifest's path.
     fn write(&self) -> String {
-        std::fs::write(self.dir.path().join("root.img"), &self.root).unwrap();
-        std::fs::write(self.dir.path().join("uki.efi"), &self.uki).unwrap();
-        let manifest = self.dir.path().join("manifest.json");
-        std::fs::write(
-            &manifest,
-            serde_json::to_vec_pretty(&self.manifest).unwrap(),
-        )
-        .unwrap();
-        manifest.display().to_string()
+        self.fake.write(self.dir.path()).display().to_string()
     }
 }
 
-fn file_info(file: &str, bytes: &[u8]) -> FileInfo {
-    FileInfo {
-        file: file.into(),
-        size: bytes.len() as u64,
-        sha256: hex(&sha256(bytes)),
+impl std::ops::Deref for Image {
+    type Target = testing::FakeImage;
+    fn deref(&self) -> &testing::FakeImage {
+        &self.fake
+    }
+}
+
+impl std::ops::DerefMut for Image {
+    fn deref_mut(&mut self) -> &mut testing::FakeImage {
+        &mut self.fake
     }
 }
 
@@ -243,15 +189,10 @@ fn a_truncated_root_img_fails() {
 fn a_cmdline_from_another_build_fails_before_anything_changes() {
     let host = Host::new(Slot::A);
     let mut image = Image::new("2");
-    let mut other = image.manifest.root.verity.clone();
-    other.root_hash = "cd".repeat(32);
-    image.set_uki(
-        &HostBoot {
-            version: "2".into(),
-            verity: other,
-        }
-        .cmdline(),
-    );
+    let other = image
+        .cmdline()
+        .replace(&image.manifest.root.verity.root_hash, &"cd".repeat(32));
+    image.set_uki(&other);
     let (result, _) = host.upgrade(&image.write());
     let err = result.unwrap_err();
     assert!(matches!(err, UpgradeError::Cmdline { .. }), "{err}");
@@ -276,11 +217,7 @@ fn a_top_block_that_misses_the_root_hash_fails_after_the_read_back() {
     let mut image = Image::new("2");
     // A consistent UKI and manifest, but root.img's tree is not that root hash.
     image.manifest.root.verity.root_hash = "ee".repeat(32);
-    let cmdline = HostBoot {
-        version: "2".into(),
-        verity: image.manifest.root.verity.clone(),
-    }
-    .cmdline();
+    let cmdline = image.cmdline();
     image.set_uki(&cmdline);
     let (result, _) = host.upgrade(&image.write());
     let err = result.unwrap_err();
