@@ -100,7 +100,10 @@ enum Command {
     /// (three tries). After the reboot the new version is blessed by its
     /// health checks, or the boot loader falls back to the running version
     /// once its tries are spent. Any failure leaves the running version
-    /// booting as before; run the command again to retry.
+    /// booting as before (the other slot's old version is no longer
+    /// bootable once its entries are removed); run the command again to
+    /// retry. Refused while this boot is still on trial (not yet marked
+    /// good): the other slot is its fallback.
     #[command(
         after_help = "Examples:\n  node-agent upgrade --image http://10.213.0.1:8080/images/2/manifest.json\n  node-agent upgrade --image /mnt/usb/host-2/                the directory holding manifest.json\n  node-agent upgrade --image /mnt/usb/host-2/manifest.json --no-reboot\n\nThe image is the output directory of `provisioner image build host`: manifest.json,\nroot.img and uki.efi side by side (served as-is over plain HTTP, or on a disk).\nExit status 0: the new version is in place (and the machine reboots)."
     )]

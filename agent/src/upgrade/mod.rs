@@ -220,8 +220,14 @@ pub struct Upgraded {
     pub removed: Vec<String>,
 }
 
-/// Checks a manifest against the slot it is to be written to. Pure.
-pub fn check_manifest(manifest: &HostManifest, capacity: u64) -> Result<(), UpgradeError> {
+/// Checks a manifest against the slot it is to be written to (`slot`, its
+/// partition's kernel name and capacity in bytes). Pure.
+pub fn check_manifest(
+    manifest: &HostManifest,
+    slot: Slot,
+    partition: &str,
+    capacity: u64,
+) -> Result<(), UpgradeError> {
     let bad = |why: String| Err(UpgradeError::Manifest { why });
     if manifest.format != 1 {
         return bad(format!(
@@ -258,12 +264,11 @@ pub fn check_manifest(manifest: &HostManifest, capacity: u64) -> Result<(), Upgr
         ));
     }
     if root.image.size > capacity {
-        // The slot and partition are filled in by the caller.
         return Err(UpgradeError::TooBig {
             file: root.image.file.clone(),
             size: root.image.size,
-            slot: Slot::A,
-            partition: String::new(),
+            slot,
+            partition: partition.to_owned(),
             capacity,
         });
     }
@@ -488,21 +493,7 @@ pub fn upgrade(options: &Options, say: &mut dyn FnMut(&str)) -> Result<Upgraded,
                 source.location(source.manifest())
             ),
         })?;
-    check_manifest(&manifest, capacity).map_err(|e| match e {
-        UpgradeError::TooBig {
-            file,
-            size,
-            capacity,
-            ..
-        } => UpgradeError::TooBig {
-            file,
-            size,
-            slot,
-            partition: partition.name.clone(),
-            capacity,
-        },
-        other => other,
-    })?;
+    check_manifest(&manifest, slot, &partition.name, capacity)?;
     say(&format!(
         "running version {} from slot {}; installing version {} from {} into slot {slot} ({})",
         status.version,
