@@ -105,6 +105,33 @@ fn upgrade_writes_a_loop_device_that_veritysetup_verifies() {
     std::fs::remove_file(&dev_b).unwrap();
     std::os::unix::fs::symlink(&device.0, &dev_b).unwrap();
 
+    // While something holds the device exclusively (as a mount would), the
+    // kernel refuses the upgrade's exclusive open.
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let _held = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_EXCL.bits())
+            .open(&device.0)
+            .expect("an exclusive open of the loop device");
+        let out = Command::new(env!("CARGO_BIN_EXE_node-agent"))
+            .arg("upgrade")
+            .arg("--image")
+            .arg(&manifest)
+            .arg("--sysroot")
+            .arg(&host)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("slot b") && stderr.contains("is in use"),
+            "{stderr}"
+        );
+        // Refused before anything changed: slot b's old entry is still there.
+        assert!(host.join("efi/EFI/Linux/host-b-0+0-3.efi").is_file());
+    }
+
     let out = run(Command::new(env!("CARGO_BIN_EXE_node-agent"))
         .arg("upgrade")
         .arg("--image")

@@ -12,8 +12,10 @@
 //!
 //! Invariants:
 //! - The running slot is never written: the target is the other slot of
-//!   `status.json`, and a partition with holders (the running root's
-//!   dm-verity device) is refused.
+//!   `status.json`, a partition with holders (the running root's
+//!   dm-verity device) is refused, and the device is opened with `O_EXCL`
+//!   (the kernel refuses a mounted or held block device) before anything
+//!   changes.
 //! - Nothing points at the target slot while its bytes are unchecked: its
 //!   UKIs are gone (and synced) before the first write, and the new UKI is
 //!   written only after the read-back matched.
@@ -37,6 +39,7 @@ pub mod testing;
 mod tests;
 
 use std::io::Read as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 
 use model::host::{HostBoot, HostManifest, HostStatus, Slot, VERITY_BLOCK, check_version};
@@ -100,6 +103,12 @@ pub enum UpgradeError {
         partition: String,
         holders: String,
     },
+    #[error(
+        "slot {slot} ({device}) is in use: the kernel refused to open it exclusively (it is \
+         mounted or held); the running slot is never written. Check /run/host/status.json and \
+         what uses the device"
+    )]
+    InUse { slot: Slot, device: PathBuf },
     #[error("--image {image:?}: {why}")]
     BadSource { image: String, why: String },
     #[error("cannot fetch {url}; is the server up and the URL right?")]
@@ -367,26 +376,44 @@ fn fetch_uki(
     Ok(uki)
 }
 
+/// Opens the slot's device for writing, before anything changes.
+fn open_slot(slot: Slot, device: PathBuf) -> Result<(std::fs::File, PathBuf), UpgradeError> {
+    // O_EXCL on a block device: the kernel refuses (EBUSY) a device that is
+    // mounted or held, a second guard after the holders check. A regular
+    // file (tests) ignores it.
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::fcntl::OFlag::O_EXCL.bits())
+        .open(&device)
+        .map_err(|source| {
+            if source.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32) {
+                UpgradeError::InUse {
+                    slot,
+                    device: device.clone(),
+                }
+            } else {
+                UpgradeError::Io {
+                    what: "cannot open for writing the slot device",
+                    path: device.clone(),
+                    source,
+                }
+            }
+        })?;
+    Ok((dev, device))
+}
+
 /// Streams root.img into the target partition, reads it back and checks it.
 fn write_root(
     source: &Source,
     manifest: &HostManifest,
     slot: Slot,
-    device: PathBuf,
+    (mut dev, device): (std::fs::File, PathBuf),
     say: &mut dyn FnMut(&str),
 ) -> Result<(), UpgradeError> {
     let info = &manifest.root.image;
     let location = source.location(&info.file);
     let mut src = source.open(&info.file)?;
-    let mut dev = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&device)
-        .map_err(|source| UpgradeError::Io {
-            what: "cannot open for writing the slot device",
-            path: device.clone(),
-            source,
-        })?;
     let mut meter = Meter::new(format!("writing slot {slot}"), info.size, &mut *say);
     let written =
         stream::write(&mut src, &mut dev, info.size, &mut meter).map_err(|e| match e {
@@ -483,6 +510,7 @@ pub fn upgrade(options: &Options, say: &mut dyn FnMut(&str)) -> Result<Upgraded,
     }
     let _lock = lock(&sys.path(LOCK))?;
     let (partition, capacity) = target_partition(&sys, slot)?;
+    let device = open_slot(slot, sys.path(&partition.dev.to_string_lossy()))?;
 
     let source = Source::parse(&options.image)?;
     let manifest_bytes = fetch_small(&source, source.manifest(), MANIFEST_LIMIT)?;
@@ -524,13 +552,7 @@ pub fn upgrade(options: &Options, say: &mut dyn FnMut(&str)) -> Result<Upgraded,
         });
     }
 
-    write_root(
-        &source,
-        &manifest,
-        slot,
-        sys.path(&partition.dev.to_string_lossy()),
-        say,
-    )?;
+    write_root(&source, &manifest, slot, device, say)?;
     say(&format!(
         "slot {slot} read back from the disk: SHA-256 and verity root hash match"
     ));
