@@ -7,10 +7,13 @@
 //! [`sysroot::SysRoot`], so they run in tests on fake or recorded sysfs trees.
 //! `init` ([`init`]) is PID 1 of the inspection ramdisk: it brings up the boot
 //! NIC, reports the inventory to the provisioner and obeys its commands
-//! (`apply` included). Writing the host image (deployment) is not there yet.
+//! (`apply` included). `upgrade` ([`upgrade`]) writes a new host image
+//! version into the inactive A/B slot of an installed host. Writing the host
+//! image at deployment is not there yet.
 
 pub mod apply;
 pub mod host;
 pub mod init;
 pub mod inspect;
 pub mod sysroot;
+pub mod upgrade;

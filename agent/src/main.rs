@@ -8,11 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use model::plan::HostPlan;
 
 use agent::sysroot::SysRoot;
-use agent::{apply, inspect};
+use agent::{apply, inspect, upgrade};
 
 /// node-agent: the provisioner's agent on a server (inspection ramdisk and
-/// installed host). It inventories the hardware (`inspect`) and applies host
-/// plans (`apply`).
+/// installed host). It inventories the hardware (`inspect`), applies host
+/// plans (`apply`) and upgrades an installed host image (`upgrade`).
 ///
 /// Start with `node-agent inspect`: it prints what this machine has (CPUs,
 /// NUMA nodes, memory, NICs, disks) without changing anything. Then
@@ -86,6 +86,42 @@ enum Command {
         after_help = "The ramdisk's kernel command line looks like:\n  console=ttyS0,115200 provisioner.url=http://10.213.0.1:8080 provisioner.token=TOKEN provisioner.mac=52:54:00:aa:00:01\n(written by the provisioner's iPXE script)."
     )]
     Init,
+    /// Upgrade this installed host to another version of the host image
+    /// (A/B): write the new version into the slot that is not running, then
+    /// reboot into it. Runs on a host booted from the host image (host mode).
+    ///
+    /// Steps: the running slot comes from /run/host/status.json and the other
+    /// slot is the target (the running slot is never written); the manifest,
+    /// the UKI's SHA-256 and its kernel command line are checked before
+    /// anything changes; the target slot's boot entries are removed from the
+    /// ESP (/efi/EFI/Linux); root.img is streamed into the slot, hashed while
+    /// writing, read back from the disk and checked against the manifest and
+    /// the verity root hash; the UKI is written as host-SLOT-VERSION+3.efi
+    /// (three tries). After the reboot the new version is blessed by its
+    /// health checks, or the boot loader falls back to the running version
+    /// once its tries are spent. Any failure leaves the running version
+    /// booting as before (the other slot's old version is no longer
+    /// bootable once its entries are removed); run the command again to
+    /// retry. Refused while this boot is still on trial (not yet marked
+    /// good): the other slot is its fallback.
+    #[command(
+        after_help = "Examples:\n  node-agent upgrade --image http://10.213.0.1:8080/images/2/manifest.json\n  node-agent upgrade --image /mnt/usb/host-2/                the directory holding manifest.json\n  node-agent upgrade --image /mnt/usb/host-2/manifest.json --no-reboot\n\nThe image is the output directory of `provisioner image build host`: manifest.json,\nroot.img and uki.efi side by side (served as-is over plain HTTP, or on a disk).\nExit status 0: the new version is in place (and the machine reboots)."
+    )]
+    Upgrade {
+        /// The new image's manifest.json: a path, a directory holding it, or
+        /// an http:// URL (a URL ending in / means its manifest.json).
+        /// root.img and uki.efi are taken from the same place.
+        #[arg(long, value_name = "URL|FILE")]
+        image: String,
+        /// Do not reboot at the end; the new version boots at the next
+        /// reboot (it then has three tries to be marked good).
+        #[arg(long)]
+        no_reboot: bool,
+        /// Root of the host's paths (/run, /sys, /dev, /efi); a fake tree in
+        /// tests. Any other root than / implies --no-reboot.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        sysroot: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -157,7 +193,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Upgrade {
+            image,
+            no_reboot,
+            sysroot,
+        } => run_upgrade(image, no_reboot, sysroot),
     }
+}
+
+fn run_upgrade(image: String, no_reboot: bool, sysroot: PathBuf) -> anyhow::Result<ExitCode> {
+    let say = |line: &str| println!("node-agent: upgrade: {line}");
+    let real_root = sysroot == std::path::Path::new("/");
+    let options = upgrade::Options { image, sysroot };
+    let done = upgrade::upgrade(&options, &mut |line| say(line))?;
+    let tries = model::host::TRIES;
+    if no_reboot || !real_root {
+        say(&format!(
+            "slot {} holds version {}; it boots at the next reboot ({tries} tries)",
+            done.slot, done.version
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    say(&format!(
+        "slot {} holds version {}; rebooting into it ({tries} tries)",
+        done.slot, done.version
+    ));
+    nix::unistd::sync();
+    let err = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT)
+        .expect_err("reboot returns only on failure");
+    anyhow::bail!("cannot reboot ({err}); the new version is in place: reboot by hand to boot it")
 }
 
 #[cfg(test)]
