@@ -11,11 +11,19 @@
 //! layout) are apart from the few functions that run commands or touch files.
 
 pub mod cpio;
+pub mod disk;
+pub mod esp;
+pub mod host;
 pub mod kernel;
 pub mod modules;
+pub mod packages;
 pub mod progress;
 pub mod ramdisk;
+pub mod rootfs;
+pub mod uki;
+pub mod verity;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// A file or directory that could not be read or written: which one, doing what.
@@ -39,4 +47,25 @@ pub(crate) fn file_error(
         action,
         source,
     }
+}
+
+/// Lowercase hex of the SHA-256 of `bytes`.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    verity::hex(&sha2::Sha256::digest(bytes))
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory, so a reader
+/// never sees half a file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(file_error(dir, "creating a file"))?;
+    tmp.write_all(bytes).map_err(file_error(path, "writing"))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(file_error(path, "writing"))?;
+    tmp.persist(path)
+        .map_err(|e| file_error(path, "writing")(e.error))?;
+    Ok(())
 }
