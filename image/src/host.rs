@@ -242,9 +242,9 @@ pub fn build(options: &HostOptions, progress: &dyn Progress) -> Result<HostManif
         KernelSource::Apt { metapackage } => kernel::fetch(&options.cache, metapackage, progress)?,
         KernelSource::Deb(deb) => kernel::unpack(deb, &options.cache, progress)?,
     };
-    let step = progress.begin("busybox-static and systemd-boot-efi");
     let busybox = packages::fetch(&options.cache, "busybox-static", progress)?;
     let boot = packages::fetch(&options.cache, "systemd-boot-efi", progress)?;
+    let step = progress.begin("packages");
     let need = |unpacked: &packages::Unpacked, path: &'static str| {
         let full = unpacked.root.join(path);
         if full.is_file() {
@@ -383,6 +383,7 @@ pub fn build(options: &HostOptions, progress: &dyn Progress) -> Result<HostManif
             cmdline: &cmdline,
             linux: &kernel.vmlinuz,
             initrd: &initrd,
+            timestamp: u32::try_from(options.epoch).unwrap_or(u32::MAX),
         },
         scratch,
         &uki_tmp,

@@ -82,6 +82,59 @@ pub fn stub_end(pe: &[u8]) -> Result<u64, &'static str> {
     Ok(image_base + end)
 }
 
+/// Offsets of the COFF `TimeDateStamp` and the optional header's `CheckSum` in a PE32+
+/// file.
+fn stamp_and_checksum_offsets(pe: &[u8]) -> Result<(usize, usize), &'static str> {
+    let pe_at = pe
+        .get(0x3c..0x40)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or("truncated PE headers")?;
+    if pe.get(pe_at..pe_at + 4) != Some(b"PE\0\0") {
+        return Err("no PE signature");
+    }
+    let checksum = pe_at + 24 + 64;
+    if pe.len() < checksum + 4 {
+        return Err("truncated PE headers");
+    }
+    Ok((pe_at + 8, checksum))
+}
+
+/// The PE image checksum (as `IMAGEHLP!CheckSumMappedFile` computes it): the 16-bit
+/// one's-complement-style sum of the file, the checksum field taken as zero, plus the
+/// file's length.
+pub fn pe_checksum(pe: &[u8]) -> Result<u32, &'static str> {
+    let (_, at) = stamp_and_checksum_offsets(pe)?;
+    let mut sum: u64 = 0;
+    for (i, pair) in pe.chunks(2).enumerate() {
+        let offset = i * 2;
+        if offset == at || offset == at + 2 {
+            continue;
+        }
+        sum += u64::from(pair[0]) | u64::from(*pair.get(1).unwrap_or(&0)) << 8;
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    Ok((sum as u32).wrapping_add(pe.len() as u32))
+}
+
+/// Sets the COFF timestamp (objcopy writes the current time there) and recomputes the
+/// checksum, so that the same inputs give the same UKI.
+pub fn pin_timestamp(pe: &mut [u8], stamp: u32) -> Result<(), &'static str> {
+    let (stamp_at, checksum_at) = stamp_and_checksum_offsets(pe)?;
+    pe[stamp_at..stamp_at + 4].copy_from_slice(&stamp.to_le_bytes());
+    let checksum = pe_checksum(pe)?;
+    pe[checksum_at..checksum_at + 4].copy_from_slice(&checksum.to_le_bytes());
+    Ok(())
+}
+
+/// The checksum field of a PE32+ file.
+pub fn stored_checksum(pe: &[u8]) -> Result<u32, &'static str> {
+    let (_, at) = stamp_and_checksum_offsets(pe)?;
+    Ok(u32::from_le_bytes(
+        pe[at..at + 4].try_into().expect("4 bytes"),
+    ))
+}
+
 /// The VMA of each section (in the order given, with its size), placed one after the
 /// other from `start`, each on an [`ALIGN`] boundary.
 pub fn place(start: u64, sections: &[(&str, u64)]) -> Vec<(String, u64)> {
@@ -119,6 +172,8 @@ pub struct UkiParts<'a> {
     pub cmdline: &'a str,
     pub linux: &'a Path,
     pub initrd: &'a [u8],
+    /// The COFF timestamp (SOURCE_DATE_EPOCH, saturated to 32 bits).
+    pub timestamp: u32,
 }
 
 /// Builds the UKI `out` from the stub at `stub` (scratch files go to `scratch`).
@@ -168,6 +223,12 @@ pub fn build(stub: &Path, parts: &UkiParts, scratch: &Path, out: &Path) -> Resul
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         });
     }
+    let mut uki = std::fs::read(out).map_err(file_error(out, "reading the UKI"))?;
+    pin_timestamp(&mut uki, parts.timestamp).map_err(|what| UkiError::BadStub {
+        path: out.to_owned(),
+        what,
+    })?;
+    std::fs::write(out, &uki).map_err(file_error(out, "writing the UKI"))?;
     Ok(())
 }
 
@@ -216,6 +277,22 @@ mod tests {
             stub_end(&pe(0x1000_0000, &[(0x1000, 0x10)])),
             Ok(0x1000_1010)
         );
+    }
+
+    #[test]
+    fn pinning_sets_the_stamp_and_a_checksum_that_covers_it() {
+        let mut a = pe(0, &[(0x1000, 0x10)]);
+        a.extend_from_slice(&[0xff; 301]);
+        let mut b = a.clone();
+        b[0x88] = 0x55; // another "current time"
+        pin_timestamp(&mut a, 1_735_689_600).unwrap();
+        pin_timestamp(&mut b, 1_735_689_600).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a[0x88..0x8c], 1_735_689_600u32.to_le_bytes());
+        assert_eq!(stored_checksum(&a), pe_checksum(&a));
+        let before = stored_checksum(&a).unwrap();
+        pin_timestamp(&mut a, 1).unwrap();
+        assert_ne!(stored_checksum(&a).unwrap(), before);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! fill a hash block, the last block of a level is zero-padded; each next level hashes
 //! the blocks of the level below until a level is one block. On disk the top level comes
 //! first, then the next lower, down to level 0; the root hash is `sha256(salt || top
-//! block)`.
+//! block)`. One data block is the degenerate case: no hash block at all, the root hash
+//! is that block's digest (the kernel's and veritysetup's level count is 0 there).
 //!
 //! Invariants: pure (bytes in, bytes out, no I/O); the same data and salt always give the
 //! same tree. A test of the slow tier compares it with `veritysetup` byte for byte.
@@ -44,17 +45,16 @@ pub enum VerityError {
     BadLength { len: usize },
 }
 
-/// The number of hash blocks per level for `data_blocks` data blocks, level 0 first.
+/// The number of hash blocks per level for `data_blocks` data blocks, level 0 first
+/// (none for a single data block).
 pub fn level_sizes(data_blocks: usize) -> Vec<usize> {
     let mut levels = vec![];
     let mut blocks = data_blocks;
-    loop {
+    while blocks > 1 {
         blocks = blocks.div_ceil(DIGESTS_PER_BLOCK);
         levels.push(blocks);
-        if blocks <= 1 {
-            return levels;
-        }
     }
+    levels
 }
 
 fn digest(salt: &[u8; 32], block: &[u8]) -> [u8; 32] {
@@ -78,6 +78,12 @@ fn hash_level(input: &[u8], salt: &[u8; 32]) -> Vec<u8> {
 pub fn tree(data: &[u8], salt: &[u8; 32]) -> Result<Tree, VerityError> {
     if data.is_empty() || !data.len().is_multiple_of(BLOCK) {
         return Err(VerityError::BadLength { len: data.len() });
+    }
+    if data.len() == BLOCK {
+        return Ok(Tree {
+            bytes: vec![],
+            root: digest(salt, data),
+        });
     }
     let mut levels = vec![hash_level(data, salt)];
     while let Some(last) = levels.last()
@@ -107,18 +113,22 @@ mod tests {
     }
 
     #[test]
-    fn one_block_gives_one_hash_block_and_its_hash_as_root() {
+    fn one_block_has_no_hash_block_and_its_digest_as_root() {
         let salt = [7u8; 32];
         let t = tree(&data(1), &salt).unwrap();
+        assert!(t.bytes.is_empty());
+        assert_eq!(t.root, digest(&salt, &data(1)));
+        let t = tree(&data(2), &salt).unwrap();
         assert_eq!(t.bytes.len(), BLOCK);
-        assert_eq!(t.bytes[..32], digest(&salt, &data(1)));
-        assert!(t.bytes[32..].iter().all(|b| *b == 0));
+        assert_eq!(t.bytes[..32], digest(&salt, &data(2)[..BLOCK]));
+        assert!(t.bytes[64..].iter().all(|b| *b == 0));
         assert_eq!(t.root, digest(&salt, &t.bytes));
     }
 
     #[test]
     fn levels_split_at_128_digests() {
-        assert_eq!(level_sizes(1), vec![1]);
+        assert_eq!(level_sizes(1), Vec::<usize>::new());
+        assert_eq!(level_sizes(2), vec![1]);
         assert_eq!(level_sizes(128), vec![1]);
         assert_eq!(level_sizes(129), vec![2, 1]);
         assert_eq!(level_sizes(128 * 128), vec![128, 1]);
