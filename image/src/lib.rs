@@ -1,14 +1,18 @@
 //! The library behind `provisioner image build`: the inspection ramdisk (Debian's kernel
-//! and a cpio initramfs with `node-agent` as init) and, later, the A/B host disk image.
+//! and a cpio initramfs with `node-agent` as init) and the immutable A/B host disk image.
 //!
-//! Modules: [`kernel`] fetches and caches Debian's kernel package with apt; [`cpio`] writes
-//! the newc archives the kernel unpacks; [`modules`] picks the drivers and their load
-//! order; [`ramdisk`] builds `vmlinuz`, `initramfs` and `manifest.json`; [`progress`] is how
-//! long steps are reported.
+//! Modules: [`kernel`] fetches and caches Debian's kernel package with apt, [`packages`]
+//! other Debian packages; [`cpio`] writes the newc archives the kernel unpacks;
+//! [`modules`] picks the drivers and their load order; [`ramdisk`] builds `vmlinuz`,
+//! `initramfs` and `manifest.json`; [`host`] builds the host image from [`rootfs`] (the
+//! erofs root), [`verity`] (its hash tree), [`uki`] (the unified kernel image), [`esp`]
+//! (the FAT32 ESP) and [`disk`] (the GPT disk); [`progress`] is how long steps are
+//! reported.
 //!
 //! Invariant: building is deterministic (same inputs, same bytes) and never needs root or
 //! loop devices. The pure cores (cpio, package fields, `.modinfo`, load order, archive
-//! layout) are apart from the few functions that run commands or touch files.
+//! layout, verity tree, partition table, PE headers) are apart from the few functions
+//! that run commands or touch files.
 
 pub mod cpio;
 pub mod disk;
