@@ -35,7 +35,8 @@ use crate::{disk, esp, file_error, packages, sha256_hex, verity, write_atomic};
 pub const DEFAULT_EPOCH: u64 = 1_735_689_600;
 /// zstd level of `host.raw.zst` (single-threaded: the same bytes on every machine).
 pub const DISK_ZSTD_LEVEL: i32 = 9;
-/// Size of the ext4 file system made for `data` (the agent grows it on first boot).
+/// The label of the ext4 file system made for `data` (the agent grows it to the disk's
+/// end on first boot).
 const DATA_LABEL: &str = "data";
 
 /// What to build.
@@ -350,14 +351,17 @@ pub fn build(options: &HostOptions, progress: &dyn Progress) -> Result<HostManif
         root_hash: verity::hex(&hash_tree.root),
         salt: verity::hex(&salt),
     };
-    write_atomic(&options.out.join("root.img"), &root_img)?;
+    let root_tmp = scratch.join("root.img");
+    std::fs::write(&root_tmp, &root_img).map_err(file_error(&root_tmp, "writing"))?;
+    let root_info = file_info("root.img", &root_img);
+    drop(root_img);
     progress.finish(
         step,
         &format!(
             "root {}, {} hash blocks; root.img {} of a {} slot",
             verity_params.root_hash,
             layout.hash_blocks,
-            mib(root_img.len() as u64),
+            mib(root_info.size),
             mib(capacity)
         ),
     );
@@ -432,9 +436,6 @@ pub fn build(options: &HostOptions, progress: &dyn Progress) -> Result<HostManif
             .env("E2FSPROGS_FAKE_TIME", options.epoch.to_string())
             .env("MKE2FS_DEVICE_SECTSIZE", "512"),
     )?;
-    let root_tmp = scratch.join("root.img");
-    std::fs::write(&root_tmp, &root_img).map_err(file_error(&root_tmp, "writing"))?;
-    drop(root_img);
     let raw = scratch.join("host.raw");
     let mut disk_file = disk::create(&raw, contract::disk_size_bytes(), &table)?;
     for p in &table {
@@ -470,10 +471,7 @@ pub fn build(options: &HostOptions, progress: &dyn Progress) -> Result<HostManif
         version: options.version.clone(),
         kernel_release: kernel.release.clone(),
         root: contract::RootInfo {
-            image: file_info(
-                "root.img",
-                &std::fs::read(&root_tmp).map_err(file_error(&root_tmp, "reading"))?,
-            ),
+            image: root_info,
             filesystem: "erofs".to_owned(),
             verity: verity_params,
         },
@@ -493,6 +491,7 @@ pub fn build(options: &HostOptions, progress: &dyn Progress) -> Result<HostManif
         let to = options.out.join(name);
         std::fs::rename(from, &to).map_err(file_error(&to, "moving into place"))
     };
+    rename(&root_tmp, "root.img")?;
     rename(&uki_tmp, "uki.efi")?;
     rename(&zst_tmp, "host.raw.zst")?;
     if options.keep_raw {
