@@ -118,6 +118,27 @@ pub fn initrd_archive(
     Ok(a)
 }
 
+/// mke2fs's configuration for the data file system (`MKE2FS_CONFIG`), so that the build
+/// host's `/etc/mke2fs.conf` does not change the bytes: Debian 12's ext4 defaults, and the
+/// `small` usage type (what a 64 MiB file system gets) with the same inode ratio.
+pub const MKE2FS_CONF: &str = "\
+[defaults]
+\tbase_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr
+\tdefault_mntopts = acl,user_xattr
+\tenable_periodic_fsck = 0
+\tblocksize = 4096
+\tinode_size = 256
+\tinode_ratio = 16384
+
+[fs_types]
+\text4 = {
+\t\tfeatures = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
+\t}
+\tsmall = {
+\t\tinode_ratio = 16384
+\t}
+";
+
 /// The `mkfs.ext4` arguments for the data file system in `file`: fixed UUID and hash
 /// seed, root-owned, labelled [`DATA_LABEL`], 4 KiB blocks.
 pub fn mkfs_ext4_args(file: &Path) -> Vec<std::ffi::OsString> {
@@ -430,9 +451,12 @@ pub fn build(options: &HostOptions, progress: &dyn Progress) -> Result<HostManif
     std::fs::File::create(&data_img)
         .and_then(|f| f.set_len(disk::partition_bytes(data_spec)))
         .map_err(file_error(&data_img, "creating"))?;
+    let mke2fs_conf = scratch.join("mke2fs.conf");
+    std::fs::write(&mke2fs_conf, MKE2FS_CONF).map_err(file_error(&mke2fs_conf, "writing"))?;
     run_tool(
         Command::new("mkfs.ext4")
             .args(mkfs_ext4_args(&data_img))
+            .env("MKE2FS_CONFIG", &mke2fs_conf)
             .env("E2FSPROGS_FAKE_TIME", options.epoch.to_string())
             .env("MKE2FS_DEVICE_SECTSIZE", "512"),
     )?;

@@ -162,7 +162,12 @@ fn the_root_is_erofs_with_the_verity_tree_appended() {
     );
     let fs = dir.path().join("root.erofs");
     extract(&root_img, 0, v.data_blocks * 4096, &fs);
-    run(Command::new("fsck.erofs").arg(&fs));
+    let tree = dir.path().join("root-tree");
+    run(Command::new("fsck.erofs")
+        .arg(format!("--extract={}", tree.display()))
+        .arg("--preserve-perms")
+        .arg(&fs));
+    check_root_tree(&tree, manifest);
     // veritysetup checks every block against the root hash in user space.
     run(Command::new("veritysetup")
         .arg("verify")
@@ -183,6 +188,56 @@ fn the_root_is_erofs_with_the_verity_tree_appended() {
         &slot,
     );
     assert!(std::fs::read(&slot).unwrap() == std::fs::read(&root_img).unwrap());
+}
+
+/// The root tree as `fsck.erofs --extract` wrote it.
+fn check_root_tree(tree: &Path, manifest: &HostManifest) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &str| {
+        std::fs::symlink_metadata(tree.join(p))
+            .unwrap_or_else(|e| panic!("{p} in the root: {e}"))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let agent = std::fs::read(static_agent()).unwrap();
+    assert!(std::fs::read(tree.join("usr/bin/node-agent")).unwrap() == agent);
+    assert_eq!(mode("usr/bin/node-agent"), 0o755);
+    assert_eq!(
+        std::fs::read_link(tree.join("bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
+    assert_eq!(mode("bin/busybox"), 0o755);
+    assert_eq!(
+        std::fs::read_to_string(tree.join("etc/provisioner/trust.pub")).unwrap(),
+        "trust me\n"
+    );
+    let osrel = std::fs::read_to_string(tree.join("etc/os-release")).unwrap();
+    assert!(osrel.contains(&format!("VERSION_ID={}\n", manifest.version)));
+    for d in image::rootfs::EMPTY_DIRS {
+        assert!(tree.join(d).is_dir(), "/{d} missing");
+    }
+    assert_eq!(mode("tmp"), 0o1777);
+    let order = std::fs::read_to_string(tree.join("lib/modules/load-order")).unwrap();
+    let modules = tree.join("lib/modules").join(&manifest.kernel_release);
+    for line in order.lines() {
+        assert!(
+            modules.join(line).is_file(),
+            "{line} in load-order but not in the root"
+        );
+    }
+    for m in [
+        "dm-verity.ko",
+        "erofs.ko",
+        "nvmet-tcp.ko",
+        "bridge.ko",
+        "virtio_blk.ko",
+    ] {
+        assert!(
+            order.lines().any(|l| l.ends_with(&format!("/{m}"))),
+            "{m} not in the root's load-order"
+        );
+    }
 }
 
 #[test]
