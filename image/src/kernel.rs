@@ -117,12 +117,12 @@ pub fn kernel_dependency(depends: &str) -> Option<(String, Option<String>)> {
 
 /// A file name safe in the cache for a package and version (`:` of epochs becomes `%3a`,
 /// as apt does).
-fn deb_file_name(package: &str, version: &str) -> String {
+pub(crate) fn deb_file_name(package: &str, version: &str) -> String {
     format!("{package}_{}_amd64.deb", version.replace(':', "%3a"))
 }
 
 /// Runs a command and returns its stdout; a failure carries the last lines of stderr.
-fn run(command: &mut Command, hint: &'static str) -> Result<String, KernelError> {
+pub(crate) fn run(command: &mut Command, hint: &'static str) -> Result<String, KernelError> {
     let shown = format!("{command:?}").replace('"', "");
     let out = command.output().map_err(|source| KernelError::Spawn {
         command: shown.clone(),
@@ -142,7 +142,7 @@ fn run(command: &mut Command, hint: &'static str) -> Result<String, KernelError>
 }
 
 /// One field of a `.deb`'s control file (`dpkg-deb -f DEB FIELD`).
-fn deb_field(deb: &Path, field: &str) -> Result<String, KernelError> {
+pub(crate) fn deb_field(deb: &Path, field: &str) -> Result<String, KernelError> {
     let out = run(
         Command::new("dpkg-deb").arg("-f").arg(deb).arg(field),
         "is the file a complete .deb package?",
@@ -151,7 +151,11 @@ fn deb_field(deb: &Path, field: &str) -> Result<String, KernelError> {
 }
 
 /// Downloads `package[=version]` with `apt-get download` into `dir` and returns the file.
-fn apt_download(dir: &Path, package: &str, version: Option<&str>) -> Result<PathBuf, KernelError> {
+pub(crate) fn apt_download(
+    dir: &Path,
+    package: &str,
+    version: Option<&str>,
+) -> Result<PathBuf, KernelError> {
     let spec = match version {
         Some(v) => format!("{package}={v}"),
         None => package.to_owned(),
@@ -249,7 +253,7 @@ pub fn fetch(
     unpack(&cached, cache, progress)
 }
 
-fn tempdir_in(dir: &Path) -> Result<tempfile::TempDir, KernelError> {
+pub(crate) fn tempdir_in(dir: &Path) -> Result<tempfile::TempDir, KernelError> {
     let scratch = tempfile::Builder::new()
         .prefix(".download-")
         .tempdir_in(dir)
@@ -267,27 +271,33 @@ pub fn unpack(deb: &Path, cache: &Path, progress: &dyn Progress) -> Result<Kerne
     let root = base.join(deb_file_name(&package, &package_version).trim_end_matches(".deb"));
     if !root.is_dir() {
         let step = progress.begin(&format!("unpacking {package} with dpkg-deb -x"));
-        let scratch = tempdir_in(&base)?;
-        run(
-            Command::new("dpkg-deb")
-                .arg("-x")
-                .arg(deb)
-                .arg(scratch.path()),
-            "is the file a complete .deb package? Delete it from the cache to fetch it again",
-        )?;
-        let unpacked = scratch.keep();
-        if let Err(e) = std::fs::rename(&unpacked, &root) {
-            // Another run may have won the race; its tree is as good as ours.
-            let _ = std::fs::remove_dir_all(&unpacked);
-            if !root.is_dir() {
-                return Err(
-                    file_error(&root, "moving the unpacked kernel into the cache")(e).into(),
-                );
-            }
-        }
+        unpack_into(deb, &root)?;
         progress.finish(step, &root.display().to_string());
     }
     locate(deb, &root, package, package_version)
+}
+
+/// Unpacks `deb` with `dpkg-deb -x` beside `root` (in its parent directory), then renames
+/// the complete tree to `root`.
+pub(crate) fn unpack_into(deb: &Path, root: &Path) -> Result<(), KernelError> {
+    let base = root.parent().unwrap_or(Path::new("."));
+    let scratch = tempdir_in(base)?;
+    run(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(deb)
+            .arg(scratch.path()),
+        "is the file a complete .deb package? Delete it from the cache to fetch it again",
+    )?;
+    let unpacked = scratch.keep();
+    if let Err(e) = std::fs::rename(&unpacked, root) {
+        // Another run may have won the race; its tree is as good as ours.
+        let _ = std::fs::remove_dir_all(&unpacked);
+        if !root.is_dir() {
+            return Err(file_error(root, "moving the unpacked package into the cache")(e).into());
+        }
+    }
+    Ok(())
 }
 
 /// Finds the release, kernel image and module tree in an unpacked kernel package.

@@ -16,17 +16,15 @@
 //! gives the same bytes. No firmware is included: see ARCHITECTURE.md for why.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
 use crate::cpio::{Archive, CpioError};
-use crate::file_error;
 use crate::kernel::{self, Kernel, KernelError};
 use crate::modules::{self, CollectError, ModulesError};
 use crate::progress::Progress;
+use crate::{file_error, sha256_hex, write_atomic};
 
 /// zstd level of the initramfs. Measured on the 2-core machine on a 31 MiB archive: level 9
 /// gives 6.9 MiB in about 1 s of CPU; 19 gives 6.1 MiB in 21 s. Decompression is as fast
@@ -140,11 +138,6 @@ pub struct ModuleInfo {
     pub sha256: String,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn file_info(bytes: &[u8]) -> FileInfo {
     FileInfo {
         size: bytes.len() as u64,
@@ -217,37 +210,82 @@ pub fn assemble(
     a.add_dir("sys", 0o555)?;
     a.add_dir("run", 0o755)?;
     a.add_dir("tmp", 0o1777)?;
-    let mut load_order = String::new();
     for m in modules {
         a.add_file(
             &format!("lib/modules/{release}/{}", m.path),
             0o644,
             m.contents.clone(),
         )?;
-        load_order.push_str(&m.path);
-        load_order.push('\n');
     }
-    a.add_file("lib/modules/load-order", 0o644, load_order.into_bytes())?;
+    a.add_file(
+        "lib/modules/load-order",
+        0o644,
+        load_order_file(modules).into_bytes(),
+    )?;
     Ok(a)
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory, so a reader
-/// never sees half a file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RamdiskError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(file_error(dir, "creating a file"))?;
-    tmp.write_all(bytes).map_err(file_error(path, "writing"))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(file_error(path, "writing"))?;
-    tmp.persist(path)
-        .map_err(|e| file_error(path, "writing")(e.error))?;
-    Ok(())
 }
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// The modules of a driver selection, read and ordered.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// In load order, uncompressed.
+    pub modules: Vec<RamdiskModule>,
+    /// Optional drivers the kernel does not have.
+    pub optional_absent: Vec<String>,
+    /// Firmware files the modules may request, by module.
+    pub firmware: BTreeMap<String, Vec<String>>,
+}
+
+/// Reads `drivers` (required), `optional` (taken when present) and their dependencies from
+/// the module tree `modules_dir` and puts them in load order.
+pub fn resolve_modules(
+    modules_dir: &Path,
+    drivers: &[&str],
+    optional: &[&str],
+) -> Result<Resolved, RamdiskError> {
+    let files = modules::index(modules_dir)?;
+    let roots: Vec<&str> = drivers.iter().chain(optional).copied().collect();
+    let mut found = modules::collect(modules_dir, &files, &roots)?;
+    let infos = found
+        .iter()
+        .map(|(k, (m, _))| (k.clone(), m.clone()))
+        .collect();
+    let order = modules::load_order(&infos, drivers, optional)?;
+    let mut out = Vec::with_capacity(order.len());
+    let mut firmware = BTreeMap::new();
+    for name in &order {
+        let (module, contents) = found
+            .remove(name)
+            .expect("load_order returns collected modules");
+        if !module.info.firmware.is_empty() {
+            firmware.insert(name.clone(), module.info.firmware.clone());
+        }
+        out.push(RamdiskModule {
+            name: name.clone(),
+            path: modules::uncompressed_path(&module.path).to_owned(),
+            contents,
+        });
+    }
+    let optional_absent = optional
+        .iter()
+        .map(|o| modules::normalize(o))
+        .filter(|o| !order.contains(o))
+        .collect();
+    Ok(Resolved {
+        modules: out,
+        optional_absent,
+        firmware,
+    })
+}
+
+/// `lib/modules/load-order`: one module path (relative to `lib/modules/<release>/`) a
+/// line, dependencies first.
+pub fn load_order_file(modules: &[RamdiskModule]) -> String {
+    modules.iter().map(|m| format!("{}\n", m.path)).collect()
 }
 
 /// Builds the ramdisk into `options.out` and returns (and writes) its manifest.
@@ -274,34 +312,11 @@ pub fn build(options: &RamdiskOptions, progress: &dyn Progress) -> Result<Manife
         .iter()
         .map(String::as_str)
         .collect();
-    let files = modules::index(&kernel.modules_dir)?;
-    let roots: Vec<&str> = drivers.iter().chain(&optional).copied().collect();
-    let mut found = modules::collect(&kernel.modules_dir, &files, &roots)?;
-    let infos = found
-        .iter()
-        .map(|(k, (m, _))| (k.clone(), m.clone()))
-        .collect();
-    let order = modules::load_order(&infos, &drivers, &optional)?;
-    let mut ramdisk_modules = Vec::with_capacity(order.len());
-    let mut firmware = BTreeMap::new();
-    for name in &order {
-        let (module, contents) = found
-            .remove(name)
-            .expect("load_order returns collected modules");
-        if !module.info.firmware.is_empty() {
-            firmware.insert(name.clone(), module.info.firmware.clone());
-        }
-        ramdisk_modules.push(RamdiskModule {
-            name: name.clone(),
-            path: modules::uncompressed_path(&module.path).to_owned(),
-            contents,
-        });
-    }
-    let optional_absent: Vec<String> = optional
-        .iter()
-        .map(|o| modules::normalize(o))
-        .filter(|o| !order.contains(o))
-        .collect();
+    let Resolved {
+        modules: ramdisk_modules,
+        optional_absent,
+        firmware,
+    } = resolve_modules(&kernel.modules_dir, &drivers, &optional)?;
     let total: usize = ramdisk_modules.iter().map(|m| m.contents.len()).sum();
     progress.finish(
         step,

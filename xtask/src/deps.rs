@@ -130,6 +130,31 @@ pub const DEPS: &[Dep] = &[
         from_backports: false,
     },
     Dep {
+        package: "erofs-utils",
+        why: "`provisioner image build host` makes the root with mkfs.erofs; image/tests/host_image.rs checks it with fsck.erofs",
+        from_backports: false,
+    },
+    Dep {
+        package: "cryptsetup-bin",
+        why: "`veritysetup format` checks our dm-verity hash trees byte for byte (image/tests/host_image.rs)",
+        from_backports: false,
+    },
+    Dep {
+        package: "gdisk",
+        why: "`sgdisk -v` checks the GPT of host.raw (image/tests/host_image.rs)",
+        from_backports: false,
+    },
+    Dep {
+        package: "binutils",
+        why: "`provisioner image build host` builds the UKI with objcopy and the test reads its .cmdline back",
+        from_backports: false,
+    },
+    Dep {
+        package: "e2fsprogs",
+        why: "`provisioner image build host` makes the data partition's ext4 with mkfs.ext4",
+        from_backports: false,
+    },
+    Dep {
         package: "python3-venv",
         why: "the BMC tests run sushy-tools' Redfish emulator from a venv (target/venv)",
         from_backports: false,

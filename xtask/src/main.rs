@@ -7,6 +7,7 @@
 mod bench;
 mod demo;
 mod deps;
+mod host_image;
 mod layers;
 mod ramdisk;
 mod record_sysfs;
@@ -122,6 +123,16 @@ enum Command {
         ~/.cache/provisioner). Boot the result with qemu-system-x86_64 -kernel/-initrd."
     )]
     Ramdisk(ramdisk::Args),
+    /// Build a static node-agent and the A/B host disk image with it.
+    #[command(
+        long_about = "Build a static node-agent and the immutable A/B host image with it.\n\n\
+        1. the static node-agent and the provisioner, as `cargo xtask ramdisk` does\n\
+        2. provisioner image build host --keep-raw --agent <that agent> --out <target>/host-image\n\n\
+        Outputs host.raw (and .zst), root.img, uki.efi and manifest.json. The first run \
+        downloads Debian's kernel, busybox-static and systemd-boot-efi with apt-get (cached \
+        in ~/.cache/provisioner). Needs mkfs.erofs, objcopy and mkfs.ext4 (`cargo xtask deps`)."
+    )]
+    HostImage(host_image::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -134,6 +145,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::RecordSysfs(args) => record_sysfs::run(&args),
         Command::Ramdisk(args) => ramdisk::run(&args),
+        Command::HostImage(args) => host_image::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -81,14 +81,7 @@ pub fn run(args: &Args) -> Result<()> {
 /// (`vmlinuz`, `initramfs`, `manifest.json`).
 pub fn build(out: &Path, cache: Option<&Path>, kernel_deb: Option<&Path>) -> Result<()> {
     let agent = build_static_agent()?;
-    let status = crate::workspace::cargo()
-        .args(["build", "--locked", "-p", "provisioner"])
-        .status()?;
-    if !status.success() {
-        bail!("building the provisioner failed ({status})");
-    }
-    let target = crate::workspace::target_dir()?;
-    let mut build = std::process::Command::new(target.join("debug/provisioner"));
+    let mut build = std::process::Command::new(build_provisioner()?);
     build
         .args(["image", "build", "ramdisk", "--agent"])
         .arg(&agent)
@@ -105,4 +98,15 @@ pub fn build(out: &Path, cache: Option<&Path>, kernel_deb: Option<&Path>) -> Res
         bail!("`provisioner image build ramdisk` failed ({status})");
     }
     Ok(())
+}
+
+/// `cargo build -p provisioner` (debug); returns the binary's path.
+pub fn build_provisioner() -> Result<PathBuf> {
+    let status = crate::workspace::cargo()
+        .args(["build", "--locked", "-p", "provisioner"])
+        .status()?;
+    if !status.success() {
+        bail!("building the provisioner failed ({status})");
+    }
+    Ok(crate::workspace::target_dir()?.join("debug/provisioner"))
 }

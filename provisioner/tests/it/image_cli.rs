@@ -1,5 +1,6 @@
-//! `provisioner image build ramdisk` (the binary): what an operator sees when the agent is
-//! wrong. The build itself is tested in image/tests/ramdisk.rs.
+//! `provisioner image build ramdisk` and `... host` (the binary): what an operator sees when
+//! the agent, the version or SOURCE_DATE_EPOCH is wrong. The builds themselves are tested in
+//! image/tests/ramdisk.rs and image/tests/host_image.rs.
 
 use std::process::Command;
 
@@ -44,6 +45,53 @@ fn a_missing_agent_names_the_path() {
     assert!(!ok);
     assert!(
         stderr.contains("/nonexistent/node-agent: reading the agent"),
+        "{stderr}"
+    );
+}
+
+/// `provisioner image build host` with `args` after the agent, an empty cache and output.
+fn build_host(agent: &std::path::Path, args: &[&str], epoch: Option<&str>) -> (bool, String) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .args(["image", "build", "host", "--agent"])
+        .arg(agent)
+        .arg("--out")
+        .arg(out_dir.path().join("host"))
+        .arg("--cache")
+        .arg(cache.path())
+        .args(args);
+    match epoch {
+        Some(e) => command.env("SOURCE_DATE_EPOCH", e),
+        None => command.env_remove("SOURCE_DATE_EPOCH"),
+    };
+    let out = command.output().unwrap();
+    // Bad input is refused before anything is downloaded or written.
+    assert!(std::fs::read_dir(cache.path()).unwrap().next().is_none());
+    assert!(std::fs::read_dir(out_dir.path()).unwrap().next().is_none());
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_host_image_refuses_bad_versions_agents_and_epochs_first() {
+    let bin = std::path::Path::new(BIN);
+    let (ok, stderr) = build_host(bin, &["--version", "1-rc1"], None);
+    assert!(!ok);
+    assert!(
+        stderr.contains("version \"1-rc1\"") && stderr.contains("no '-' or '+'"),
+        "{stderr}"
+    );
+    let (ok, stderr) = build_host(bin, &[], None);
+    assert!(!ok);
+    assert!(stderr.contains("dynamically linked"), "{stderr}");
+    let (ok, stderr) = build_host(bin, &[], Some("yesterday"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("SOURCE_DATE_EPOCH=\"yesterday\""),
         "{stderr}"
     );
 }
