@@ -1,4 +1,9 @@
 //! The installed host: booting the A/B image (verity root, switch_root, host
 //! mode) and upgrading it. See ARCHITECTURE.md, "The host image".
 
+pub mod data;
 pub mod disk;
+pub mod dm;
+pub mod entries;
+pub mod esp;
+pub mod watchdog;
