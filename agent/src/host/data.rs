@@ -34,9 +34,7 @@ pub enum Grown {
 /// Grows partition `number` of disk `disk_dev` (`/dev/vda`) to the disk's
 /// end if it does not reach it: GPT rewritten, then the kernel told.
 pub fn grow_partition(disk_dev: &Path, number: u32) -> Result<Grown, String> {
-    let at = |step: &str, e: &dyn std::fmt::Display| {
-        format!("{step} {}: {e}", disk_dev.display())
-    };
+    let at = |step: &str, e: &dyn std::fmt::Display| format!("{step} {}: {e}", disk_dev.display());
     let mut disk = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -85,7 +83,8 @@ pub fn grow_ext4(mountpoint: &Path, partition_bytes: u64) -> Result<(), String> 
     let stat = nix::sys::statvfs::statvfs(mountpoint)
         .map_err(|e| format!("cannot statvfs {}: {e}", mountpoint.display()))?;
     let block = stat.block_size().max(1024);
-    let dir = File::open(mountpoint).map_err(|e| format!("cannot open {}: {e}", mountpoint.display()))?;
+    let dir =
+        File::open(mountpoint).map_err(|e| format!("cannot open {}: {e}", mountpoint.display()))?;
     super::dm::ext4_resize(&dir, partition_bytes / block).map_err(|e| {
         format!(
             "cannot grow the ext4 on {} to {} blocks of {block} bytes: {e}; is it ext4?",
@@ -105,7 +104,11 @@ mod tests {
         let disk_sectors = (1 + 256 + 512 + 512 + 16 + 64 + 1) * 2048;
         let last_usable = disk_sectors - 34;
         let end = disk_sectors - 2048 - 1;
-        assert_eq!(grown_end(end, last_usable, 2048), None, "as built: nothing to do");
+        assert_eq!(
+            grown_end(end, last_usable, 2048),
+            None,
+            "as built: nothing to do"
+        );
         // Written to a 4 GiB disk.
         let big = 4u64 << 21;
         assert_eq!(grown_end(end, big - 34, 2048), Some(big - 2048 - 1));

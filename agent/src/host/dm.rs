@@ -94,7 +94,9 @@ pub enum DmError {
         #[source]
         source: std::io::Error,
     },
-    #[error("device-mapper device {name:?}: no /dev/dm-N after {waited_s} s (looked in /sys/block/dm-*/dm/name)")]
+    #[error(
+        "device-mapper device {name:?}: no /dev/dm-N after {waited_s} s (looked in /sys/block/dm-*/dm/name)"
+    )]
     NoNode { name: String, waited_s: u64 },
 }
 
@@ -162,7 +164,11 @@ impl Control {
         let path = Path::new("/dev/mapper/control");
         let started = Instant::now();
         loop {
-            match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+            {
                 Ok(file) => return Ok(Control(file)),
                 Err(err) if started.elapsed() > Duration::from_secs(3) => {
                     return Err(DmError::Control(err));
@@ -406,7 +412,10 @@ mod tests {
         };
         let buf = dm_request("host-root", DM_READONLY_FLAG, Some(&target)).unwrap();
         // Header.
-        assert_eq!([u32_at(&buf, 0), u32_at(&buf, 4), u32_at(&buf, 8)], [4, 0, 0]);
+        assert_eq!(
+            [u32_at(&buf, 0), u32_at(&buf, 4), u32_at(&buf, 8)],
+            [4, 0, 0]
+        );
         assert_eq!(u32_at(&buf, 12) as usize, buf.len(), "data_size");
         assert_eq!(u32_at(&buf, 16), 312, "data_start");
         assert_eq!(u32_at(&buf, 20), 1, "target_count");
@@ -466,7 +475,10 @@ mod tests {
         assert_eq!(u64_at(&part, 0), 1 << 20);
         assert_eq!(u64_at(&part, 8), 3 << 30);
         assert_eq!(u32_at(&part, 16), 5);
-        assert!(part[20..].iter().all(|&b| b == 0), "no device or volume name");
+        assert!(
+            part[20..].iter().all(|&b| b == 0),
+            "no device or volume name"
+        );
     }
 
     #[test]

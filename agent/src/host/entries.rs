@@ -9,6 +9,17 @@
 //!   rename can leave one UKI under two names sharing one cluster chain, and
 //!   deleting either name frees clusters the other still uses (FAT has no
 //!   link count). Duplicates are only reported ([`duplicates`]).
+//!
+//! Why duplicates are not repaired automatically: through the VFS every way
+//! of dropping one of two names that share a cluster chain (unlink, a rename
+//! over it, truncate) frees the chain the other name still uses, and a copy
+//! of the content to a fresh file adds a third name without retiring the two
+//! shared ones. The safe repair edits the raw FAT directory on the unmounted
+//! ESP: mark one entry deleted (0xE5) or cut it to length 0 without freeing
+//! its clusters, as `fsck.fat` does for cross-linked files; only then is
+//! the rest a normal unlink. Meanwhile both names are harmless: systemd-boot
+//! boots either (same bytes), and a counting twin runs down to `+0` and is
+//! sorted last.
 //! - A bless never overwrites: its target name must not exist.
 
 use model::host::{RolledBack, Slot, UkiName};
@@ -160,7 +171,7 @@ pub fn bless(booted: &UkiName, trial: bool, entries: &[String]) -> Bless {
     }
     let from = booted.file_name();
     let to = booted.blessed().file_name();
-    if entries.iter().any(|e| *e == to) {
+    if entries.contains(&to) {
         Bless::AlreadyThere { from, to }
     } else {
         Bless::Rename { from, to }
@@ -189,7 +200,10 @@ pub fn duplicates(entries: &[String]) -> Vec<Vec<String>> {
         std::collections::BTreeMap::new();
     for e in entries {
         if let Some(n) = UkiName::parse(e) {
-            groups.entry((n.slot, n.version)).or_default().push(e.clone());
+            groups
+                .entry((n.slot, n.version))
+                .or_default()
+                .push(e.clone());
         }
     }
     groups
@@ -271,15 +285,17 @@ mod tests {
             booted_entry(None, Some("host-a-1.efi"), &entries, Slot::A, "1").unwrap();
         assert_eq!(by_selection.how, ENTRY_SELECTED);
         // The selection names the pre-bump file, gone now: fall back to the slot.
-        let by_slot =
-            booted_entry(None, Some("host-b-2+2-1.efi"), &entries, Slot::B, "2").unwrap();
+        let by_slot = booted_entry(None, Some("host-b-2+2-1.efi"), &entries, Slot::B, "2").unwrap();
         assert_eq!(by_slot.name.file_name(), "host-b-2+1-2.efi");
         assert!(matches!(
             booted_entry(None, Some("host-a-1.efi"), &entries, Slot::B, "2"),
             Err(BootedError::Mismatch { .. })
         ));
         let missing = booted_entry(None, None, &entries, Slot::A, "7").unwrap_err();
-        assert!(missing.to_string().contains("host-b-2+1-2.efi"), "{missing}");
+        assert!(
+            missing.to_string().contains("host-b-2+1-2.efi"),
+            "{missing}"
+        );
     }
 
     #[test]
