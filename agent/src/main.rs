@@ -85,7 +85,10 @@ enum Command {
     /// apply: fetch the node's host plan, apply it as `apply` does, report).
     /// Never returns; every problem is printed on the console. Needs root and
     /// is meant for the ramdisk only: on a running host it would power the
-    /// machine off when told.
+    /// machine off when told. With `host.*` words on the kernel command line
+    /// (a UKI of the host image) it boots the installed host instead: it
+    /// verifies the slot's dm-verity root, mounts it and /var, and switches
+    /// to it.
     #[command(
         after_help = "The ramdisk's kernel command line looks like:\n  console=ttyS0,115200 provisioner.url=http://10.213.0.1:8080 provisioner.token=TOKEN provisioner.mac=52:54:00:aa:00:01\n(written by the provisioner's iPXE script)."
     )]
