@@ -131,6 +131,10 @@ pub fn run(boot: &HostBoot) -> Result<Infallible, String> {
     }
 
     let control = Control::open().map_err(|e| e.to_string())?;
+    let [major, minor, patch] = control.version().map_err(|e| e.to_string())?;
+    say(&format!(
+        "host boot: device-mapper interface {major}.{minor}.{patch}"
+    ));
     full_check(
         &control,
         slot,
@@ -195,15 +199,7 @@ fn wait_for_partitions() -> Result<Vec<Partition>, String> {
             return Ok(found);
         }
         if started.elapsed() > PARTITION_WAIT {
-            let why: Vec<String> = missing
-                .iter()
-                .filter_map(|l| disk::by_label(&found, l).err())
-                .collect();
-            return Err(format!(
-                "the host disk's partitions did not all appear in {} s: {}",
-                PARTITION_WAIT.as_secs(),
-                why.join("; ")
-            ));
+            return Err(partitions_missing(&found, &missing));
         }
         if said.elapsed() > Duration::from_secs(5) {
             say(&format!(
@@ -214,6 +210,25 @@ fn wait_for_partitions() -> Result<Vec<Partition>, String> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The message when the partitions did not all appear in time.
+fn partitions_missing(found: &[Partition], missing: &[&str]) -> String {
+    let waited = PARTITION_WAIT.as_secs();
+    if found.is_empty() {
+        return format!(
+            "no disk partition at all after {waited} s: is the disk's driver (virtio_blk, nvme, \
+             ahci, ...) in /lib/modules/load-order?"
+        );
+    }
+    let why: Vec<String> = missing
+        .iter()
+        .filter_map(|l| disk::by_label(found, l).err())
+        .collect();
+    format!(
+        "the host disk's partitions did not all appear in {waited} s: {}",
+        why.join("; ")
+    )
 }
 
 fn mkdir(path: &str) {
@@ -511,6 +526,12 @@ mod tests {
         let mut two_disks = all.clone();
         two_disks.push(p("esp", "vdb", 1));
         assert_eq!(missing_labels(&two_disks), ["esp"]);
+        assert!(partitions_missing(&[], &NEEDED).contains("no disk partition at all"));
+        let message = partitions_missing(&all[..3], &["data"]);
+        assert!(
+            message.contains(r#"no partition named "data""#),
+            "{message}"
+        );
     }
 
     #[test]

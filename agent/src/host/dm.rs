@@ -36,7 +36,6 @@ const OFF_DATA_SIZE: usize = 12;
 const OFF_DATA_START: usize = 16;
 const OFF_TARGET_COUNT: usize = 20;
 const OFF_FLAGS: usize = 28;
-const OFF_DEV: usize = 40;
 const OFF_NAME: usize = 48;
 /// The interface version we speak: the kernel accepts major 4 and any
 /// minor up to its own.
@@ -143,14 +142,6 @@ pub fn dm_request(name: &str, flags: u32, target: Option<&Target>) -> Result<Vec
 pub fn answered_version(buf: &[u8]) -> [u32; 3] {
     let word = |i: usize| u32::from_ne_bytes(buf[4 * i..4 * i + 4].try_into().unwrap_or([0; 4]));
     [word(0), word(1), word(2)]
-}
-
-/// `dev` of the answer, the kernel's `huge_encode_dev`: (major, minor).
-pub fn answered_dev(buf: &[u8]) -> (u32, u32) {
-    let dev = u64::from_ne_bytes(buf[OFF_DEV..OFF_DEV + 8].try_into().unwrap_or([0; 8]));
-    let major = ((dev >> 8) & 0xfff) as u32;
-    let minor = ((dev & 0xff) | ((dev >> 12) & 0xfff00)) as u32;
-    (major, minor)
 }
 
 /// The control device, opened once per sequence of commands.
@@ -457,15 +448,6 @@ mod tests {
             dm_request("x", 0, Some(&long)),
             Err(DmError::BadTarget(_))
         ));
-    }
-
-    #[test]
-    fn answered_dev_decodes_huge_encode_dev() {
-        let mut buf = dm_request("x", 0, None).unwrap();
-        // major 253, minor 0x123: (minor & 0xff) | major << 8 | (minor & ~0xff) << 12.
-        let dev: u64 = 0x23 | (253 << 8) | (0x100 << 12);
-        buf[40..48].copy_from_slice(&dev.to_ne_bytes());
-        assert_eq!(answered_dev(&buf), (253, 0x123));
     }
 
     #[test]

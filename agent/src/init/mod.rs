@@ -93,13 +93,13 @@ fn main_loop(
     started: Instant,
 ) -> Result<std::convert::Infallible, String> {
     mount_kernel_filesystems();
+    say("started");
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|e| format!("cannot read /proc/cmdline: {e}"))?;
     // A UKI of the host image carries `host.*` words: boot the installed host.
     if let Some(boot) = model::host::HostBoot::from_cmdline(&cmdline).map_err(|e| e.to_string())? {
         return crate::host::boot::run(&boot);
     }
-    say("started");
     let params = cmdline::parse(&cmdline).map_err(|e| e.to_string())?;
     say(&format!(
         "provisioner {}, boot MAC {}",
