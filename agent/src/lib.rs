@@ -7,9 +7,12 @@
 //! [`sysroot::SysRoot`], so they run in tests on fake or recorded sysfs trees.
 //! `init` ([`init`]) is PID 1 of the inspection ramdisk: it brings up the boot
 //! NIC, reports the inventory to the provisioner and obeys its commands
-//! (`apply` included). `upgrade` ([`upgrade`]) writes a new host image
-//! version into the inactive A/B slot of an installed host. Writing the host
-//! image at deployment is not there yet.
+//! (`apply` included). [`host`] boots the installed A/B host image: as PID 1
+//! of a UKI's initramfs it verifies and mounts the dm-verity root and
+//! switches to it, then as `node-agent host` (PID 1 of the host) checks
+//! health, blesses the boot (systemd-boot's boot counting) and reports a
+//! rollback. `upgrade` ([`upgrade`]) writes a new host image version into the
+//! inactive slot. Writing the host image at deployment is not there yet.
 
 pub mod apply;
 pub mod host;

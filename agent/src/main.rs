@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use model::host::Slot;
 use model::plan::HostPlan;
 
 use agent::sysroot::SysRoot;
@@ -19,8 +20,11 @@ use agent::{apply, inspect, upgrade};
 /// `node-agent apply --plan plan.json --dry-run` shows what a host plan would
 /// change.
 ///
-/// In the inspection ramdisk, node-agent is `/init` (PID 1): started as PID 1
-/// it runs `node-agent init` whatever its arguments.
+/// In the inspection ramdisk and in a host image UKI's initramfs, node-agent
+/// is `/init` (PID 1): started as PID 1 it runs `node-agent init` whatever its
+/// arguments (except `host`); `init` sends a host image boot (kernel command
+/// line with `host.*` words) to the verified-root boot, which switches root
+/// and runs `node-agent host` as PID 1 of the installed host.
 #[derive(Debug, Parser)]
 #[command(name = "node-agent", version)]
 struct Cli {
@@ -81,7 +85,10 @@ enum Command {
     /// apply: fetch the node's host plan, apply it as `apply` does, report).
     /// Never returns; every problem is printed on the console. Needs root and
     /// is meant for the ramdisk only: on a running host it would power the
-    /// machine off when told.
+    /// machine off when told. With `host.*` words on the kernel command line
+    /// (a UKI of the host image) it boots the installed host instead: it
+    /// verifies the slot's dm-verity root, mounts it and /var, and switches
+    /// to it.
     #[command(
         after_help = "The ramdisk's kernel command line looks like:\n  console=ttyS0,115200 provisioner.url=http://10.213.0.1:8080 provisioner.token=TOKEN provisioner.mac=52:54:00:aa:00:01\n(written by the provisioner's iPXE script)."
     )]
@@ -122,6 +129,32 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "/")]
         sysroot: PathBuf,
     },
+    /// PID 1 of the installed host, run by the host boot after it switched
+    /// to the verified root (not by hand): health checks, blessing the boot,
+    /// the console shell.
+    #[command(hide = true)]
+    Host {
+        /// The root slot the boot verified and mounted.
+        #[arg(long, value_parser = parse_slot)]
+        slot: Slot,
+        /// The root's dm-verity device (`/dev/dm-N`).
+        #[arg(long, value_name = "DEV")]
+        root: PathBuf,
+        /// The device mounted on /var, or `tmpfs`.
+        #[arg(long, value_name = "DEV")]
+        var: String,
+        /// The armed watchdog's descriptor, inherited across exec.
+        #[arg(long, value_name = "FD")]
+        watchdog_fd: Option<i32>,
+    },
+}
+
+fn parse_slot(text: &str) -> Result<Slot, String> {
+    match text {
+        "a" => Ok(Slot::A),
+        "b" => Ok(Slot::B),
+        _ => Err(format!("slot {text:?}: a or b")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -131,8 +164,9 @@ enum Output {
 }
 
 fn main() -> ExitCode {
-    // As PID 1 the kernel passes its own arguments: ignore them.
-    if std::process::id() == 1 {
+    // As PID 1 the kernel passes its own arguments: ignore them, unless the
+    // host boot exec'd `node-agent host` after switching root.
+    if std::process::id() == 1 && std::env::args().nth(1).as_deref() != Some("host") {
         run_init();
     }
     match run(Cli::parse()) {
@@ -151,6 +185,21 @@ fn run_init() -> ! {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init => run_init(),
+        Command::Host { .. } if std::process::id() != 1 => anyhow::bail!(
+            "`node-agent host` is PID 1 of the installed host, started by the host boot after it \
+             switched to the verified root; it is not run by hand"
+        ),
+        Command::Host {
+            slot,
+            root,
+            var,
+            watchdog_fd,
+        } => agent::host::mode::run(&agent::host::mode::HostArgs {
+            slot,
+            root,
+            var,
+            watchdog_fd,
+        }),
         Command::Inspect {
             sysroot,
             output,

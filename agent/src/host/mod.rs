@@ -1,4 +1,21 @@
-//! The installed host: booting the A/B image (verity root, switch_root, host
-//! mode) and upgrading it. See ARCHITECTURE.md, "The host image".
+//! The installed host: booting the A/B image and running it.
+//!
+//! - [`boot`]: PID 1 of a UKI's initramfs: finds the slot, fully checks and
+//!   mounts the dm-verity root, mounts `/var`, switches root.
+//! - [`mode`]: `node-agent host`, PID 1 of the host: health checks, bless,
+//!   rollback report, status, console shell.
+//! - Pure decisions: [`entries`] (boot entries and EFI variables),
+//!   [`data::grown_end`], [`boot::choose_slot`]; partitions by name: [`disk`].
+//! - Edges: [`dm`] (the one module with `unsafe`: ioctls), [`esp`] (rename
+//!   and efivars), [`watchdog`], [`data`] (grow the data partition).
+//!
+//! See ARCHITECTURE.md, "host".
 
+pub mod boot;
+pub mod data;
 pub mod disk;
+pub mod dm;
+pub mod entries;
+pub mod esp;
+pub mod mode;
+pub mod watchdog;

@@ -1,5 +1,7 @@
 //! `node-agent` as PID 1 of the inspection ramdisk (`/init`, or
-//! `node-agent init`): mounts the kernel file systems, loads the modules of
+//! `node-agent init`): mounts the kernel file systems; when the kernel
+//! command line has `host.*` words (a UKI of the host image) hands over to
+//! [`crate::host::boot`]; otherwise loads the modules of
 //! `/lib/modules/load-order`, brings up the boot NIC with its own DHCP
 //! client, then posts the inventory to the provisioner, heartbeats and
 //! obeys its commands (including `apply`: fetch the node's host plan, apply
@@ -94,6 +96,10 @@ fn main_loop(
     say("started");
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|e| format!("cannot read /proc/cmdline: {e}"))?;
+    // A UKI of the host image carries `host.*` words: boot the installed host.
+    if let Some(boot) = model::host::HostBoot::from_cmdline(&cmdline).map_err(|e| e.to_string())? {
+        return crate::host::boot::run(&boot);
+    }
     let params = cmdline::parse(&cmdline).map_err(|e| e.to_string())?;
     say(&format!(
         "provisioner {}, boot MAC {}",
@@ -291,8 +297,8 @@ fn mount_kernel_filesystems() {
 }
 
 /// Loads `/lib/modules/load-order` in order; a failing module is reported
-/// and the rest still load.
-fn load_modules() {
+/// and the rest still load. Also used by the host boot ([`crate::host::boot`]).
+pub(crate) fn load_modules() {
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -463,7 +469,7 @@ fn random_u32() -> u32 {
 }
 
 /// Powers off or reboots; if the kernel refuses, says so and keeps trying.
-fn power(action: Action) -> ! {
+pub(crate) fn power(action: Action) -> ! {
     use nix::sys::reboot::{RebootMode, reboot};
     let mode = match action {
         Action::PowerOff => RebootMode::RB_POWER_OFF,
