@@ -25,6 +25,10 @@ use crate::ramdisk::RamdiskModule;
 /// networking (bridge, VLAN, bond, macvlan, veth, tap), KVM, and the NVMe-oF and iSCSI
 /// targets.
 pub const HOST_MODULES: &[&str] = &[
+    // First: libcrc32c (erofs, ext4's metadata checksums) asks the crypto API for "crc32c"
+    // when it loads; with no modprobe in the image that alias is never loaded on demand, and
+    // libcrc32c, then erofs, fail with ENOENT. The generic implementation must load first.
+    "crc32c_generic",
     "dm_mod",
     "dm_verity",
     "erofs",
@@ -57,6 +61,10 @@ pub const HOST_MODULES: &[&str] = &[
 /// device-mapper and verity, the file systems of root, `/var` and the ESP, EFI variables
 /// and the watchdogs.
 pub const INITRD_MODULES: &[&str] = &[
+    // First: libcrc32c (erofs, ext4's metadata checksums) asks the crypto API for "crc32c"
+    // when it loads; with no modprobe in the image that alias is never loaded on demand, and
+    // libcrc32c, then erofs, fail with ENOENT. The generic implementation must load first.
+    "crc32c_generic",
     "virtio_pci",
     "virtio_blk",
     "virtio_scsi",
