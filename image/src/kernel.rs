@@ -44,6 +44,11 @@ pub enum KernelError {
         "package {deb} depends on no linux-image-* package (Depends: {depends:?}); pass --kernel-deb FILE with a kernel package"
     )]
     NoKernelDependency { deb: PathBuf, depends: String },
+    /// apt has no candidate version of a package (`image::packages`).
+    #[error(
+        "apt knows no installable version of {package} (`apt-cache show --no-all-versions {package}` printed no Version:); run `apt-get update`, and check that the bookworm main archive is in the apt sources"
+    )]
+    NoCandidate { package: String },
     /// The unpacked package does not look like a kernel package.
     #[error("{deb} is not a kernel package as expected: {what}")]
     Layout { deb: PathBuf, what: String },

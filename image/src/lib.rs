@@ -66,6 +66,10 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let mut tmp =
         tempfile::NamedTempFile::new_in(dir).map_err(file_error(dir, "creating a file"))?;
     tmp.write_all(bytes).map_err(file_error(path, "writing"))?;
+    // NamedTempFile creates 0600; outputs are for others to read (a web server, a test).
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(file_error(path, "setting its mode"))?;
     tmp.as_file()
         .sync_all()
         .map_err(file_error(path, "writing"))?;

@@ -47,9 +47,8 @@ pub fn fetch(
             .arg(package),
         "run `apt-get update` (the package lists may be stale or missing)",
     )?;
-    let version = candidate_version(&show).ok_or_else(|| KernelError::Layout {
-        deb: PathBuf::from(package),
-        what: "`apt-cache show` printed no Version: field; run `apt-get update`".into(),
+    let version = candidate_version(&show).ok_or_else(|| KernelError::NoCandidate {
+        package: package.to_owned(),
     })?;
     let deb = dir.join(kernel::deb_file_name(package, &version));
     if !deb.is_file() {
