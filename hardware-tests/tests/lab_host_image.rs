@@ -102,7 +102,7 @@ fn bundle_disk(work: &Path, builds: &[&Built]) -> Result<PathBuf> {
     }
     let disk = work.join("bundle.erofs");
     let status = Command::new("mkfs.erofs")
-        .arg("-q")
+        .arg("--quiet")
         .arg(&disk)
         .arg(&tree)
         .status()
@@ -128,9 +128,17 @@ fn fresh_disk(built: &Built, to: &Path) -> Result<()> {
 
 /// Mounts the bundle disk and runs the upgrade to `version` (the agent reboots).
 fn start_upgrade(vm: &mut HostVm, version: &str) -> Result<()> {
-    vm.run("mkdir -p /mnt/bundle; mount -t erofs -o ro /dev/vdb /mnt/bundle || mount -o ro /dev/vdb /mnt/bundle; ls /mnt/bundle", SHELL)?;
+    // /mnt is an empty directory of the read-only root; mounted once per boot.
+    let out = vm.run(
+        "grep -q ' /mnt ' /proc/mounts || mount -t erofs -o ro /dev/vdb /mnt; ls /mnt",
+        SHELL,
+    )?;
+    ensure!(
+        out.contains("v4"),
+        "the upgrade disk did not mount on /mnt: {out}"
+    );
     vm.send(&format!(
-        "node-agent upgrade --image /mnt/bundle/v{version}/manifest.json"
+        "node-agent upgrade --image /mnt/v{version}/manifest.json"
     ))?;
     Ok(())
 }
@@ -235,9 +243,11 @@ fn host_disk_boots_upgrades_rolls_back_and_refuses_a_tampered_root() -> Result<(
         "the root is not the dm-verity device mounted read-only: {mounts}"
     );
     let var = vm.run("df -k /var | tail -1", SHELL)?;
+    // The echoed command comes first; df's line is the one of the device.
     let var_kib: u64 = var
-        .split_whitespace()
-        .nth(1)
+        .lines()
+        .find(|line| line.starts_with("/dev/") && line.trim_end().ends_with("/var"))
+        .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("df /var: {var}"))?;
     // The disk is DISK_SIZE; /var gets what the other partitions leave (minus ext4's own).
@@ -251,6 +261,7 @@ fn host_disk_boots_upgrades_rolls_back_and_refuses_a_tampered_root() -> Result<(
     start_upgrade(&mut vm, "2")?;
     vm.wait_for("node-agent: upgrade: writing slot b", SHELL)?;
     vm.power_cut();
+    eprintln!("power cut right after the console showed \"node-agent: upgrade: writing slot b\"");
     let mut vm = HostVm::start(&vm_dir, &spec)?;
     vm.wait_for(&host_line("1", "a"), BOOT)
         .context("after a power cut during the upgrade, version 1 must still boot")?;
@@ -323,7 +334,7 @@ fn host_disk_boots_upgrades_rolls_back_and_refuses_a_tampered_root() -> Result<(
         + 123;
     flip_byte(&disk, offset)?;
     let mut vm = HostVm::start(&vm_dir, &spec)?;
-    vm.wait_for("fails verification", BOOT)
+    vm.wait_for("FAILED verification", BOOT)
         .context("the tampered slot A must fail its verity check")?;
     vm.wait_for(&host_line("2", "b"), BOOT)
         .context("after refusing slot A the machine must boot slot B")?;
