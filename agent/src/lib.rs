@@ -18,5 +18,6 @@ pub mod apply;
 pub mod host;
 pub mod init;
 pub mod inspect;
+pub mod pid1;
 pub mod sysroot;
 pub mod upgrade;

@@ -32,7 +32,7 @@ use super::dm::{Control, Target};
 use super::entries::{self, Booted};
 use super::esp::{self, EFIVARS, ESP_MOUNT};
 use super::watchdog::Watchdog;
-use crate::init::say;
+use crate::pid1::say;
 
 /// How long to wait for the disk's partitions after the modules loaded.
 const PARTITION_WAIT: Duration = Duration::from_secs(30);
@@ -71,7 +71,7 @@ pub fn choose_slot(a_matches: bool, b_matches: bool, named: Option<Slot>) -> Opt
 /// Runs the host boot; returns only with the reason it cannot go on.
 pub fn run(boot: &HostBoot) -> Result<Infallible, String> {
     say(&format!("host boot: version {}", boot.version));
-    crate::init::load_modules();
+    crate::pid1::load_modules();
     let watchdog = Watchdog::open(WATCHDOG_WAIT);
     match &watchdog {
         Some(_) => say("host boot: watchdog armed (/dev/watchdog)"),
@@ -349,7 +349,7 @@ fn full_check(
                      rebooting (the loader's counting must fall back)",
                 ),
             }
-            crate::init::power(crate::init::session::Action::Reboot)
+            crate::pid1::reboot()
         }
     }
 }

@@ -25,7 +25,7 @@ use model::host::{HostBoot, HostStatus, Slot};
 use super::entries::{self, AfterHealth, Bless};
 use super::esp::{self, EFIVARS, ESP_MOUNT};
 use super::watchdog::Watchdog;
-use crate::init::say;
+use crate::pid1::say;
 
 /// Where the status is written.
 pub const STATUS_FILE: &str = "/run/host/status.json";
@@ -234,7 +234,7 @@ fn check_and_bless(
             ));
             write_status(&status);
             std::thread::sleep(UNHEALTHY_PAUSE);
-            crate::init::power(crate::init::session::Action::Reboot)
+            crate::pid1::reboot()
         }
     }
     match entries::bless(&booted.name, status.trial, &names) {

@@ -20,12 +20,11 @@
 pub mod backoff;
 pub mod cmdline;
 pub mod dhcp;
-pub mod modules;
 mod net;
 pub mod netlink;
 pub mod session;
 
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -34,6 +33,7 @@ use model::inventory::Inventory;
 use model::net::Mac;
 use model::plan::HostPlan;
 
+use crate::pid1::{load_modules, say};
 use crate::sysroot::SysRoot;
 
 use cmdline::BootParams;
@@ -50,17 +50,6 @@ const DHCP_ROUND: Duration = Duration::from_secs(60);
 /// requests wait meanwhile, so this stays short; a failed attempt is tried
 /// again on the next round, until T2 and expiry).
 const LEASE_EXTEND_WAIT: Duration = Duration::from_secs(8);
-
-/// Prints one line on the console (`/dev/console`, else stderr).
-pub fn say(line: &str) {
-    let line = format!("node-agent: {line}\n");
-    match std::fs::OpenOptions::new().write(true).open("/dev/console") {
-        Ok(mut console) => {
-            let _ = console.write_all(line.as_bytes());
-        }
-        Err(_) => eprint!("{line}"),
-    }
-}
 
 /// Runs the agent as init. `inspect` reads this machine's inventory.
 pub fn run(inspect: &dyn Fn() -> Inventory) -> ! {
@@ -296,54 +285,6 @@ fn mount_kernel_filesystems() {
     }
 }
 
-/// Loads `/lib/modules/load-order` in order; a failing module is reported
-/// and the rest still load. Also used by the host boot ([`crate::host::boot`]).
-pub(crate) fn load_modules() {
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let dir = Path::new("/lib/modules").join(&release);
-    let text = match std::fs::read_to_string("/lib/modules/load-order") {
-        Ok(text) => text,
-        Err(err) => {
-            say(&format!(
-                "no module list (/lib/modules/load-order: {err}); continuing with the drivers built into the kernel"
-            ));
-            return;
-        }
-    };
-    let (load, refused) = modules::parse_load_order(&text);
-    for path in refused {
-        say(&format!(
-            "module {path} not loaded: load-order paths must stay inside /lib/modules/{release}"
-        ));
-    }
-    let (mut loaded, mut failed) = (0, 0);
-    for path in &load {
-        let name = modules::module_name(path);
-        let result = std::fs::File::open(dir.join(path))
-            .map_err(|e| e.to_string())
-            .and_then(|file| {
-                nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty())
-                    .map_err(|e| e.to_string())
-            });
-        match result {
-            Ok(()) => loaded += 1,
-            Err(err) if err.contains("EEXIST") => loaded += 1,
-            Err(err) => {
-                failed += 1;
-                say(&format!(
-                    "module {name} ({}) failed: {err}; its hardware may be missing from the inventory",
-                    dir.join(path).display()
-                ));
-            }
-        }
-    }
-    say(&format!(
-        "modules: {loaded} loaded, {failed} failed (kernel {release})"
-    ));
-}
-
 /// Waits for the NIC with the boot MAC to appear (drivers probe in the background).
 fn wait_for_nic(mac: Mac) -> Result<net::Nic, String> {
     let class = Path::new("/sys/class/net");
@@ -468,19 +409,10 @@ fn random_u32() -> u32 {
     u32::from_ne_bytes(bytes)
 }
 
-/// Powers off or reboots; if the kernel refuses, says so and keeps trying.
-pub(crate) fn power(action: Action) -> ! {
-    use nix::sys::reboot::{RebootMode, reboot};
-    let mode = match action {
-        Action::PowerOff => RebootMode::RB_POWER_OFF,
-        _ => RebootMode::RB_AUTOBOOT,
-    };
-    loop {
-        nix::unistd::sync();
-        let Err(err) = reboot(mode);
-        say(&format!(
-            "{mode:?} refused by the kernel: {err}; is node-agent running as PID 1? retrying in 10 s"
-        ));
-        std::thread::sleep(Duration::from_secs(10));
+/// Powers off or reboots ([`crate::pid1`]).
+fn power(action: Action) -> ! {
+    match action {
+        Action::PowerOff => crate::pid1::power_off(),
+        _ => crate::pid1::reboot(),
     }
 }

@@ -1,7 +1,7 @@
 //! `/lib/modules/load-order` of the inspection ramdisk: one module path per
 //! line, relative to `/lib/modules/<version>/`, dependencies before
 //! dependents (written by `provisioner image build ramdisk`). Pure parsing
-//! here; loading (`finit_module`) is in [`super::edge`].
+//! here; loading (`finit_module`) is in [`super::load_modules`].
 
 /// The module paths to load, in order: blank lines and `#` comments are
 /// skipped; a path that would leave the modules directory (absolute, `..`)
