@@ -1,8 +1,9 @@
 //! The initramfs stage of a host boot: `node-agent` as PID 1 of the UKI's
 //! small initramfs, sent here by [`crate::init`] when the kernel command line
 //! has `host.*` words. It loads the modules, arms the watchdog, finds the
-//! disk's partitions and the booted slot (the one whose verity top block
-//! hashes to `host.roothash`), reads the whole root once through dm-verity in
+//! disk's partitions, repairs a UKI left under two names on the still
+//! unmounted ESP ([`super::fat`]), mounts the ESP, finds the booted slot
+//! (the one whose verity top block hashes to `host.roothash`), reads the whole root once through dm-verity in
 //! EIO mode (the full check), then creates the real root device with
 //! `restart_on_corruption`, mounts it read-only on `/newroot`, grows and
 //! mounts the data partition on `/newroot/var`, moves `/proc /sys /dev /run
@@ -84,6 +85,7 @@ pub fn run(boot: &HostBoot) -> Result<Infallible, String> {
     let partitions = wait_for_partitions()?;
     let part = |label| disk::by_label(&partitions, label);
 
+    repair_esp(part(ESP)?);
     mount_efi()?;
     let uki_dir = esp::uki_dir(Path::new(ESP_MOUNT));
     let efivars = Path::new(EFIVARS);
@@ -233,6 +235,38 @@ fn partitions_missing(found: &[Partition], missing: &[&str]) -> String {
 
 fn mkdir(path: &str) {
     let _ = std::fs::create_dir_all(path);
+}
+
+/// Before the ESP is mounted: forgets the older name of each UKI left
+/// under two names by a power cut ([`esp::repair_twins`]). A failure is a
+/// warning (host mode reports the names that are left).
+fn repair_esp(esp: &Partition) {
+    match esp::repair_twins(&esp.dev) {
+        Ok(report) => {
+            for r in &report.repaired {
+                say(&repaired_line(&r.removed, &r.kept));
+            }
+            for group in &report.not_ours {
+                say(&format!(
+                    "host boot: ESP: warning: {} share one cluster chain but are not names of \
+                     one UKI: left alone; check the ESP with `fsck.fat -n {}`",
+                    group.join(" and "),
+                    esp.dev.display()
+                ));
+            }
+        }
+        Err(e) => say(&format!(
+            "host boot: ESP: warning: cannot check for a UKI under two names: {e}"
+        )),
+    }
+}
+
+/// The console line of one repaired UKI.
+fn repaired_line(removed: &str, kept: &str) -> String {
+    format!(
+        "host boot: ESP: one UKI under two names ({removed}, {kept}) after a power cut: kept \
+         {kept}, removed the name {removed} (the file's clusters stay with {kept})"
+    )
 }
 
 /// Mounts efivarfs (when booted by UEFI) and the ESP on /efi (read-write:

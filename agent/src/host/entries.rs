@@ -7,22 +7,17 @@
 //! Invariants:
 //! - Nothing here ever proposes unlinking an entry: a power cut during a FAT
 //!   rename can leave one UKI under two names sharing one cluster chain, and
-//!   deleting either name frees clusters the other still uses (FAT has no
-//!   link count). Duplicates are only reported ([`duplicates`]).
-//!
-//! Why duplicates are not repaired automatically: through the VFS every way
-//! of dropping one of two names that share a cluster chain (unlink, a rename
-//! over it, truncate) frees the chain the other name still uses, and a copy
-//! of the content to a fresh file adds a third name without retiring the two
-//! shared ones. The safe repair edits the raw FAT directory on the unmounted
-//! ESP: mark one entry deleted (0xE5) or cut it to length 0 without freeing
-//! its clusters, as `fsck.fat` does for cross-linked files; only then is
-//! the rest a normal unlink. Meanwhile both names are harmless: systemd-boot
-//! boots either (same bytes), and a counting twin runs down to `+0` and is
-//! sorted last.
+//!   deleting either name through the VFS frees clusters the other still
+//!   uses (FAT has no link count).
+//! - Such twins are repaired on the raw, unmounted ESP by [`super::fat`]
+//!   (the host boot does it before mounting): the older name's directory
+//!   entries are marked deleted, the FAT is left alone, so the chain stays
+//!   with the newer name. [`twin_names`] decides which name is older, from
+//!   the rename sequence. Host mode still reports any group of names of one
+//!   slot and version ([`duplicates`]) that is left.
 //! - A bless never overwrites: its target name must not exist.
 
-use model::host::{RolledBack, Slot, UkiName};
+use model::host::{RolledBack, Slot, UKI_PREFIX, UkiName};
 
 /// systemd-boot's vendor GUID for its `Loader*` variables.
 pub const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
@@ -216,6 +211,75 @@ pub fn duplicates(entries: &[String]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The name a UKI is written under before its rename to `host-SLOT-VERSION+3.efi`
+/// (systemd-boot ignores it): `host-SLOT-VERSION.tmp`.
+pub fn temp_name(slot: Slot, version: &str) -> String {
+    format!("{UKI_PREFIX}{slot}-{version}.tmp")
+}
+
+/// The slot and version of a [`temp_name`].
+pub fn parse_temp(name: &str) -> Option<(Slot, String)> {
+    let stem = name.strip_suffix(".tmp")?;
+    // Same shape as a blessed UKI name.
+    let uki = UkiName::parse(&format!("{stem}.efi"))?;
+    (uki.counter.is_none()).then_some((uki.slot, uki.version))
+}
+
+/// The slot and version a name belongs to.
+type Owner = (Slot, String);
+/// Temp 0, counted 1, blessed 2; then fewer tries left; then more done.
+type Age = (u8, std::cmp::Reverse<u32>, u32);
+
+/// How far along the rename sequence a name is; a greater age is newer.
+/// Renames only go forward: `.tmp` -> `+3` (upgrade), `+L-D` -> `+(L-1)-(D+1)`
+/// (the loader's bump), counted -> blessed (the agent's bless), `+L-D` ->
+/// `+0-D` (marked bad after a failed check).
+fn age(name: &str) -> Option<(Owner, Age)> {
+    if let Some(owner) = parse_temp(name) {
+        return Some((owner, (0, std::cmp::Reverse(0), 0)));
+    }
+    let uki = UkiName::parse(name)?;
+    let rank = match uki.counter {
+        Some((left, done)) => (1, std::cmp::Reverse(left), done),
+        None => (2, std::cmp::Reverse(0), 0),
+    };
+    Some(((uki.slot, uki.version), rank))
+}
+
+/// One UKI's names after a FAT rename cut by a power loss: the name to keep
+/// and the older names to forget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Twins {
+    pub kept: String,
+    pub stale: Vec<String>,
+}
+
+/// Which of `names` (known to share one cluster chain) is the newest, by
+/// the rename sequence: a blessed name (no counter) is newer than a counted
+/// one; among counted names the one with fewer tries left is newer (then
+/// the one with more tries done); a `.tmp` is older than any `.efi`. `None`
+/// unless all are `host-*` names (UKI or temp) of one slot and version.
+///
+/// One sequence goes against this order: a blessed entry whose full check
+/// fails is marked bad (`host-b-2.efi` -> `host-b-2+0-0.efi`); cut there,
+/// the blessed name is kept. The next boot checks the root again, fails
+/// again and marks it bad again, so nothing is lost but one boot.
+pub fn twin_names(names: &[String]) -> Option<Twins> {
+    let mut aged = names
+        .iter()
+        .map(|n| age(n).map(|(owner, rank)| (owner, rank, n.clone())))
+        .collect::<Option<Vec<_>>>()?;
+    if aged.len() < 2 || aged.iter().any(|(owner, _, _)| *owner != aged[0].0) {
+        return None;
+    }
+    aged.sort_by_key(|a| a.1);
+    let (_, _, kept) = aged.pop()?;
+    Some(Twins {
+        kept,
+        stale: aged.into_iter().map(|(_, _, n)| n).collect(),
+    })
+}
+
 /// What host mode does after its health checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterHealth {
@@ -364,6 +428,49 @@ mod tests {
             vec![names(&["host-b-2+1-2.efi", "host-b-2+2-1.efi"])]
         );
         assert!(duplicates(&names(&["host-a-1.efi", "host-b-1.efi"])).is_empty());
+    }
+
+    #[test]
+    fn the_newer_name_of_twins_is_kept() {
+        let twins = |list: &[&str]| twin_names(&names(list)).map(|t| (t.kept, t.stale));
+        let kept = |k: &str, s: &[&str]| Some((k.to_owned(), names(s)));
+        // The loader's counter bump, the agent's bless, an upgrade's rename.
+        assert_eq!(
+            twins(&["host-b-2+2-1.efi", "host-b-2+1-2.efi"]),
+            kept("host-b-2+1-2.efi", &["host-b-2+2-1.efi"])
+        );
+        assert_eq!(
+            twins(&["host-b-2.efi", "host-b-2+1-2.efi"]),
+            kept("host-b-2.efi", &["host-b-2+1-2.efi"])
+        );
+        assert_eq!(
+            twins(&["host-b-2+3.efi", "host-b-2.tmp"]),
+            kept("host-b-2+3.efi", &["host-b-2.tmp"])
+        );
+        // Marked bad after a trial: fewer tries left is newer.
+        assert_eq!(
+            twins(&["host-a-7+0-2.efi", "host-a-7+1-2.efi"]),
+            kept("host-a-7+0-2.efi", &["host-a-7+1-2.efi"])
+        );
+        // A counter without "done" (`+3`) is older than one bump later.
+        assert_eq!(
+            twins(&["host-a-7+2-1.efi", "host-a-7+3.efi", "host-a-7.tmp"]),
+            kept("host-a-7+2-1.efi", &["host-a-7.tmp", "host-a-7+3.efi"])
+        );
+        // Not names of one UKI: nothing to decide.
+        assert_eq!(twins(&["host-a-7.efi", "host-b-7+1-2.efi"]), None);
+        assert_eq!(twins(&["host-a-7.efi", "host-a-8.efi"]), None);
+        assert_eq!(twins(&["host-a-7.efi", "loader.efi"]), None);
+        assert_eq!(twins(&["host-a-7.efi"]), None);
+        assert_eq!(twins(&["host-a-7+1.tmp", "host-a-7.efi"]), None);
+    }
+
+    #[test]
+    fn temp_names_round_trip() {
+        assert_eq!(temp_name(Slot::B, "2.1"), "host-b-2.1.tmp");
+        assert_eq!(parse_temp("host-b-2.1.tmp"), Some((Slot::B, "2.1".into())));
+        assert_eq!(parse_temp("host-b-2+3.tmp"), None);
+        assert_eq!(parse_temp("host-b-2.efi"), None);
     }
 
     #[test]

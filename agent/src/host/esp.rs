@@ -2,11 +2,13 @@
 //! the loader's EFI variables in efivarfs, and the durable no-replace rename
 //! that blesses (or condemns) an entry, as `systemd-bless-boot` does it:
 //! `renameat2(RENAME_NOREPLACE)`, `fsync` of the directory, `syncfs`.
-//! The decisions are in [`super::entries`].
+//! The decisions are in [`super::entries`]; before the ESP is mounted,
+//! [`repair_twins`] edits its raw directory ([`super::fat`]).
 
 use std::path::{Path, PathBuf};
 
 use super::entries::{LOADER_GUID, decode_efivar_string};
+use super::fat::{Fat, FatError, RepairReport};
 
 /// Where the ESP is mounted, in the initramfs and in the host.
 pub const ESP_MOUNT: &str = "/efi";
@@ -56,4 +58,30 @@ pub fn rename_durably(dir: &Path, from: &str, to: &str) -> Result<(), String> {
     nix::unistd::fsync(&dirfd).map_err(|e| what("renamed but cannot fsync", e))?;
     nix::unistd::syncfs(&dirfd).map_err(|e| what("renamed but cannot syncfs", e))?;
     Ok(())
+}
+
+/// Repairs the UKIs left under two names by a power cut, on the UNMOUNTED
+/// ESP device `dev` ([`Fat::repair_twins`] in `EFI/Linux`), then fsyncs the
+/// device when anything was written.
+pub fn repair_twins(dev: &Path) -> Result<RepairReport, FatError> {
+    let device = dev.display().to_string();
+    let io = |what: &str| {
+        let (device, what) = (device.clone(), what.to_owned());
+        move |source| FatError::Io {
+            device,
+            what,
+            source,
+        }
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .map_err(io("open read-write"))?;
+    let mut fat = Fat::open(file, &device)?;
+    let report = fat.repair_twins(model::host::UKI_DIR)?;
+    if !report.repaired.is_empty() {
+        fat.into_inner().sync_all().map_err(io("fsync"))?;
+    }
+    Ok(report)
 }

@@ -7,7 +7,8 @@
 //! - Pure decisions: [`entries`] (boot entries and EFI variables),
 //!   [`data::grown_end`], [`boot::choose_slot`]; partitions by name: [`disk`].
 //! - Edges: [`dm`] (the one module with `unsafe`: ioctls), [`esp`] (rename
-//!   and efivars), [`watchdog`], [`data`] (grow the data partition).
+//!   and efivars), [`fat`] (the raw ESP directory editor that repairs a UKI
+//!   under two names), [`watchdog`], [`data`] (grow the data partition).
 //!
 //! See ARCHITECTURE.md, "host".
 
@@ -17,5 +18,6 @@ pub mod disk;
 pub mod dm;
 pub mod entries;
 pub mod esp;
+pub mod fat;
 pub mod mode;
 pub mod watchdog;

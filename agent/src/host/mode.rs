@@ -183,8 +183,10 @@ fn check_and_bless(
     for group in entries::duplicates(&names) {
         say(&format!(
             "host: WARNING: one version under several names: {} (a power cut during a rename?); \
-             none is deleted (on FAT that could free clusters another name still uses); check \
-             with fsck.vfat before removing one by hand",
+             none is deleted here (on FAT that could free clusters another name still uses); \
+             the host boot repairs one UKI under two names before mounting the ESP, so if this \
+             stays after a reboot they are two files: check with `fsck.fat -n` before removing \
+             one by hand",
             group.join(" and ")
         ));
     }

@@ -7,7 +7,8 @@
 //!   UKI under two counter names, or our temp file next to the UKI it was
 //!   being renamed to): a FAT rename cut by a power loss can leave both names
 //!   on one cluster chain, and unlinking one frees the other's clusters
-//!   ([`plan_removal`] refuses, see `model::host`).
+//!   ([`plan_removal`] refuses; the next host boot repairs such twins on the
+//!   unmounted ESP, see `crate::host::fat`).
 //! - Only names of the target slot are touched; the running slot's entries
 //!   never are.
 //! - A UKI appears under a `.efi` name only complete and synced: it is
@@ -19,22 +20,12 @@ use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use model::host::{Slot, UKI_PREFIX, UkiName};
+use model::host::{Slot, UkiName};
+
+use crate::host::entries::parse_temp;
+pub use crate::host::entries::temp_name;
 
 use super::UpgradeError;
-
-/// The temp name a UKI is written under before its rename.
-pub fn temp_name(slot: Slot, version: &str) -> String {
-    format!("{UKI_PREFIX}{slot}-{version}.tmp")
-}
-
-/// The slot and version of a temp name.
-fn parse_temp(name: &str) -> Option<(Slot, String)> {
-    let stem = name.strip_suffix(".tmp")?;
-    // Same shape as a blessed UKI name.
-    let uki = UkiName::parse(&format!("{stem}.efi"))?;
-    (uki.counter.is_none()).then_some((uki.slot, uki.version))
-}
 
 /// Which names of `EFI/Linux` to unlink so that nothing points at `slot`:
 /// its UKIs and its leftover temp file. Refuses when one slot+version has two

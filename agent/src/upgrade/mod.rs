@@ -199,8 +199,9 @@ pub enum UpgradeError {
     #[error(
         "{} are two names of one UKI (a FAT rename cut by a power loss can leave both on one \
          cluster chain; unlinking either frees the other's clusters), so the upgrade unlinks \
-         neither. Boot the slot's other entry or check the ESP with `fsck.fat` from a rescue \
-         system, keep one name, and run the upgrade again", names.join(" and ")
+         neither. The next boot repairs it (the host boot keeps the newer name on the unmounted \
+         ESP): reboot and run the upgrade again; if the names stay, check the ESP with \
+         `fsck.fat -n`", names.join(" and ")
     )]
     TwoNames { names: Vec<String> },
     #[error("no {path}: the ESP is not mounted there (host mode mounts it read-write at /efi)")]
