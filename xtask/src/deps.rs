@@ -150,6 +150,11 @@ pub const DEPS: &[Dep] = &[
         from_backports: false,
     },
     Dep {
+        package: "dosfstools",
+        why: "`fsck.fat -n` checks that the agent's repair of a UKI under two FAT names leaves a clean ESP (agent/tests/fat_fsck.rs)",
+        from_backports: false,
+    },
+    Dep {
         package: "e2fsprogs",
         why: "`provisioner image build host` makes the data partition's ext4 with mkfs.ext4",
         from_backports: false,

@@ -538,6 +538,16 @@ mod tests {
     }
 
     #[test]
+    fn the_repair_line_names_both_names() {
+        assert_eq!(
+            repaired_line("host-b-2+2-1.efi", "host-b-2+1-2.efi"),
+            "host boot: ESP: one UKI under two names (host-b-2+2-1.efi, host-b-2+1-2.efi) after \
+             a power cut: kept host-b-2+1-2.efi, removed the name host-b-2+2-1.efi (the file's \
+             clusters stay with host-b-2+1-2.efi)"
+        );
+    }
+
+    #[test]
     fn slot_choice_follows_the_top_blocks() {
         assert_eq!(choose_slot(true, false, Some(Slot::B)), Some(Slot::A));
         assert_eq!(choose_slot(false, true, None), Some(Slot::B));

@@ -646,5 +646,7 @@ pub fn shared_chains(entries: &[Entry]) -> Vec<Vec<String>> {
         .collect()
 }
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;

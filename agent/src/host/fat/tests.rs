@@ -1,130 +1,11 @@
-//! Images built and checked with the `fatfs` crate (a FAT implementation we
-//! did not write); the power-cut state is made by patching the new name's
-//! 8.3 entry to the old one's start cluster and size, as vfat's rename
-//! leaves it.
+//! Images built and checked with the `fatfs` crate ([`super::testing`]).
 
-use std::io::{Cursor, Read as _, Write as _};
+use std::io::Cursor;
 
-use fatfs::{FatType, FileSystem, FormatVolumeOptions, FsOptions};
+use fatfs::FatType;
 
+use super::testing::*;
 use super::*;
-
-type Image = Cursor<Vec<u8>>;
-
-const DIR: &str = "EFI/Linux";
-const OLD: &str = "host-b-2+2-1.efi";
-const NEW: &str = "host-b-2+1-2.efi";
-
-/// A formatted image of `kind` with `EFI/Linux`.
-fn image(kind: FatType) -> Image {
-    let (mib, cluster) = match kind {
-        FatType::Fat12 => (4, 2048),
-        FatType::Fat16 => (16, 2048),
-        // At least 65525 clusters.
-        FatType::Fat32 => (40, 512),
-    };
-    let mut img = Cursor::new(vec![0u8; mib << 20]);
-    fatfs::format_volume(
-        &mut img,
-        FormatVolumeOptions::new()
-            .fat_type(kind)
-            .bytes_per_cluster(cluster),
-    )
-    .unwrap();
-    img.set_position(0);
-    with_fs(&mut img, |fs| {
-        fs.root_dir()
-            .create_dir("EFI")
-            .unwrap()
-            .create_dir("Linux")
-            .unwrap();
-    });
-    img
-}
-
-fn with_fs<T>(img: &mut Image, f: impl FnOnce(&FileSystem<&mut Image>) -> T) -> T {
-    img.set_position(0);
-    let fs = FileSystem::new(img, FsOptions::new()).unwrap();
-    let out = f(&fs);
-    fs.unmount().unwrap();
-    out
-}
-
-fn write(img: &mut Image, name: &str, content: &[u8]) {
-    with_fs(img, |fs| {
-        let mut file = fs.root_dir().create_file(&format!("{DIR}/{name}")).unwrap();
-        file.truncate().unwrap();
-        file.write_all(content).unwrap();
-    });
-}
-
-fn read(img: &mut Image, name: &str) -> Vec<u8> {
-    with_fs(img, |fs| {
-        let mut bytes = Vec::new();
-        let mut file = fs.root_dir().open_file(&format!("{DIR}/{name}")).unwrap();
-        file.read_to_end(&mut bytes).unwrap();
-        bytes
-    })
-}
-
-/// The names in `EFI/Linux`, as fatfs lists them, sorted.
-fn names(img: &mut Image) -> Vec<String> {
-    with_fs(img, |fs| {
-        let dir = fs.root_dir().open_dir(DIR).unwrap();
-        let mut names: Vec<String> = dir
-            .iter()
-            .map(|e| e.unwrap().file_name())
-            .filter(|n| n != "." && n != "..")
-            .collect();
-        names.sort();
-        names
-    })
-}
-
-/// Fills the free space with a new file of 0xAA bytes, then removes it.
-fn fill_and_remove(img: &mut Image) {
-    with_fs(img, |fs| {
-        let stats = fs.stats().unwrap();
-        let free = u64::from(stats.free_clusters()) * u64::from(stats.cluster_size());
-        let mut file = fs.root_dir().create_file("fill.bin").unwrap();
-        file.write_all(&vec![0xAA; free as usize]).unwrap();
-        drop(file);
-        assert_eq!(
-            fs.stats().unwrap().free_clusters(),
-            0,
-            "the fill took every cluster"
-        );
-        fs.root_dir().remove("fill.bin").unwrap();
-    });
-}
-
-fn entry(img: &mut Image, name: &str) -> Entry {
-    let mut fat = Fat::open(img, "test.img").unwrap();
-    let entries = fat.list(DIR).unwrap();
-    entries.into_iter().find(|e| e.name == name).unwrap()
-}
-
-/// Patches `name`'s 8.3 entry to `start` and `size`.
-fn patch(img: &mut Image, name: &str, start: u32, size: u32) {
-    let at = *entry(img, name).slots.last().unwrap() as usize;
-    let raw = img.get_mut();
-    raw[at + 20..at + 22].copy_from_slice(&((start >> 16) as u16).to_le_bytes());
-    raw[at + 26..at + 28].copy_from_slice(&(start as u16).to_le_bytes());
-    raw[at + 28..at + 32].copy_from_slice(&size.to_le_bytes());
-}
-
-/// `old` with `content`, then `new` pointing at the same chain: a rename
-/// cut between its two halves.
-fn power_cut(img: &mut Image, old: &str, new: &str, content: &[u8]) {
-    write(img, old, content);
-    write(img, new, b"");
-    let e = entry(img, old);
-    patch(img, new, e.start_cluster, e.size);
-}
-
-fn content(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 % 251) as u8).collect()
-}
 
 #[test]
 fn a_counter_bump_cut_by_a_power_loss_keeps_one_name_and_its_clusters() {
@@ -347,4 +228,28 @@ fn boot_sectors_that_are_not_fat_are_refused() {
         "{err}"
     );
     assert!(Fat::open(Cursor::new(vec![0u8; 100]), "short").is_err());
+}
+
+#[test]
+fn the_esp_device_is_repaired_and_synced_in_place() {
+    let mut img = image(FatType::Fat32);
+    power_cut(&mut img, "host-a-3+1-2.efi", "host-a-3.efi", b"blessed");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("esp.img");
+    std::fs::write(&path, img.get_ref()).unwrap();
+    let report = crate::host::esp::repair_twins(&path).unwrap();
+    assert_eq!(
+        report.repaired,
+        [Repaired {
+            kept: "host-a-3.efi".into(),
+            removed: "host-a-3+1-2.efi".into()
+        }]
+    );
+    let mut img = Cursor::new(std::fs::read(&path).unwrap());
+    assert_eq!(names(&mut img), ["host-a-3.efi"]);
+    let missing = crate::host::esp::repair_twins(&tmp.path().join("none")).unwrap_err();
+    assert!(
+        missing.to_string().contains("none: cannot open"),
+        "{missing}"
+    );
 }
