@@ -18,6 +18,11 @@
 //! - Anything this module does not understand (a boot sector that is not
 //!   FAT, a cluster chain that leaves the volume or loops) is an error that
 //!   names the device and the field; nothing is guessed.
+//! - The stale name's 8.3 entry is written before its LFN entries: a cut in
+//!   between leaves orphan LFN pieces, which every reader (this one too)
+//!   skips. (There is no sync between the writes: when the entries straddle
+//!   a sector the device may reorder them, and a cut can leave the 8.3 name
+//!   alone on the chain; the next boot reports it and leaves it alone.)
 //! - The ESP must not be mounted while this runs (the kernel's vfat keeps
 //!   its own view of the directory).
 
@@ -377,8 +382,9 @@ pub struct Repaired {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepairReport {
     pub repaired: Vec<Repaired>,
-    /// Names sharing one cluster chain that are not two names of one UKI
-    /// (not `host-*` names of one slot and version): left alone.
+    /// Names sharing one start cluster that are not two names of one UKI
+    /// (not `host-*` names of one slot and version, or another size): left
+    /// alone.
     pub not_ours: Vec<Vec<String>>,
 }
 
@@ -576,7 +582,9 @@ impl<D: Read + Write + Seek> Fat<D> {
                 kept_size: k.size,
             });
         }
-        for &slot in &s.slots.clone() {
+        // The 8.3 entry first: cut after it, the LFN entries left are
+        // orphans every reader skips; the chain then has one name.
+        for &slot in s.slots.clone().iter().rev() {
             let err = self.io(format!(
                 "mark the entry of {dir}/{stale} deleted at byte {slot}"
             ));
@@ -590,22 +598,27 @@ impl<D: Read + Write + Seek> Fat<D> {
     }
 
     /// Finds the files of `dir` that share a cluster chain and, where they
-    /// are names of one UKI ([`entries::twin_names`]), forgets the older
-    /// names.
+    /// are names of one UKI ([`entries::twin_names`]) with one size, forgets
+    /// the older names; other groups are left alone and listed.
     pub fn repair_twins(&mut self, dir: &str) -> Result<RepairReport, FatError> {
         let mut report = RepairReport::default();
         for group in shared_chains(&self.list(dir)?) {
-            match entries::twin_names(&group) {
-                Some(Twins { kept, stale }) => {
-                    for removed in stale {
-                        self.forget(dir, &removed, &kept)?;
-                        report.repaired.push(Repaired {
-                            kept: kept.clone(),
-                            removed,
-                        });
+            let Some(Twins { kept, stale }) = entries::twin_names(&group) else {
+                report.not_ours.push(group);
+                continue;
+            };
+            for removed in stale {
+                match self.forget(dir, &removed, &kept) {
+                    Ok(()) => report.repaired.push(Repaired {
+                        kept: kept.clone(),
+                        removed,
+                    }),
+                    // One start cluster, another size: not a rename's twin.
+                    Err(FatError::NotTwins { .. }) => {
+                        report.not_ours.push(vec![removed, kept.clone()]);
                     }
+                    Err(e) => return Err(e),
                 }
-                None => report.not_ours.push(group),
             }
         }
         Ok(report)

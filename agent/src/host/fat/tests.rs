@@ -116,6 +116,10 @@ fn two_distinct_files_are_refused() {
         fat.forget(DIR, "host-b-9.efi", NEW),
         Err(FatError::NotFound { .. })
     ));
+    // The repair lists them and leaves them alone.
+    let report = fat.repair_twins(DIR).unwrap();
+    assert!(report.repaired.is_empty());
+    assert_eq!(report.not_ours, [[OLD.to_owned(), NEW.to_owned()]]);
     assert_eq!(names(&mut img), [NEW, OLD]);
     assert_eq!(read(&mut img, OLD), b"one");
 }
@@ -252,4 +256,30 @@ fn the_esp_device_is_repaired_and_synced_in_place() {
         missing.to_string().contains("none: cannot open"),
         "{missing}"
     );
+}
+
+#[test]
+fn orphan_long_name_pieces_are_skipped() {
+    // A forget cut after its 8.3 entry was marked: the LFN pieces left
+    // belong to no name.
+    let mut img = image(FatType::Fat16);
+    power_cut(&mut img, OLD, NEW, b"uki");
+    let old = entry(&mut img, OLD);
+    let short_at = *old.slots.last().unwrap() as usize;
+    img.get_mut()[short_at] = DELETED;
+    let listed = Fat::open(&mut img, "test.img").unwrap().list(DIR).unwrap();
+    assert_eq!(listed.iter().map(|e| &e.name).collect::<Vec<_>>(), [NEW]);
+    assert_eq!(names(&mut img), [NEW]);
+
+    // LFN pieces whose checksum is not the next 8.3 name's: that name is
+    // listed by its 8.3 form.
+    let mut img = image(FatType::Fat16);
+    write(&mut img, "host-a-1.efi", b"a");
+    let e = entry(&mut img, "host-a-1.efi");
+    let first_lfn = e.slots[0] as usize;
+    img.get_mut()[first_lfn + 13] ^= 0xFF;
+    let listed = Fat::open(&mut img, "test.img").unwrap().list(DIR).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_ne!(listed[0].name, "host-a-1.efi");
+    assert_eq!(listed[0].slot_count(), 1);
 }
