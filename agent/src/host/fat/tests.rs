@@ -1,6 +1,6 @@
 //! Images built and checked with the `fatfs` crate ([`super::testing`]).
 
-use std::io::Cursor;
+use std::io::{Cursor, Write as _};
 
 use fatfs::FatType;
 
@@ -282,4 +282,48 @@ fn orphan_long_name_pieces_are_skipped() {
     assert_eq!(listed.len(), 1);
     assert_ne!(listed[0].name, "host-a-1.efi");
     assert_eq!(listed[0].slot_count(), 1);
+}
+
+#[test]
+fn an_esp_as_the_image_builder_writes_it() {
+    // `image::esp::write`: 256 MiB FAT32, 2 KiB clusters, a volume label,
+    // the loader's files next to EFI/Linux.
+    let mut img = Cursor::new(vec![0u8; 256 << 20]);
+    fatfs::format_volume(
+        &mut img,
+        fatfs::FormatVolumeOptions::new()
+            .fat_type(FatType::Fat32)
+            .bytes_per_cluster(2048)
+            .volume_label(*b"ESP        "),
+    )
+    .unwrap();
+    with_fs(&mut img, |fs| {
+        let root = fs.root_dir();
+        let efi = root.create_dir("EFI").unwrap();
+        efi.create_dir("BOOT").unwrap();
+        efi.create_dir("systemd").unwrap();
+        efi.create_dir("Linux").unwrap();
+        root.create_dir("loader").unwrap();
+        for (name, bytes) in [
+            ("EFI/BOOT/BOOTX64.EFI", &b"systemd-boot"[..]),
+            ("loader/loader.conf", b"timeout 0\n"),
+            ("EFI/Linux/host-a-1.efi", b"slot a"),
+        ] {
+            root.create_file(name).unwrap().write_all(bytes).unwrap();
+        }
+    });
+    let uki = content(70_000);
+    power_cut(&mut img, "host-b-2+3.efi", "host-b-2+2-1.efi", &uki);
+    let mut fat = Fat::open(&mut img, "esp").unwrap();
+    assert_eq!(fat.geometry().kind, FatKind::Fat32);
+    let report = fat.repair_twins(DIR).unwrap();
+    assert_eq!(
+        report.repaired,
+        [Repaired {
+            kept: "host-b-2+2-1.efi".into(),
+            removed: "host-b-2+3.efi".into()
+        }]
+    );
+    assert_eq!(names(&mut img), ["host-a-1.efi", "host-b-2+2-1.efi"]);
+    assert_eq!(read(&mut img, "host-b-2+2-1.efi"), uki);
 }
