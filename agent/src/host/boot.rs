@@ -3,12 +3,12 @@
 //! has `host.*` words. It loads the modules, arms the watchdog, finds the
 //! disk's partitions, repairs a UKI left under two names on the still
 //! unmounted ESP ([`super::fat`]), mounts the ESP, finds the booted slot
-//! (the one whose verity top block hashes to `host.roothash`), reads the whole root once through dm-verity in
-//! EIO mode (the full check), then creates the real root device with
-//! `restart_on_corruption`, mounts it read-only on `/newroot`, grows and
-//! mounts the data partition on `/newroot/var`, moves `/proc /sys /dev /run
-//! /efi` across and switches root to `/usr/bin/node-agent host`, which stays
-//! PID 1 ([`super::mode`]).
+//! (the one whose verity top block hashes to `host.roothash`), reads the
+//! whole root once through dm-verity in EIO mode (the full check), then
+//! creates the real root device with `restart_on_corruption`, mounts it
+//! read-only on `/newroot`, grows and mounts the data partition on
+//! `/newroot/var`, moves `/proc /sys /dev /run /efi` across and switches
+//! root to `/usr/bin/node-agent host`, which stays PID 1 ([`super::mode`]).
 //!
 //! Invariants:
 //! - The root is never mounted unless the full check read every data block
