@@ -1,137 +1,153 @@
-//! The EFI System Partition, formatted FAT32 in-process with the `fatfs` crate: no
-//! `mkfs.vfat`, no mount, no root.
+//! The EFI System Partition: FAT32 made by `mkfs.fat` (dosfstools) on a file and filled
+//! with `mmd`/`mcopy` (mtools), as build-time tools like `mkfs.erofs`: no mount, no root.
+//! (The `fatfs` crate was used first; its 0.3.6 writes a long-name entry before `.` and
+//! `..` of every new directory, rafalh/rust-fatfs#117, and `fsck.fat` then "repairs" the
+//! ESP into a broken one. The test below runs `fsck.fat -n` on the result.)
 //!
-//! Invariants: deterministic: a fixed volume id and label, every timestamp taken from
-//! one fixed instant ([`FixedTime`], from SOURCE_DATE_EPOCH), files written in the order
-//! given. Directories are created as the paths need them. [`civil_from_epoch`] is pure.
+//! Invariants: deterministic: a fixed volume id and label, `--invariant`, every timestamp
+//! from SOURCE_DATE_EPOCH in UTC (the tools honour it; files are staged with that mtime and
+//! copied with `mcopy -m`), files and directories created in the order given.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use crate::file_error;
 
-/// The ESP's volume label (11 bytes, space-padded).
-pub const LABEL: &[u8; 11] = b"ESP        ";
+/// The ESP's volume label.
+pub const LABEL: &str = "ESP";
 /// The ESP's volume id (serial number), fixed so that builds are reproducible.
 pub const VOLUME_ID: u32 = 0x4853_5431;
-/// FAT32 needs at least 65525 clusters: 2 KiB clusters give about 130 000 in 256 MiB.
-const BYTES_PER_CLUSTER: u32 = 2048;
+/// FAT32 needs at least 65525 clusters: 2 KiB clusters (4 sectors) give about 130 000 in
+/// 256 MiB.
+const SECTORS_PER_CLUSTER: u32 = 4;
 
 /// `loader/loader.conf`: boot the default entry at once, no editing of the command line
 /// (it carries the root hash).
 pub const LOADER_CONF: &str = "timeout 0\neditor no\n";
 
-/// Every timestamp the file system writes: one fixed instant.
-#[derive(Debug, Clone, Copy)]
-pub struct FixedTime(pub fatfs::DateTime);
-
-impl fatfs::TimeProvider for FixedTime {
-    fn get_current_date(&self) -> fatfs::Date {
-        self.0.date
-    }
-    fn get_current_date_time(&self) -> fatfs::DateTime {
-        self.0
-    }
+/// Why the ESP could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum EspError {
+    #[error("cannot run `{tool}`: install it (Debian package `{package}`, `cargo xtask deps`)")]
+    Spawn {
+        tool: &'static str,
+        package: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        command: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error(transparent)]
+    File(#[from] crate::FileError),
 }
 
-/// (year, month, day, hour, minute, second) in UTC of a Unix time (Howard Hinnant's
-/// days-from-civil inverse).
-pub fn civil_from_epoch(epoch: u64) -> (u64, u64, u64, u64, u64, u64) {
-    let days = epoch / 86_400;
-    let secs = epoch % 86_400;
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day, secs / 3600, secs % 3600 / 60, secs % 60)
-}
-
-/// The FAT timestamp of a Unix time, clamped to FAT's range (1980 to 2107).
-pub fn fat_time(epoch: u64) -> fatfs::DateTime {
-    let (year, month, day, hour, min, sec) = civil_from_epoch(epoch);
-    let (year, month, day) = match year {
-        ..1980 => (1980, 1, 1),
-        2108.. => (2107, 12, 31),
-        _ => (year, month, day),
-    };
-    fatfs::DateTime {
-        date: fatfs::Date {
-            year: year as u16,
-            month: month as u16,
-            day: day as u16,
-        },
-        time: fatfs::Time {
-            hour: hour as u16,
-            min: min as u16,
-            sec: sec as u16,
-            millis: 0,
-        },
+/// The tool runs of [`write`], in order: `(tool, package, arguments)`. Pure, so the
+/// arguments are tested without the tools.
+pub fn commands(
+    image: &Path,
+    staged: &[(PathBuf, String)],
+) -> Vec<(&'static str, &'static str, Vec<String>)> {
+    let img = image.display().to_string();
+    let mut runs = vec![(
+        "mkfs.fat",
+        "dosfstools",
+        vec![
+            "-F".into(),
+            "32".into(),
+            "-S".into(),
+            "512".into(),
+            "-s".into(),
+            SECTORS_PER_CLUSTER.to_string(),
+            "-n".into(),
+            LABEL.into(),
+            "-i".into(),
+            format!("{VOLUME_ID:08X}"),
+            "--invariant".into(),
+            img.clone(),
+        ],
+    )];
+    let mut made: Vec<String> = Vec::new();
+    for (source, target) in staged {
+        let parts: Vec<&str> = target.split('/').collect();
+        for depth in 1..parts.len() {
+            let dir = parts[..depth].join("/");
+            if !made.contains(&dir) {
+                runs.push((
+                    "mmd",
+                    "mtools",
+                    vec!["-i".into(), img.clone(), format!("::/{dir}")],
+                ));
+                made.push(dir);
+            }
+        }
+        runs.push((
+            "mcopy",
+            "mtools",
+            vec![
+                "-i".into(),
+                img.clone(),
+                "-m".into(),
+                source.display().to_string(),
+                format!("::/{target}"),
+            ],
+        ));
     }
+    runs
 }
 
 /// Creates `path` as a FAT32 file system of `size` bytes holding `files` (path with `/`
 /// separators, contents), every timestamp at `epoch`.
-pub fn write(
-    path: &Path,
-    size: u64,
-    files: &[(&str, &[u8])],
-    epoch: u64,
-) -> Result<(), crate::FileError> {
+pub fn write(path: &Path, size: u64, files: &[(&str, &[u8])], epoch: u64) -> Result<(), EspError> {
     let error = |action| file_error(path, action);
     let file = std::fs::File::options()
-        .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .open(path)
         .map_err(error("creating the ESP image"))?;
     file.set_len(size).map_err(error("sizing the ESP image"))?;
-    let mut file = file;
-    fatfs::format_volume(
-        &mut file,
-        fatfs::FormatVolumeOptions::new()
-            .fat_type(fatfs::FatType::Fat32)
-            .bytes_per_cluster(BYTES_PER_CLUSTER)
-            .volume_id(VOLUME_ID)
-            .volume_label(*LABEL),
-    )
-    .map_err(error("formatting the ESP (FAT32)"))?;
-    // fatfs keeps the provider for the file system's lifetime: one small leak per build.
-    let time: &'static FixedTime = Box::leak(Box::new(FixedTime(fat_time(epoch))));
-    let fs = fatfs::FileSystem::new(
-        &mut file,
-        fatfs::FsOptions::new()
-            .time_provider(time)
-            .update_accessed_date(false),
-    )
-    .map_err(error("opening the fresh ESP"))?;
-    {
-        let root = fs.root_dir();
-        for (name, contents) in files {
-            let parts: Vec<&str> = name.split('/').collect();
-            let (file_name, dirs) = parts.split_last().expect("split gives one part");
-            let mut dir = root.clone();
-            for d in dirs {
-                dir = match dir.open_dir(d) {
-                    Ok(existing) => existing,
-                    Err(_) => dir
-                        .create_dir(d)
-                        .map_err(error("creating a directory on the ESP"))?,
-                };
-            }
-            let mut f = dir
-                .create_file(file_name)
-                .map_err(error("creating a file on the ESP"))?;
-            f.truncate().map_err(error("writing a file on the ESP"))?;
-            std::io::Write::write_all(&mut f, contents)
-                .map_err(error("writing a file on the ESP"))?;
+    drop(file);
+    let stage_dir = path.with_extension("staging");
+    let _ = std::fs::remove_dir_all(&stage_dir);
+    std::fs::create_dir_all(&stage_dir).map_err(file_error(&stage_dir, "creating"))?;
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+    let mut staged = Vec::new();
+    for (i, (name, contents)) in files.iter().enumerate() {
+        let source = stage_dir.join(format!("{i}"));
+        std::fs::write(&source, contents).map_err(file_error(&source, "staging an ESP file"))?;
+        std::fs::File::options()
+            .write(true)
+            .open(&source)
+            .and_then(|f| f.set_modified(mtime))
+            .map_err(file_error(&source, "setting the time of an ESP file"))?;
+        staged.push((source, (*name).to_owned()));
+    }
+    for (tool, package, args) in commands(path, &staged) {
+        let mut command = Command::new(tool);
+        command
+            .args(&args)
+            .env("SOURCE_DATE_EPOCH", epoch.to_string())
+            .env("TZ", "UTC")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .env("MTOOLSRC", "/dev/null");
+        let output = command.output().map_err(|source| EspError::Spawn {
+            tool,
+            package,
+            source,
+        })?;
+        if !output.status.success() {
+            return Err(EspError::Failed {
+                command: format!("{tool} {}", args.join(" ")),
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
         }
     }
-    fs.unmount().map_err(error("closing the ESP"))?;
+    let _ = std::fs::remove_dir_all(&stage_dir);
     Ok(())
 }
 
@@ -140,39 +156,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn epochs_become_civil_times() {
-        assert_eq!(civil_from_epoch(0), (1970, 1, 1, 0, 0, 0));
-        // 2024-02-29T12:34:56Z
-        assert_eq!(civil_from_epoch(1_709_210_096), (2024, 2, 29, 12, 34, 56));
-        let t = fat_time(0);
-        assert_eq!((t.date.year, t.date.month, t.date.day), (1980, 1, 1));
-        let t = fat_time(1_709_210_096);
-        assert_eq!((t.date.year, t.time.hour, t.time.sec), (2024, 12, 56));
-    }
-
-    #[test]
-    fn files_read_back_from_a_small_esp() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("esp.img");
-        let files: &[(&str, &[u8])] = &[
-            ("EFI/BOOT/BOOTX64.EFI", b"loader"),
-            ("loader/loader.conf", LOADER_CONF.as_bytes()),
-            ("EFI/Linux/host-a-1.efi", &[7u8; 5000]),
+    fn directories_are_made_once_before_their_files() {
+        let staged = vec![
+            (PathBuf::from("/s/0"), "EFI/BOOT/BOOTX64.EFI".to_owned()),
+            (PathBuf::from("/s/1"), "loader/loader.conf".to_owned()),
+            (PathBuf::from("/s/2"), "EFI/Linux/host-a-1.efi".to_owned()),
         ];
-        write(&path, 256 << 20, files, 1_700_000_000).unwrap();
-        let mut disk = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        let fs = fatfs::FileSystem::new(&mut disk, fatfs::FsOptions::new()).unwrap();
-        assert_eq!(fs.fat_type(), fatfs::FatType::Fat32);
-        assert_eq!(fs.volume_id(), VOLUME_ID);
-        for (name, contents) in files {
-            let mut got = vec![];
-            std::io::Read::read_to_end(&mut fs.root_dir().open_file(name).unwrap(), &mut got)
-                .unwrap();
-            assert_eq!(&got, contents, "{name}");
-        }
+        let runs = commands(Path::new("/o/esp.img"), &staged);
+        let lines: Vec<String> = runs
+            .iter()
+            .map(|(tool, _, args)| format!("{tool} {}", args.join(" ")))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "mkfs.fat -F 32 -S 512 -s 4 -n ESP -i 48535431 --invariant /o/esp.img",
+                "mmd -i /o/esp.img ::/EFI",
+                "mmd -i /o/esp.img ::/EFI/BOOT",
+                "mcopy -i /o/esp.img -m /s/0 ::/EFI/BOOT/BOOTX64.EFI",
+                "mmd -i /o/esp.img ::/loader",
+                "mcopy -i /o/esp.img -m /s/1 ::/loader/loader.conf",
+                "mmd -i /o/esp.img ::/EFI/Linux",
+                "mcopy -i /o/esp.img -m /s/2 ::/EFI/Linux/host-a-1.efi",
+            ]
+        );
     }
 }

@@ -72,6 +72,8 @@ pub enum HostError {
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
     #[error(transparent)]
+    Esp(#[from] esp::EspError),
+    #[error(transparent)]
     Uki(#[from] UkiError),
     #[error(transparent)]
     Disk(#[from] disk::DiskError),

@@ -2,7 +2,7 @@
 //! `cargo xtask host-image` / `cargo xtask test` build, two builds compared byte for byte,
 //! and every part read back by tools we did not write: `veritysetup` (hash tree),
 //! `sgdisk -v` (GPT), `fsck.erofs` (root), `e2fsck` (data), `objcopy` (the UKI's
-//! `.cmdline`), and `fatfs` (ESP).
+//! `.cmdline`), and `fatfs` and `fsck.fat` (ESP).
 
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -263,6 +263,23 @@ fn the_esp_holds_the_loader_and_the_blessed_uki() {
     raw.seek(SeekFrom::Start(p.first_lba * SECTOR)).unwrap();
     let mut esp = vec![0u8; ((p.last_lba - p.first_lba + 1) * SECTOR) as usize];
     raw.read_exact(&mut esp).unwrap();
+    // fsck.fat finds nothing to repair (a malformed `.`/`..` would be "repaired" into a
+    // broken ESP by an operator's fsck).
+    let dir = tempfile::tempdir().unwrap();
+    let esp_file = dir.path().join("esp.img");
+    std::fs::write(&esp_file, &esp).unwrap();
+    let fsck = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&esp_file)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&fsck.stdout);
+    assert!(fsck.status.success(), "fsck.fat -n: {report}");
+    assert_eq!(
+        report.lines().count(),
+        2,
+        "fsck.fat -n has remarks: {report}"
+    );
     let fs = fatfs::FileSystem::new(std::io::Cursor::new(esp), fatfs::FsOptions::new()).unwrap();
     assert_eq!(fs.fat_type(), fatfs::FatType::Fat32);
     let read = |path: &str| {

@@ -151,7 +151,13 @@ pub const DEPS: &[Dep] = &[
     },
     Dep {
         package: "dosfstools",
-        why: "`fsck.fat -n` checks that the agent's repair of a UKI under two FAT names leaves a clean ESP (agent/tests/fat_fsck.rs)",
+        why: "`mkfs.fat` makes the host image's ESP (image::esp); `fsck.fat -n` checks it and the \
+              agent's repair of a UKI under two FAT names (agent/tests/fat_fsck.rs)",
+        from_backports: false,
+    },
+    Dep {
+        package: "mtools",
+        why: "`mmd` and `mcopy` fill the host image's ESP without a mount (image::esp)",
         from_backports: false,
     },
     Dep {
