@@ -28,19 +28,8 @@ pub const LOADER_CONF: &str = "timeout 0\neditor no\n";
 /// Why the ESP could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum EspError {
-    #[error("cannot run `{tool}`: install it (Debian package `{package}`, `cargo xtask deps`)")]
-    Spawn {
-        tool: &'static str,
-        package: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Failed {
-        command: String,
-        status: std::process::ExitStatus,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Tool(#[from] crate::tool::ToolError),
     #[error(transparent)]
     File(#[from] crate::FileError),
 }
@@ -134,18 +123,7 @@ pub fn write(path: &Path, size: u64, files: &[(&str, &[u8])], epoch: u64) -> Res
             .env("TZ", "UTC")
             .env("MTOOLS_SKIP_CHECK", "1")
             .env("MTOOLSRC", "/dev/null");
-        let output = command.output().map_err(|source| EspError::Spawn {
-            tool,
-            package,
-            source,
-        })?;
-        if !output.status.success() {
-            return Err(EspError::Failed {
-                command: format!("{tool} {}", args.join(" ")),
-                status: output.status,
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            });
-        }
+        crate::tool::run(&mut command, tool, package)?;
     }
     let _ = std::fs::remove_dir_all(&stage_dir);
     Ok(())

@@ -87,14 +87,8 @@ pub enum HostError {
         "root.img is {size} bytes but a slot holds {capacity} (model::host::LAYOUT): drop modules or grow the slots"
     )]
     RootTooLarge { size: u64, capacity: u64 },
-    #[error("cannot run `mkfs.ext4`: install it (Debian package `e2fsprogs`)")]
-    Mkfs(#[source] std::io::Error),
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Failed {
-        command: String,
-        status: std::process::ExitStatus,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Tool(#[from] crate::tool::ToolError),
     #[error(transparent)]
     File(#[from] crate::FileError),
 }
@@ -161,19 +155,6 @@ pub fn mkfs_ext4_args(file: &Path) -> Vec<std::ffi::OsString> {
         format!("hash_seed={seed},root_owner=0:0,lazy_itable_init=0").into(),
         file.into(),
     ]
-}
-
-fn run_tool(command: &mut Command) -> Result<(), HostError> {
-    let shown = format!("{command:?}").replace('"', "");
-    let output = command.output().map_err(HostError::Mkfs)?;
-    if !output.status.success() {
-        return Err(HostError::Failed {
-            command: shown,
-            status: output.status,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(())
 }
 
 /// A `Write` that hashes what passes through.
@@ -292,11 +273,7 @@ pub fn build(options: &HostOptions, progress: &dyn Progress) -> Result<HostManif
     );
 
     let step = progress.begin("resolving kernel modules");
-    let root_drivers: Vec<&str> = crate::modules::DRIVERS
-        .iter()
-        .chain(rootfs::HOST_MODULES)
-        .copied()
-        .collect();
+    let root_drivers = rootfs::root_modules();
     let root_modules = ramdisk::resolve_modules(
         &kernel.modules_dir,
         &root_drivers,
@@ -310,7 +287,7 @@ pub fn build(options: &HostOptions, progress: &dyn Progress) -> Result<HostManif
         .collect();
     let initrd_modules = ramdisk::resolve_modules(
         &kernel.modules_dir,
-        rootfs::INITRD_MODULES,
+        &rootfs::initrd_modules(),
         &initrd_optional,
     )?;
     progress.finish(
@@ -455,12 +432,14 @@ pub fn build(options: &HostOptions, progress: &dyn Progress) -> Result<HostManif
         .map_err(file_error(&data_img, "creating"))?;
     let mke2fs_conf = scratch.join("mke2fs.conf");
     std::fs::write(&mke2fs_conf, MKE2FS_CONF).map_err(file_error(&mke2fs_conf, "writing"))?;
-    run_tool(
+    crate::tool::run(
         Command::new("mkfs.ext4")
             .args(mkfs_ext4_args(&data_img))
             .env("MKE2FS_CONFIG", &mke2fs_conf)
             .env("E2FSPROGS_FAKE_TIME", options.epoch.to_string())
             .env("MKE2FS_DEVICE_SECTSIZE", "512"),
+        "mkfs.ext4",
+        "e2fsprogs",
     )?;
     let raw = scratch.join("host.raw");
     let mut disk_file = disk::create(&raw, contract::disk_size_bytes(), &table)?;

@@ -24,6 +24,7 @@ pub mod packages;
 pub mod progress;
 pub mod ramdisk;
 pub mod rootfs;
+pub mod tool;
 pub mod uki;
 pub mod verity;
 

@@ -20,11 +20,10 @@ use std::process::Command;
 use crate::file_error;
 use crate::ramdisk::RamdiskModule;
 
-/// Modules of the host and its roles, on top of the ramdisk's [`crate::modules::DRIVERS`]:
-/// the root's device-mapper, file systems, EFI variables (boot counting), watchdogs,
-/// networking (bridge, VLAN, bond, macvlan, veth, tap), KVM, and the NVMe-oF and iSCSI
-/// targets.
-pub const HOST_MODULES: &[&str] = &[
+/// What both the UKI's initramfs and the root need: the root's device-mapper and
+/// verity, the file systems of root, `/var` and the ESP, EFI variables (boot counting)
+/// and the watchdogs.
+pub const BOOT_MODULES: &[&str] = &[
     // First: libcrc32c (erofs, ext4's metadata checksums) asks the crypto API for "crc32c"
     // when it loads; with no modprobe in the image that alias is never loaded on demand, and
     // libcrc32c, then erofs, fail with ENOENT. The generic implementation must load first.
@@ -40,6 +39,11 @@ pub const HOST_MODULES: &[&str] = &[
     "efivarfs",
     "i6300esb",
     "iTCO_wdt",
+];
+
+/// The roles' modules, in the root only: networking (bridge, VLAN, bond, macvlan, veth,
+/// tap), KVM, and the NVMe-oF and iSCSI targets.
+pub const ROLE_MODULES: &[&str] = &[
     "bridge",
     "8021q",
     "bonding",
@@ -57,14 +61,9 @@ pub const HOST_MODULES: &[&str] = &[
     "iscsi_target_mod",
 ];
 
-/// What the UKI's initramfs needs to reach the root: the lab's and servers' disks, the
-/// device-mapper and verity, the file systems of root, `/var` and the ESP, EFI variables
-/// and the watchdogs.
-pub const INITRD_MODULES: &[&str] = &[
-    // First: libcrc32c (erofs, ext4's metadata checksums) asks the crypto API for "crc32c"
-    // when it loads; with no modprobe in the image that alias is never loaded on demand, and
-    // libcrc32c, then erofs, fail with ENOENT. The generic implementation must load first.
-    "crc32c_generic",
+/// The disk drivers of [`crate::modules::DRIVERS`] the initramfs needs to reach the root:
+/// the lab's virtio and the servers' NVMe, SATA, SAS and RAID controllers.
+pub const INITRD_DISK_DRIVERS: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
     "virtio_scsi",
@@ -74,18 +73,17 @@ pub const INITRD_MODULES: &[&str] = &[
     "megaraid_sas",
     "mpt3sas",
     "smartpqi",
-    "dm_mod",
-    "dm_verity",
-    "erofs",
-    "ext4",
-    "vfat",
-    "nls_cp437",
-    "nls_utf8",
-    "nls_ascii",
-    "efivarfs",
-    "i6300esb",
-    "iTCO_wdt",
 ];
+
+/// The root's modules: the ramdisk's drivers, [`BOOT_MODULES`], [`ROLE_MODULES`].
+pub fn root_modules() -> Vec<&'static str> {
+    [crate::modules::DRIVERS, BOOT_MODULES, ROLE_MODULES].concat()
+}
+
+/// The UKI initramfs's modules: [`BOOT_MODULES`] (crc32c first), then the disks.
+pub fn initrd_modules() -> Vec<&'static str> {
+    [BOOT_MODULES, INITRD_DISK_DRIVERS].concat()
+}
 
 /// Directories the agent mounts on or writes to, empty in the image.
 pub const EMPTY_DIRS: &[&str] = &["proc", "sys", "dev", "run", "var", "tmp", "efi", "mnt"];
@@ -93,19 +91,8 @@ pub const EMPTY_DIRS: &[&str] = &["proc", "sys", "dev", "run", "var", "tmp", "ef
 /// Why the root file system could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
-    #[error("cannot run `{tool}`: install it (Debian package `{package}`)")]
-    Spawn {
-        tool: &'static str,
-        package: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Failed {
-        command: String,
-        status: std::process::ExitStatus,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Tool(#[from] crate::tool::ToolError),
     #[error("{busybox} --list printed no applets; is the busybox-static package complete?")]
     NoApplets { busybox: PathBuf },
     #[error(transparent)]
@@ -170,7 +157,7 @@ pub fn stage(root: &Path, inputs: &RootInputs) -> Result<usize, RootfsError> {
     let list = Command::new(inputs.busybox)
         .arg("--list")
         .output()
-        .map_err(|source| RootfsError::Spawn {
+        .map_err(|source| crate::tool::ToolError::Spawn {
             tool: "busybox",
             package: "busybox-static",
             source,
@@ -238,18 +225,7 @@ pub fn mkfs(tree: &Path, out: &Path, epoch: u64, uuid: &str) -> Result<Vec<u8>, 
         .args(mkfs_args(tree, out, epoch, uuid))
         // It would force extended inodes when set: -T alone fixes the times.
         .env_remove("SOURCE_DATE_EPOCH");
-    let output = command.output().map_err(|source| RootfsError::Spawn {
-        tool: "mkfs.erofs",
-        package: "erofs-utils",
-        source,
-    })?;
-    if !output.status.success() {
-        return Err(RootfsError::Failed {
-            command: format!("{command:?}").replace('"', ""),
-            status: output.status,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
+    crate::tool::run(&mut command, "mkfs.erofs", "erofs-utils")?;
     let mut image = std::fs::read(out).map_err(file_error(out, "reading the erofs image"))?;
     let block = crate::verity::BLOCK;
     image.resize(image.len().next_multiple_of(block), 0);
@@ -323,13 +299,9 @@ mod tests {
 
     #[test]
     fn initrd_modules_are_in_the_root_too() {
-        let host: Vec<&str> = crate::modules::DRIVERS
-            .iter()
-            .chain(HOST_MODULES)
-            .copied()
-            .collect();
-        for m in INITRD_MODULES {
-            assert!(host.contains(m), "{m} is in the initrd but not the root");
+        let root = root_modules();
+        for m in initrd_modules() {
+            assert!(root.contains(&m), "{m} is in the initrd but not the root");
         }
     }
 }

@@ -29,14 +29,8 @@ pub enum UkiError {
         "{path}: not an EFI stub as expected ({what}); is the systemd-boot-efi package complete?"
     )]
     BadStub { path: PathBuf, what: &'static str },
-    #[error("cannot run `objcopy`: install it (Debian package `binutils`)")]
-    Spawn(#[source] std::io::Error),
-    #[error("`objcopy` failed ({status}) building {out}: {stderr}")]
-    Failed {
-        out: PathBuf,
-        status: std::process::ExitStatus,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Tool(#[from] crate::tool::ToolError),
     #[error(transparent)]
     File(#[from] crate::FileError),
 }
@@ -212,17 +206,11 @@ pub fn build(stub: &Path, parts: &UkiParts, scratch: &Path, out: &Path) -> Resul
         .zip(placed)
         .map(|((name, file), (_, vma))| (name.to_owned(), file, vma))
         .collect();
-    let output = Command::new("objcopy")
-        .args(objcopy_args(stub, &sections, out))
-        .output()
-        .map_err(UkiError::Spawn)?;
-    if !output.status.success() {
-        return Err(UkiError::Failed {
-            out: out.to_owned(),
-            status: output.status,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
+    crate::tool::run(
+        Command::new("objcopy").args(objcopy_args(stub, &sections, out)),
+        "objcopy",
+        "binutils",
+    )?;
     let mut uki = std::fs::read(out).map_err(file_error(out, "reading the UKI"))?;
     pin_timestamp(&mut uki, parts.timestamp).map_err(|what| UkiError::BadStub {
         path: out.to_owned(),

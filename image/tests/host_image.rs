@@ -4,6 +4,8 @@
 //! `sgdisk -v` (GPT), `fsck.erofs` (root), `e2fsck` (data), `objcopy` (the UKI's
 //! `.cmdline`), and `fatfs` and `fsck.fat` (ESP).
 
+mod common;
+
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,29 +18,12 @@ use image::ramdisk::KernelSource;
 use image::verity;
 use model::host::{HostBoot, HostManifest, SECTOR};
 
-/// `<target>/x86_64-unknown-linux-gnu/release/node-agent`, found from this test binary
-/// (`<target>/debug/deps/host_image-HASH`), or `$NODE_AGENT_STATIC`.
-fn static_agent() -> PathBuf {
-    if let Some(path) = std::env::var_os("NODE_AGENT_STATIC") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.ancestors().nth(3).unwrap();
-    let agent = target.join("x86_64-unknown-linux-gnu/release/node-agent");
-    assert!(
-        agent.is_file(),
-        "no static node-agent at {}: run `cargo xtask host-image` once (`cargo xtask test` builds it before the tests)",
-        agent.display()
-    );
-    agent
-}
-
 fn options(out: &Path) -> HostOptions {
     let key = out.with_extension("pub");
     std::fs::write(&key, "trust me\n").unwrap();
     HostOptions {
         out: out.to_owned(),
-        agent: static_agent(),
+        agent: common::static_agent(),
         kernel: KernelSource::Apt {
             metapackage: image::kernel::DEFAULT_METAPACKAGE.to_owned(),
         },
@@ -200,7 +185,7 @@ fn check_root_tree(tree: &Path, manifest: &HostManifest) {
             .mode()
             & 0o7777
     };
-    let agent = std::fs::read(static_agent()).unwrap();
+    let agent = std::fs::read(common::static_agent()).unwrap();
     assert!(std::fs::read(tree.join("usr/bin/node-agent")).unwrap() == agent);
     assert_eq!(mode("usr/bin/node-agent"), 0o755);
     assert_eq!(

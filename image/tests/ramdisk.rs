@@ -2,6 +2,8 @@
 //! that `cargo xtask ramdisk` / `cargo xtask test` build, two builds compared byte for
 //! byte, GNU cpio reading the result, and QEMU booting it into the agent.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -13,27 +15,10 @@ use std::time::{Duration, Instant};
 use image::progress::Quiet;
 use image::ramdisk::{self, KernelSource, Manifest, RamdiskOptions};
 
-/// `<target>/x86_64-unknown-linux-gnu/release/node-agent`, found from this test binary
-/// (`<target>/debug/deps/ramdisk-HASH`), or `$NODE_AGENT_STATIC`.
-fn static_agent() -> PathBuf {
-    if let Some(path) = std::env::var_os("NODE_AGENT_STATIC") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.ancestors().nth(3).unwrap();
-    let agent = target.join("x86_64-unknown-linux-gnu/release/node-agent");
-    assert!(
-        agent.is_file(),
-        "no static node-agent at {}: run `cargo xtask ramdisk` once (`cargo xtask test` builds it before the tests)",
-        agent.display()
-    );
-    agent
-}
-
 fn options(out: &Path) -> RamdiskOptions {
     RamdiskOptions::new(
         out.to_owned(),
-        static_agent(),
+        common::static_agent(),
         KernelSource::Apt {
             metapackage: image::kernel::DEFAULT_METAPACKAGE.to_owned(),
         },
@@ -99,7 +84,7 @@ fn manifest_and_archive_follow_the_layout() {
     let root = extracted.path();
     assert_eq!(
         std::fs::read(root.join("init")).unwrap(),
-        std::fs::read(static_agent()).unwrap()
+        std::fs::read(common::static_agent()).unwrap()
     );
     let order = std::fs::read_to_string(root.join("lib/modules/load-order")).unwrap();
     let order: Vec<&str> = order.lines().collect();
