@@ -104,7 +104,8 @@ impl UkiDir {
     }
 
     /// Writes `uki` as `slot`'s fresh entry (`host-SLOT-VERSION+3.efi`):
-    /// temp name, fsync, rename, fsync the directory, syncfs. The file name.
+    /// temp name, fsync, rename (never replacing), fsync the directory, syncfs.
+    /// The file name.
     pub fn install(&self, slot: Slot, version: &str, uki: &[u8]) -> Result<String, UpgradeError> {
         let name = UkiName::fresh(slot, version).file_name();
         let path = self.dir.join(&name);
@@ -116,14 +117,16 @@ impl UkiDir {
                 source: std::io::ErrorKind::AlreadyExists.into(),
             });
         }
-        let temp = self.dir.join(temp_name(slot, version));
+        let temp_file = temp_name(slot, version);
+        let temp = self.dir.join(&temp_file);
         let mut file = File::create(&temp).map_err(self.io("cannot create", &temp))?;
         file.write_all(uki)
             .map_err(self.io("cannot write", &temp))?;
         file.sync_all().map_err(self.io("cannot sync", &temp))?;
         drop(file);
-        std::fs::rename(&temp, &path).map_err(self.io("cannot rename to its UKI name", &temp))?;
-        self.sync()?;
+        // The host boot's bless rename: never replaces, then fsync of the directory and syncfs.
+        crate::host::esp::rename_durably(&self.dir, &temp_file, &name)
+            .map_err(UpgradeError::Esp)?;
         Ok(name)
     }
 

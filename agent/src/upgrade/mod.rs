@@ -89,6 +89,9 @@ pub enum UpgradeError {
         slot: Slot,
         other: Slot,
     },
+    /// A step on the ESP failed; the message names the files and what to check.
+    #[error("{0}")]
+    Esp(String),
     #[error("another upgrade is running (it holds {path}); wait for it to finish")]
     Busy { path: PathBuf },
     #[error("cannot find slot {slot}'s partition: {why}")]
