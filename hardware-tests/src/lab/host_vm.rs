@@ -14,13 +14,13 @@
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::accel::accel;
 use super::process::Owned;
-use super::vm::{OVMF_CODE, OVMF_VARS};
+use super::vm::{OVMF_CODE, ovmf_vars, spawn_qemu};
 use super::{LabError, io};
 
 /// Booting the kernel and initramfs straight from QEMU (`-kernel`), without
@@ -72,17 +72,7 @@ impl HostVm {
     /// Starts QEMU in `dir` (created if missing) and connects to its console.
     pub fn start(dir: &Path, spec: &HostVmSpec) -> Result<HostVm, LabError> {
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-        for file in [OVMF_CODE, OVMF_VARS] {
-            if !Path::new(file).is_file() {
-                return Err(LabError::Missing(format!(
-                    "{file} is missing: install Debian's `ovmf` (`cargo xtask deps`)"
-                )));
-            }
-        }
-        let vars = dir.join("OVMF_VARS.fd");
-        if !vars.is_file() {
-            std::fs::copy(OVMF_VARS, &vars).map_err(io("copying the OVMF VARS template"))?;
-        }
+        let vars = ovmf_vars(dir)?;
         let socket = dir.join("console.sock");
         let _ = std::fs::remove_file(&socket);
         let mut command = Command::new("qemu-system-x86_64");
@@ -137,21 +127,8 @@ impl HostVm {
                 .arg(&direct.initrd)
                 .args(["-append", &direct.cmdline]);
         }
-        let qemu_log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("qemu.log"))
-            .map_err(io("creating qemu.log"))?;
         let started = Instant::now();
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(qemu_log.try_clone().map_err(io("qemu.log"))?)
-            .stderr(qemu_log)
-            .spawn()
-            .map_err(|source| LabError::Spawn {
-                what: "qemu-system-x86_64 (Debian qemu-system-x86 from bookworm-backports)".into(),
-                source,
-            })?;
+        let child = spawn_qemu(&mut command, dir)?;
         let mut qemu = Owned::new(format!("QEMU {}", dir.display()), child);
         // QEMU waits for this connection before it starts the guest (wait=on).
         let console = loop {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::assets::TestRamdisk;
 use super::process::Owned;
-use super::vm::{OVMF_CODE, OVMF_VARS, wait_marker};
+use super::vm::{OVMF_CODE, ovmf_vars, spawn_qemu, wait_marker};
 use super::{Lab, LabError, LabOptions, accel, io, sibling_binary};
 use crate::rack::{self, BmcKind, Firmware, VmPaths, VmSpec};
 
@@ -183,10 +183,7 @@ impl Lab {
         let ovmf = match spec.firmware {
             Firmware::Bios => None,
             Firmware::Uefi => {
-                let vars = dir.join("OVMF_VARS.fd");
-                std::fs::copy(OVMF_VARS, &vars).map_err(io(format!(
-                    "copying {OVMF_VARS} (install Debian's `ovmf`: `cargo xtask deps`)"
-                )))?;
+                let vars = ovmf_vars(&dir)?;
                 Some((PathBuf::from(OVMF_CODE), vars))
             }
         };
@@ -199,20 +196,13 @@ impl Lab {
             ovmf,
             accel: accel().qemu_arg().into(),
         };
-        let qemu_log = std::fs::File::create(dir.join("qemu.log")).map_err(io("qemu.log"))?;
         let started = Instant::now();
-        let qemu = self
-            .netns()
-            .command("qemu-system-x86_64")
-            .args(rack::qemu_args(spec, &paths))
-            .stdin(Stdio::null())
-            .stdout(qemu_log.try_clone().map_err(io("qemu.log"))?)
-            .stderr(qemu_log)
-            .spawn()
-            .map_err(|source| LabError::Spawn {
-                what: "qemu-system-x86_64 (Debian qemu-system-x86 from bookworm-backports)".into(),
-                source,
-            })?;
+        let qemu = spawn_qemu(
+            self.netns()
+                .command("qemu-system-x86_64")
+                .args(rack::qemu_args(spec, &paths)),
+            &dir,
+        )?;
         let qemu = Owned::new(format!("QEMU {}", spec.name), qemu);
         let bmc = match spec.bmc.kind {
             BmcKind::Redfish => self.start_redfish_bmc(rack_file, spec, &dir, password)?,

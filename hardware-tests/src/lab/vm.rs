@@ -14,6 +14,45 @@ use super::{LabError, io};
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
+/// The VM's own OVMF variable store in `dir`, copied from the template unless it is
+/// already there (a VM started again in the same directory keeps its variables, as a
+/// machine does across a power cut). Fails with what to install when OVMF is missing.
+pub(super) fn ovmf_vars(dir: &Path) -> Result<PathBuf, LabError> {
+    for file in [OVMF_CODE, OVMF_VARS] {
+        if !Path::new(file).is_file() {
+            return Err(LabError::Missing(format!(
+                "{file} is missing: install Debian's `ovmf` (`cargo xtask deps`)"
+            )));
+        }
+    }
+    let vars = dir.join("OVMF_VARS.fd");
+    if !vars.is_file() {
+        std::fs::copy(OVMF_VARS, &vars).map_err(io("copying the OVMF VARS template"))?;
+    }
+    Ok(vars)
+}
+
+/// Spawns QEMU (`command`) with its output appended to `dir/qemu.log`.
+pub(super) fn spawn_qemu(
+    command: &mut std::process::Command,
+    dir: &Path,
+) -> Result<std::process::Child, LabError> {
+    let qemu_log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("qemu.log"))
+        .map_err(io("creating qemu.log"))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(qemu_log.try_clone().map_err(io("qemu.log"))?)
+        .stderr(qemu_log)
+        .spawn()
+        .map_err(|source| LabError::Spawn {
+            what: "qemu-system-x86_64 (Debian qemu-system-x86 from bookworm-backports)".into(),
+            source,
+        })
+}
+
 /// Firmware and network-boot path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Firmware {
@@ -87,15 +126,7 @@ impl Vm {
                 ]);
             }
             Firmware::UefiPxe => {
-                for file in [OVMF_CODE, OVMF_VARS] {
-                    if !Path::new(file).is_file() {
-                        return Err(LabError::Missing(format!(
-                            "{file} is missing: install Debian's `ovmf` (`cargo xtask deps`)"
-                        )));
-                    }
-                }
-                let vars = dir.join("OVMF_VARS.fd");
-                std::fs::copy(OVMF_VARS, &vars).map_err(io("copying the OVMF VARS template"))?;
+                let vars = ovmf_vars(&dir)?;
                 command
                     .args([
                         "-drive",
@@ -115,18 +146,8 @@ impl Vm {
                     ]);
             }
         }
-        let qemu_log =
-            std::fs::File::create(dir.join("qemu.log")).map_err(io("creating qemu.log"))?;
         let started = Instant::now();
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(qemu_log.try_clone().map_err(io("qemu.log"))?)
-            .stderr(qemu_log)
-            .spawn()
-            .map_err(|source| LabError::Spawn {
-                what: "qemu-system-x86_64 (Debian qemu-system-x86 from bookworm-backports)".into(),
-                source,
-            })?;
+        let child = spawn_qemu(&mut command, &dir)?;
         Ok(Vm {
             qemu: Owned::new(format!("QEMU {}", spec.name), child),
             spec,
