@@ -9,6 +9,9 @@
 //! | `POST /api/agent/v1/heartbeat` | [`Heartbeat`] | [`Command`] |
 //! | `GET /api/agent/v1/plan` | none | the node's [`HostPlan`] |
 //! | `POST /api/agent/v1/applied` | [`AppliedReport`] | [`Command`] |
+//! | `POST /api/agent/v1/deployed` | [`DeployedReport`] | [`Command`] |
+//! | `POST /api/agent/v1/cleaned` | [`CleanedReport`] | [`Command`] |
+//! | `POST /api/host/v1/report` (installed host, node credential) | [`HostReport`] | [`HostCommand`] |
 //!
 //! Every request carries `Authorization: Bearer TOKEN`, the per-boot token
 //! the provisioner put on the kernel command line (`provisioner.token=`)
@@ -29,12 +32,22 @@
 //! the stored inventory shows what it made (VFs). Applying is idempotent, so
 //! an agent that retries after a lost answer changes nothing twice.
 //!
+//! Deploying and cleaning ([`crate::deploy`]): a deploying node's agent is
+//! answered [`Command::Deploy`]; it writes the image, reporting
+//! [`DeployProgress`] in its heartbeats, then posts a [`DeployedReport`].
+//! A cleaning node's agent is answered [`Command::Clean`] and posts a
+//! [`CleanedReport`]. The installed host authenticates with the node
+//! credential from its sealed config, not a per-boot token.
+//!
 //! This module does no I/O.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::ApplyReport;
+#[cfg(doc)]
+use crate::deploy::{CleanedReport, DeployedReport, HostCommand, HostReport};
+use crate::deploy::{DeployOrder, DeployProgress, EraseMode};
 use crate::inventory::Inventory;
 #[cfg(doc)]
 use crate::plan::HostPlan;
@@ -61,6 +74,10 @@ pub enum AgentState {
     Idle,
     /// The last step failed (see `last_error`); retrying.
     Error,
+    /// Writing a host image ([`Command::Deploy`]).
+    Deploying,
+    /// Erasing disks ([`Command::Clean`]).
+    Cleaning,
 }
 
 /// `POST /api/agent/v1/heartbeat`: the agent is alive.
@@ -76,10 +93,13 @@ pub struct Heartbeat {
     /// The last failure the agent met, in words, if any since it started.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// While deploying or cleaning: how far it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<DeployProgress>,
 }
 
 /// The provisioner's answer to every agent request: what to do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 #[schemars(title = "Agent command")]
 pub enum Command {
@@ -97,6 +117,13 @@ pub enum Command {
     /// Fetch the node's host plan (`GET /api/agent/v1/plan`), apply it to
     /// this machine and post the report (`POST /api/agent/v1/applied`).
     Apply,
+    /// Write this host image to the root disk, then post
+    /// `POST /api/agent/v1/deployed` and wait for the answer.
+    Deploy(Box<DeployOrder>),
+    /// Erase every disk, then post `POST /api/agent/v1/cleaned`.
+    Clean {
+        mode: EraseMode,
+    },
 }
 
 /// `POST /api/agent/v1/applied`: what applying the node's host plan did.
@@ -136,6 +163,12 @@ mod tests {
             (Command::Poweroff, r#"{"command":"poweroff"}"#),
             (Command::Reboot, r#"{"command":"reboot"}"#),
             (Command::Apply, r#"{"command":"apply"}"#),
+            (
+                Command::Clean {
+                    mode: EraseMode::Metadata,
+                },
+                r#"{"command":"clean","mode":"metadata"}"#,
+            ),
         ];
         for (command, json) in cases {
             assert_eq!(serde_json::to_string(&command).unwrap(), json);
@@ -151,6 +184,7 @@ mod tests {
             state: AgentState::Idle,
             uptime_s: 42,
             last_error: None,
+            progress: None,
         };
         let json = serde_json::to_string(&beat).unwrap();
         assert_eq!(

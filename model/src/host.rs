@@ -19,6 +19,7 @@
 //! the same pair can be written to either slot; the agent finds the slot whose
 //! hash tree matches the root hash ([`VerityParams::top_block_matches`]).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Bytes per sector of the GPT (the image is written for 512-byte sectors).
@@ -97,7 +98,9 @@ pub fn slot_size_bytes() -> u64 {
 }
 
 /// One of the two root slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Slot {
     A,
@@ -499,7 +502,7 @@ pub struct HostStatus {
     pub rolled_back_from: Option<RolledBack>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RolledBack {
     pub slot: Slot,
     pub version: String,

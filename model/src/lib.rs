@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod apply;
 pub mod cpulist;
+pub mod deploy;
 pub mod dhcp;
 pub mod host;
 pub mod inventory;

@@ -109,7 +109,7 @@ fn main_loop(
     loop {
         (lease, bound_at) = keep_lease(&nic, &params, lease, bound_at);
         let request = session.next_request();
-        let result = match request {
+        let result = match &request {
             Request::Inventory => {
                 say("inspecting the hardware");
                 let report = InventoryReport {
@@ -125,6 +125,7 @@ fn main_loop(
                     state,
                     uptime_s: started.elapsed().as_secs(),
                     last_error,
+                    progress: None,
                 };
                 post(&http, &params, "heartbeat", &beat)
             }
@@ -139,6 +140,10 @@ fn main_loop(
                     })
                 })
             }
+            // PLACEHOLDER(deploy helper): replaced by crate::deploy before commit.
+            Request::Deploy(_) | Request::Clean(_) => Err(Failure::BadAnswer(
+                "deploy and clean are not in this agent build".into(),
+            )),
         };
         let (action, message) = match result {
             Ok(command) => {

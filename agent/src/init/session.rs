@@ -6,11 +6,12 @@
 use std::time::Duration;
 
 use model::agent::{AgentState, Command};
+use model::deploy::{DeployOrder, EraseMode};
 
 use super::backoff::Backoff;
 
 /// The next request to the provisioner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// Inspect and `POST /api/agent/v1/inventory`.
     Inventory,
@@ -18,6 +19,10 @@ pub enum Request {
     Heartbeat,
     /// `GET /api/agent/v1/plan`, apply it, `POST /api/agent/v1/applied`.
     Apply,
+    /// Write the host image, `POST /api/agent/v1/deployed`.
+    Deploy(Box<DeployOrder>),
+    /// Erase the disks, `POST /api/agent/v1/cleaned`.
+    Clean(EraseMode),
 }
 
 /// What the edge does next.
@@ -54,6 +59,8 @@ pub struct Session {
     url: String,
     need_inventory: bool,
     need_apply: bool,
+    /// A deploy or clean to do (or whose report is still to be accepted).
+    work: Option<Request>,
     state: AgentState,
     last_error: Option<String>,
     backoff: Backoff,
@@ -66,6 +73,7 @@ impl Session {
             url: url.to_owned(),
             need_inventory: true,
             need_apply: false,
+            work: None,
             state: AgentState::Starting,
             last_error: None,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
@@ -76,6 +84,8 @@ impl Session {
     pub fn next_request(&self) -> Request {
         if self.need_inventory {
             Request::Inventory
+        } else if let Some(work) = &self.work {
+            work.clone()
         } else if self.need_apply {
             Request::Apply
         } else {
@@ -101,6 +111,11 @@ impl Session {
             // The report was accepted.
             self.need_apply = false;
         }
+        if matches!(request, Request::Deploy(_) | Request::Clean(_)) {
+            // The report was accepted.
+            self.work = None;
+            self.state = AgentState::Idle;
+        }
         match command {
             Command::Wait { interval_s } => (
                 Action::Sleep(Duration::from_secs(u64::from(interval_s.max(1)))),
@@ -125,6 +140,23 @@ impl Session {
                     "provisioner asks to apply the host plan".to_owned(),
                 )
             }
+            Command::Deploy(order) => {
+                let message = format!(
+                    "provisioner asks to deploy image {} version {} ({} bytes raw)",
+                    order.image, order.version, order.raw_size
+                );
+                self.work = Some(Request::Deploy(order));
+                self.state = AgentState::Deploying;
+                (Action::Sleep(Duration::ZERO), message)
+            }
+            Command::Clean { mode } => {
+                self.work = Some(Request::Clean(mode));
+                self.state = AgentState::Cleaning;
+                (
+                    Action::Sleep(Duration::ZERO),
+                    format!("provisioner asks to erase the disks ({mode:?})"),
+                )
+            }
         }
     }
 
@@ -135,6 +167,8 @@ impl Session {
             Request::Inventory => "posting the inventory",
             Request::Heartbeat => "sending a heartbeat",
             Request::Apply => "applying the host plan",
+            Request::Deploy(_) => "deploying the host image",
+            Request::Clean(_) => "erasing the disks",
         };
         let delay = self.backoff.fail();
         let retry = format!("retrying in {} s", delay.as_secs());

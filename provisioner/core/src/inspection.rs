@@ -182,13 +182,13 @@ mod tests {
             (State::Enrolled, false, false, p, Command::Inspect),
             (State::Inspecting, false, false, p, Command::Inspect),
             (State::Available, false, true, p, Command::Poweroff),
-            (State::Available, false, true, AfterInspection::Wait, wait),
+            (State::Available, false, true, AfterInspection::Wait, wait.clone()),
             // An available node that boots the ramdisk again refreshes its inventory.
             (State::Available, false, false, p, Command::Inspect),
-            (State::Available, true, true, p, wait),
-            (State::Inspecting, true, false, p, wait),
-            (State::Failed, false, false, p, wait),
-            (State::Active, false, false, p, wait),
+            (State::Available, true, true, p, wait.clone()),
+            (State::Inspecting, true, false, p, wait.clone()),
+            (State::Failed, false, false, p, wait.clone()),
+            (State::Active, false, false, p, wait.clone()),
         ];
         let lifecycle = |after_inspection| LifecycleConfig {
             after_inspection,
