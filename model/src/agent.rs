@@ -121,9 +121,7 @@ pub enum Command {
     /// `POST /api/agent/v1/deployed` and wait for the answer.
     Deploy(Box<DeployOrder>),
     /// Erase every disk, then post `POST /api/agent/v1/cleaned`.
-    Clean {
-        mode: EraseMode,
-    },
+    Clean { mode: EraseMode },
 }
 
 /// `POST /api/agent/v1/applied`: what applying the node's host plan did.

@@ -233,7 +233,10 @@ pub enum ConfigError {
 /// padding: the slot's rest is the writer's to zero).
 pub fn seal(config: &NodeConfig, generation: u64, key: &SigningKey) -> Vec<u8> {
     let payload = serde_json::to_vec(config).expect("a NodeConfig always serializes");
-    assert!(payload.len() <= MAX_PAYLOAD, "node config larger than a slot");
+    assert!(
+        payload.len() <= MAX_PAYLOAD,
+        "node config larger than a slot"
+    );
     let mut header = Vec::with_capacity(SIGNED_HEADER);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&generation.to_le_bytes());
@@ -307,9 +310,8 @@ pub fn public_key_text(key: &VerifyingKey) -> String {
 
 /// Parses a public key file ([`public_key_text`]).
 pub fn parse_public_key(text: &str) -> Result<VerifyingKey, ConfigError> {
-    let bytes = unhex(text.trim()).ok_or_else(|| {
-        ConfigError::Key("expected 64 hex digits (an Ed25519 public key)".into())
-    })?;
+    let bytes = unhex(text.trim())
+        .ok_or_else(|| ConfigError::Key("expected 64 hex digits (an Ed25519 public key)".into()))?;
     VerifyingKey::from_bytes(&bytes).map_err(|e| ConfigError::Key(e.to_string()))
 }
 
@@ -332,7 +334,9 @@ pub fn parse_signing_key(text: &str) -> Result<SigningKey, ConfigError> {
 pub enum DiskSelectError {
     #[error("no disk matches the root-disk hints {hints}; disks here: {candidates}")]
     None { hints: String, candidates: String },
-    #[error("{count} disks match the root-disk hints {hints}: {candidates}; make the profile's root-device hints specific (serial or by-path)")]
+    #[error(
+        "{count} disks match the root-disk hints {hints}: {candidates}; make the profile's root-device hints specific (serial or by-path)"
+    )]
     Several {
         count: usize,
         hints: String,
@@ -509,6 +513,9 @@ mod tests {
         assert!(err.to_string().contains("nvme0n1 (serial S2"), "{err}");
         let twins = [disk("vda", Some("S1"), 5), disk("vdb", Some("S1"), 5)];
         let err = select_root_disk(&planned, &twins).unwrap_err();
-        assert!(matches!(err, DiskSelectError::Several { count: 2, .. }), "{err}");
+        assert!(
+            matches!(err, DiskSelectError::Several { count: 2, .. }),
+            "{err}"
+        );
     }
 }

@@ -178,10 +178,16 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         })
     });
 
-    axum::serve(listener, crate::api::router(Arc::clone(&app)))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("API server failed")?;
+    // The peer's address reaches the boot handlers: a script with a boot token
+    // goes only to the address our DHCP leased to that MAC.
+    axum::serve(
+        listener,
+        crate::api::router(Arc::clone(&app))
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("API server failed")?;
     sweeper.abort();
     for task in [site_watcher, power_sync, executor].into_iter().flatten() {
         task.abort();

@@ -150,6 +150,7 @@ pub(crate) struct Metrics {
     pub tftp_malformed: Counter,
     pub tftp_bytes: Counter,
     pub boot_scripts: Family<BootScriptLabels, Counter>,
+    pub boot_token_refusals: Counter,
     pub dhcp: DhcpMetrics,
 }
 
@@ -218,8 +219,16 @@ impl Default for Metrics {
             "File bytes sent over TFTP",
             tftp_bytes.clone(),
         );
+        let boot_token_refusals = Counter::default();
+        registry.register(
+            "boot_token_refusals",
+            "iPXE scripts asked for from another address than the MAC's DHCP lease: \
+             answered with a wait script, without a boot token",
+            boot_token_refusals.clone(),
+        );
         let dhcp = DhcpMetrics::new(&mut registry);
         Metrics {
+            boot_token_refusals,
             dhcp,
             registry,
             requests,

@@ -414,6 +414,32 @@ impl Store {
         Ok(leases)
     }
 
+    /// The address of `mac`'s lease when it is bound and not expired at
+    /// `now` (what a script with a boot token is checked against).
+    pub(crate) async fn dhcp_bound_ip(
+        &self,
+        mac: model::net::Mac,
+        now: DateTime<Utc>,
+    ) -> Result<Option<std::net::Ipv4Addr>, StoreError> {
+        let mac_text = mac.to_string();
+        let row =
+            sqlx::query("SELECT ip, expires_at FROM dhcp_leases WHERE mac = ? AND state = 'bound'")
+                .bind(&mac_text)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = row else { return Ok(None) };
+        let name = format!("dhcp lease of {mac_text}");
+        let ip: String = row.try_get("ip")?;
+        let ip = ip.parse().map_err(|_| StoreError::Corrupt {
+            name: name.clone(),
+            column: "ip",
+            value: ip.clone(),
+        })?;
+        let expires: String = row.try_get("expires_at")?;
+        let expires_at = parse_time(&name, "expires_at", &expires)?;
+        Ok((expires_at > now).then_some(ip))
+    }
+
     /// Every stored decline mark: (address, end as Unix seconds).
     pub(crate) async fn dhcp_declined(&self) -> Result<Vec<(std::net::Ipv4Addr, u64)>, StoreError> {
         let rows = sqlx::query("SELECT ip, until FROM dhcp_declined")

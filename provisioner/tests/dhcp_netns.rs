@@ -772,3 +772,78 @@ fn perfdhcp_with_two_kill9_restarts_never_acks_one_address_to_two_macs() {
     let log = std::fs::read_to_string(&log).unwrap();
     assert_eq!(log.matches("DHCP listening").count(), 3, "{log}");
 }
+
+/// A script with a boot token goes only to the address our DHCP leased to the
+/// MAC: the client that holds the lease gets the inspection script with a token;
+/// the same request from another address (the server's own) gets a `wait`
+/// script without one, and `/metrics` counts the refusal.
+#[test]
+fn a_boot_token_goes_only_to_the_address_leased_to_the_mac() {
+    require("busybox", "busybox-static");
+    require("curl", "curl");
+    let tmp = tempfile::tempdir().unwrap();
+    let pair = VethPair::create("dh", "t", &format!("{SERVER}/16"), None).unwrap();
+    let site = tmp.path().join("site");
+    std::fs::create_dir_all(site.join("ramdisk")).unwrap();
+    std::fs::write(site.join("ramdisk/vmlinuz"), b"kernel").unwrap();
+    std::fs::write(site.join("ramdisk/initramfs"), b"initramfs").unwrap();
+    std::fs::write(
+        site.join("site.yaml"),
+        format!(
+            "network:\n  interface: {}\n  address: {SERVER}/16\n  dhcp:\n{FULL}\n\
+             api:\n  listen: {SERVER}:0\n\
+             images:\n  - name: inspect\n    kernel: ramdisk/vmlinuz\n    initramfs: ramdisk/initramfs\n\
+             boot:\n  inspect_image: inspect\n  tftp:\n    enabled: false\n",
+            pair.server_if
+        ),
+    )
+    .unwrap();
+    let mac = "52:54:00:77:00:01";
+    std::fs::write(
+        site.join("nodes.yaml"),
+        format!("nodes:\n  - name: known-0\n    boot_mac: {mac}\n    ip: 10.77.0.21\n"),
+    )
+    .unwrap();
+    let server = Server::start(
+        &pair,
+        &site,
+        &tmp.path().join("state"),
+        &tmp.path().join("serve.log"),
+    );
+    let url = std::fs::read_to_string(server.state.join("api-url")).unwrap();
+    let script_url = format!("{}/boot/{mac}.ipxe", url.trim());
+
+    // Before any lease: no token, whoever asks.
+    let fetch = |cmd: Command| -> String {
+        let mut cmd = cmd;
+        let out = cmd.args(["-sf", &script_url]).output().unwrap();
+        assert!(out.status.success(), "curl {script_url} failed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let early = fetch(pair.in_server("curl"));
+    assert!(!early.contains("provisioner.token="), "{early}");
+    assert!(early.contains("holds no lease"), "{early}");
+
+    // The machine takes its lease and asks from its leased address.
+    pair.set_client_mac(mac).unwrap();
+    let (script, events) = event_script(tmp.path());
+    let client = Udhcpc::start(&pair, &script, &["-q"]);
+    let bound = wait_for_event(&events, "bound", 1);
+    assert!(bound[0].starts_with("bound ip=10.77.0.21 "), "{bound:?}");
+    drop(client);
+    pair.client
+        .ip(&["addr", "replace", "10.77.0.21/16", "dev", &pair.client_if])
+        .unwrap();
+    let leased = fetch(pair.in_client("curl"));
+    assert!(leased.contains("provisioner.token="), "{leased}");
+
+    // Anyone else asking for that MAC's script gets no token.
+    let other = fetch(pair.in_server("curl"));
+    assert!(!other.contains("provisioner.token="), "{other}");
+    assert!(
+        other.contains("but our DHCP leased 10.77.0.21 to 52:54:00:77:00:01"),
+        "{other}"
+    );
+    let m = server.metrics(&pair);
+    assert_eq!(metric(&m, "provisioner_boot_token_refusals_total"), 2.0);
+}

@@ -129,3 +129,92 @@ pub fn inspection_ramdisk() -> Result<TestRamdisk, LabError> {
         initramfs: out.join("initramfs"),
     })
 }
+
+/// The lab's host image and the config-signing key pair it trusts.
+#[derive(Debug, Clone)]
+pub struct HostImage {
+    /// The build's output directory (`manifest.json`, `host.raw.zst`, ...).
+    pub dir: PathBuf,
+    pub manifest: model::host::HostManifest,
+    /// `config-signing.key` and `config-signing.pub`: placed in the lab
+    /// provisioner's STATE before it starts, so it seals configs with the key
+    /// whose public half the image carries (`/etc/provisioner/trust.pub`).
+    pub signing_key: PathBuf,
+    pub public_key: PathBuf,
+}
+
+/// The lab's config-signing key pair, created once in `cache` (a fresh
+/// random Ed25519 seed, mode 0600): `(private, public)`.
+pub fn lab_signing_key(cache: &Path) -> Result<(PathBuf, PathBuf), LabError> {
+    std::fs::create_dir_all(cache).map_err(io(format!("creating {}", cache.display())))?;
+    let private = cache.join("config-signing.key");
+    let public = cache.join("config-signing.pub");
+    let key = match std::fs::read_to_string(&private) {
+        Ok(text) => model::deploy::parse_signing_key(&text)
+            .map_err(|e| LabError::Missing(format!("{}: {e}: delete it", private.display())))?,
+        Err(_) => {
+            let key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+            let partial = private.with_extension(format!("{}.partial", std::process::id()));
+            {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&partial)
+                    .map_err(io(format!("creating {}", partial.display())))?;
+                file.write_all(model::deploy::signing_key_text(&key).as_bytes())
+                    .map_err(io(format!("writing {}", partial.display())))?;
+            }
+            std::fs::rename(&partial, &private).map_err(io("moving the lab key in place"))?;
+            key
+        }
+    };
+    std::fs::write(
+        &public,
+        model::deploy::public_key_text(&key.verifying_key()),
+    )
+    .map_err(io(format!("writing {}", public.display())))?;
+    Ok((private, public))
+}
+
+/// Builds the lab's host image (version `version`) with the static
+/// `node-agent` (as [`inspection_ramdisk`] finds it) and the lab's signing
+/// key ([`lab_signing_key`]) into `<target>/lab-assets/host-VERSION/`. Built
+/// every time (seconds with the package cache): the agent changes between runs.
+pub fn host_image(version: &str) -> Result<HostImage, LabError> {
+    let cache = cache_dir()?;
+    let target = cache.parent().map(Path::to_path_buf).unwrap_or_default();
+    let agent = target.join("x86_64-unknown-linux-gnu/release/node-agent");
+    if !agent.is_file() {
+        return Err(LabError::Missing(format!(
+            "no static node-agent at {}: run `cargo xtask ramdisk` once (`cargo xtask test` \
+             builds it before the tests)",
+            agent.display()
+        )));
+    }
+    let (signing_key, public_key) = lab_signing_key(&cache)?;
+    let out = cache.join(format!("host-{version}"));
+    let options = image::host::HostOptions {
+        out: out.clone(),
+        agent,
+        kernel: image::ramdisk::KernelSource::Apt {
+            metapackage: image::kernel::DEFAULT_METAPACKAGE.to_owned(),
+        },
+        cache: image::kernel::default_cache_dir(),
+        version: version.to_owned(),
+        trust_key: Some(public_key.clone()),
+        keep_raw: false,
+        epoch: image::host::source_date_epoch(None)
+            .map_err(|e| LabError::Missing(format!("the host image's epoch: {e}")))?,
+    };
+    let manifest = image::host::build(&options, &image::progress::Quiet)
+        .map_err(|err| LabError::Missing(format!("the lab's host image: {err}")))?;
+    Ok(HostImage {
+        dir: out,
+        manifest,
+        signing_key,
+        public_key,
+    })
+}

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use super::assets::TestRamdisk;
+use std::os::unix::fs::PermissionsExt as _;
+
+use super::assets::{HostImage, TestRamdisk};
 use super::process::Owned;
 use super::vm::{OVMF_CODE, ovmf_vars, spawn_qemu, wait_marker};
 use super::{Lab, LabError, LabOptions, accel, io, sibling_binary};
@@ -35,6 +37,9 @@ pub struct RackSetup<'a> {
     /// Start `provisioner serve` once the VMs are up (default on). Off: the
     /// caller prepares the VMs (e.g. a NIC link down) and calls [`Lab::serve`].
     pub serve: bool,
+    /// A host image to deploy: added to the site's catalog as `host`
+    /// (`assets/host/`), its signing key placed in the provisioner's STATE.
+    pub host_image: Option<&'a HostImage>,
 }
 
 impl<'a> RackSetup<'a> {
@@ -48,6 +53,7 @@ impl<'a> RackSetup<'a> {
             site_files: vec![],
             provisioner: None,
             serve: true,
+            host_image: None,
         }
     }
 }
@@ -126,15 +132,24 @@ impl Lab {
     /// (nodes.yaml's `password_env` and its value), so nobody touches the VMs but
     /// the executor.
     pub fn start_rack(setup: RackSetup<'_>) -> Result<Lab, LabError> {
+        let mut site_files = setup.site_files.clone();
+        if let Some(host) = setup.host_image {
+            for file in ["manifest.json", "host.raw.zst"] {
+                site_files.push((Path::new("assets/host").join(file), host.dir.join(file)));
+            }
+        }
         let mut lab = Lab::start(
             LabOptions {
                 serve: false,
                 env: vec![(setup.password.0.into(), setup.password.1.into())],
-                site_files: setup.site_files.clone(),
+                site_files,
                 ..LabOptions::default()
             }
             .with_inspect_ramdisk(setup.ramdisk),
         )?;
+        if let Some(host) = setup.host_image {
+            lab.add_host_image(host)?;
+        }
         let rack_file = setup.rack_file.clone().unwrap_or_else(rack::lab_rack_file);
         let rack = rack::load(&rack_file).map_err(|e| LabError::Missing(e.to_string()))?;
         let wanted: Vec<&VmSpec> = match setup.nodes {
@@ -155,6 +170,35 @@ impl Lab {
             lab.serve(setup.provisioner)?;
         }
         Ok(lab)
+    }
+
+    /// Adds `host` (already copied to the site's `assets/host/`) to the site's
+    /// image catalog as `host`, and its key pair to the provisioner's STATE
+    /// (`config-signing.key`, mode 0600, and `.pub`), before `serve`.
+    fn add_host_image(&mut self, host: &HostImage) -> Result<(), LabError> {
+        let site_yaml = self.site().join("site.yaml");
+        let edited = super::edited_copy(
+            &site_yaml,
+            self.dir(),
+            &[(
+                "\nimages:\n",
+                "\nimages:\n  # The host image deployed by `provisioner node deploy NAME --image host`.\n  \
+                 - name: host\n    host: assets/host/manifest.json\n",
+            )],
+        )?;
+        std::fs::rename(&edited, &site_yaml).map_err(io("replacing the site's site.yaml"))?;
+        let state = self.dir().join("state");
+        std::fs::create_dir_all(&state).map_err(io(format!("creating {}", state.display())))?;
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("chmod 0700 STATE"))?;
+        for (source, name) in [
+            (&host.signing_key, "config-signing.key"),
+            (&host.public_key, "config-signing.pub"),
+        ] {
+            std::fs::copy(source, state.join(name))
+                .map_err(io(format!("copying {} into STATE", source.display())))?;
+        }
+        Ok(())
     }
 
     /// Starts a rack VM powered off, with its virtual BMC on the lab bridge. The BMC

@@ -46,8 +46,8 @@ fn the_lab_rack_has_the_topologies_the_scenarios_need() {
         .find(|n| n.model == NicModel::Igb)
         .unwrap();
     assert_eq!(igb.numa_node, Some(1));
-    assert!(rack.vms.iter().any(|v| v.firmware == Firmware::Bios));
-    assert!(rack.vms.iter().any(|v| v.firmware == Firmware::Uefi));
+    // The host image is UEFI only: every VM the demo deploys boots OVMF.
+    assert!(rack.vms.iter().all(|v| v.firmware == Firmware::Uefi));
     let storage = rack.vms.iter().find(|v| v.name == "lab-storage-0").unwrap();
     assert_eq!(
         storage

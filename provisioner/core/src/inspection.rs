@@ -182,7 +182,13 @@ mod tests {
             (State::Enrolled, false, false, p, Command::Inspect),
             (State::Inspecting, false, false, p, Command::Inspect),
             (State::Available, false, true, p, Command::Poweroff),
-            (State::Available, false, true, AfterInspection::Wait, wait.clone()),
+            (
+                State::Available,
+                false,
+                true,
+                AfterInspection::Wait,
+                wait.clone(),
+            ),
             // An available node that boots the ramdisk again refreshes its inventory.
             (State::Available, false, false, p, Command::Inspect),
             (State::Available, true, true, p, wait.clone()),

@@ -11,6 +11,7 @@
 //! nodes (reasons, names) is stripped of what iPXE would interpret (`$`,
 //! `|`, `&`, line breaks) before it reaches a template.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use model::net::Mac;
@@ -441,6 +442,28 @@ pub fn check_site_templates(site_dir: &Path) -> Vec<TemplateProblem> {
     problems
 }
 
+/// Whether a script that carries a per-boot token may go to the machine that
+/// asked from `peer`, when our DHCP server hands out the addresses (`full`
+/// mode): only when `peer` is the address of `mac`'s current lease
+/// (`leased`: bound and not expired). Anyone on the provisioning network can
+/// ask for any MAC's script; the token in it opens the agent API for that
+/// node (its deploy order, its credential), so another address gets a
+/// `wait` script instead, and the reason says why. `None`: hand it out.
+pub fn token_refusal(mac: Mac, leased: Option<Ipv4Addr>, peer: IpAddr) -> Option<String> {
+    let peer = peer.to_canonical();
+    match leased {
+        Some(ip) if IpAddr::V4(ip) == peer => None,
+        Some(ip) => Some(format!(
+            "this script was asked for from {peer}, but our DHCP leased {ip} to {mac}: \
+             renewing DHCP and asking again"
+        )),
+        None => Some(format!(
+            "this script was asked for from {peer}, but {mac} holds no lease of our DHCP: \
+             renewing DHCP and asking again"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,5 +664,22 @@ mod tests {
             .render(ScriptKind::Wait, &context)
             .unwrap_err();
         assert!(err.message.contains("no_such_thing"), "{err}");
+    }
+
+    #[test]
+    fn a_token_goes_only_to_the_address_leased_to_the_mac() {
+        let mac: Mac = "52:54:00:00:00:01".parse().unwrap();
+        let leased = Ipv4Addr::new(10, 0, 0, 5);
+        assert_eq!(token_refusal(mac, Some(leased), IpAddr::V4(leased)), None);
+        // The API listening on [::] sees IPv4 peers as mapped addresses.
+        let mapped = IpAddr::V6(leased.to_ipv6_mapped());
+        assert_eq!(token_refusal(mac, Some(leased), mapped), None);
+        let other = token_refusal(mac, Some(leased), "10.0.0.9".parse().unwrap()).unwrap();
+        assert!(
+            other.contains("from 10.0.0.9, but our DHCP leased 10.0.0.5 to 52:54:00:00:00:01"),
+            "{other}"
+        );
+        let none = token_refusal(mac, None, "10.0.0.9".parse().unwrap()).unwrap();
+        assert!(none.contains("holds no lease"), "{none}");
     }
 }

@@ -20,7 +20,7 @@ pub(crate) use provisioner_core::script;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use model::net::Mac;
@@ -46,13 +46,14 @@ fn text(code: StatusCode, message: String) -> Response {
 /// `GET /boot/{file}`: `{mac}.ipxe` is a machine's script, anything else a boot file.
 pub(crate) async fn boot_file(
     State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(file): Path<String>,
     Query(query): Query<ScriptQuery>,
     headers: HeaderMap,
 ) -> Response {
     if let Some(mac) = file.strip_suffix(".ipxe") {
         return match Mac::parse_nic(mac) {
-            Ok(mac) => ipxe_script(&app, mac, query.retry.unwrap_or(0), &headers).await,
+            Ok(mac) => ipxe_script(&app, mac, peer.ip(), query.retry.unwrap_or(0), &headers).await,
             Err(err) => text(StatusCode::NOT_FOUND, err.to_string()),
         };
     }
@@ -129,7 +130,13 @@ fn server_of(app: &App, headers: &HeaderMap) -> String {
         )
 }
 
-async fn ipxe_script(app: &App, mac: Mac, retry: u32, headers: &HeaderMap) -> Response {
+async fn ipxe_script(
+    app: &App,
+    mac: Mac,
+    peer: std::net::IpAddr,
+    retry: u32,
+    headers: &HeaderMap,
+) -> Response {
     let site = app.site();
     let node = match app.store.node_by_mac(&mac.to_string()).await {
         Ok(node) => node,
@@ -149,7 +156,31 @@ async fn ipxe_script(app: &App, mac: Mac, retry: u32, headers: &HeaderMap) -> Re
         last_error: n.last_error.clone(),
     });
     let image = site.config.boot.inspect_image.as_deref();
-    let choice = script::choose(view.as_ref(), image);
+    let mut choice = script::choose(view.as_ref(), image);
+    // With our DHCP handing out the addresses, the token goes only to the
+    // address leased to this MAC (proxy and off modes have no lease to check).
+    if choice.kind == ScriptKind::Inspect
+        && site.config.network.dhcp.mode == crate::site::DhcpMode::Full
+    {
+        let leased = match app.store.dhcp_bound_ip(mac, chrono::Utc::now()).await {
+            Ok(leased) => leased,
+            Err(err) => {
+                error!(%mac, %err, "cannot read the DHCP lease for an iPXE script");
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store error; see the daemon log".into(),
+                );
+            }
+        };
+        if let Some(reason) = script::token_refusal(mac, leased, peer) {
+            warn!(%mac, %peer, %reason, "boot token refused");
+            app.metrics.boot_token_refusals.inc();
+            choice = Choice {
+                kind: ScriptKind::Wait,
+                reason,
+            };
+        }
+    }
     let token = if choice.kind == ScriptKind::Inspect {
         match app
             .store
