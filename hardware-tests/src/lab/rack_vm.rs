@@ -394,6 +394,26 @@ impl Lab {
         name: &str,
         timeout: Duration,
     ) -> Result<provisioner::store::NodeRecord, LabError> {
+        let node = self.wait_state(name, provisioner::lifecycle::State::Available, timeout)?;
+        // `match profile` commits with the transition: its outcome is there.
+        if node.plan.is_none() && node.plan_error.is_none() {
+            return Err(LabError::Missing(format!(
+                "node {name} is available without a plan or plan error; logs: {}",
+                self.dir().display()
+            )));
+        }
+        Ok(node)
+    }
+
+    /// Waits until node `name` is in state `want`, reading the lab
+    /// provisioner's store; fails at once when the node fails (unless `want`
+    /// is `failed`).
+    pub fn wait_state(
+        &self,
+        name: &str,
+        want: provisioner::lifecycle::State,
+        timeout: Duration,
+    ) -> Result<provisioner::store::NodeRecord, LabError> {
         use provisioner::lifecycle::State;
         let store_error = |e: provisioner::store::StoreError| {
             LabError::Missing(format!("reading node {name} from the lab's store: {e}"))
@@ -411,14 +431,7 @@ impl Lab {
                 Ok(node) => node,
                 Err(e) => break Err(store_error(e)),
             };
-            if node.state == State::Available {
-                // `match profile` commits with the transition: its outcome is there.
-                if node.plan.is_none() && node.plan_error.is_none() {
-                    break Err(LabError::Missing(format!(
-                        "node {name} is available without a plan or plan error; logs: {}",
-                        self.dir().display()
-                    )));
-                }
+            if node.state == want {
                 break Ok(node);
             }
             if node.state == State::Failed {
@@ -430,10 +443,7 @@ impl Lab {
             }
             if started.elapsed() > timeout {
                 break Err(LabError::Timeout {
-                    what: format!(
-                        "node {name} to be available and matched (it is {})",
-                        node.state
-                    ),
+                    what: format!("node {name} to be {want} (it is {})", node.state),
                     waited: timeout,
                     logs: self.dir().display().to_string(),
                 });

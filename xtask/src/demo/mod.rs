@@ -6,7 +6,11 @@
 //! (`hardware-tests/sites/lab/rack.yaml`), and `provisioner serve` on a copy of the lab
 //! site. From there the provisioner does everything: zero-touch inspection powers each
 //! node on through its BMC with a one-time network boot, the node PXE-boots the ramdisk,
-//! the agent reports the inventory, the node becomes `available`.
+//! the agent reports the inventory, the node becomes `available`. The demo then deploys
+//! each available node (`provisioner node deploy NAME --image host`, the lab's host
+//! image built with the lab's config-signing key): the ramdisk agent writes the image,
+//! the BMC sets the boot device to disk and resets the node, the host image boots,
+//! applies the plan and reports: the node becomes `active`.
 //!
 //! `--vms N` scales the rack: the rack's VMs in turn (compute, network, storage,
 //! compute, ...), copies renamed and re-addressed by `hardware_tests::rack::Rack::scaled`
@@ -27,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use hardware_tests::lab::{Lab, RackSetup, assets::TestRamdisk};
+use hardware_tests::lab::{Lab, RackSetup, assets, assets::TestRamdisk};
 use hardware_tests::rack;
 use serde_json::Value;
 
@@ -53,7 +57,7 @@ pub struct Args {
     /// Skip `cargo xtask deps` (on a machine where the packages are known to be there).
     #[arg(long)]
     no_deps: bool,
-    /// Keep the lab directory (site copy, state, logs) even when every node ends available.
+    /// Keep the lab directory (site copy, state, logs) even when every node ends active.
     #[arg(long)]
     keep: bool,
 }
@@ -105,6 +109,11 @@ pub fn run(args: &Args) -> Result<()> {
     if interrupted.load(Ordering::SeqCst) {
         bail!("interrupted");
     }
+    step("building the host image (version 1, trusting the lab's config-signing key)");
+    let host = assets::host_image("1").context("building the lab's host image")?;
+    if interrupted.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
 
     // Again after the build (the compilers have freed their memory): what the VMs will find.
     fits_in_memory(&rack, mem_available_kib()?)?;
@@ -135,6 +144,7 @@ pub fn run(args: &Args) -> Result<()> {
             ("rack.yaml".into(), rack_file),
             ("nodes.yaml".into(), nodes_file),
         ],
+        host_image: Some(&host),
         ..RackSetup::new(&ramdisk, PASSWORD)
     })?;
     step(&format!(
@@ -148,6 +158,8 @@ pub fn run(args: &Args) -> Result<()> {
     let mut drawn = 0;
     let mut last_plain: Vec<String> = vec![];
     let mut peak_rss_kib = 0;
+    // Nodes the demo asked to deploy (once each, when they became available).
+    let mut deployed: Vec<String> = vec![];
     let outcome = loop {
         if interrupted.load(Ordering::SeqCst) {
             break Outcome::Interrupted;
@@ -188,10 +200,23 @@ pub fn run(args: &Args) -> Result<()> {
                 }
             }
         }
+        for row in &rows {
+            if row.state == "available" && !deployed.contains(&row.node) {
+                let out = lab.cli(&["node", "deploy", &row.node, "--image", "host"])?;
+                if !out.status.success() {
+                    bail!(
+                        "provisioner node deploy {}: {}",
+                        row.node,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+                deployed.push(row.node.clone());
+            }
+        }
         if table::settled(&rows) {
-            let all_available = rows.iter().all(|r| r.state == "available");
-            break if all_available {
-                Outcome::Available
+            let all_active = rows.iter().all(|r| r.state == "active");
+            break if all_active {
+                Outcome::Active
             } else {
                 Outcome::Failed
             };
@@ -218,13 +243,13 @@ pub fn run(args: &Args) -> Result<()> {
     );
     let logs = lab.dir().to_path_buf();
     match outcome {
-        Outcome::Available => {
+        Outcome::Active => {
             if args.keep {
                 lab.pass_and_keep();
             } else {
                 lab.pass();
             }
-            println!("every node is available");
+            println!("every node is active");
             Ok(())
         }
         Outcome::Failed => bail!(
@@ -232,7 +257,7 @@ pub fn run(args: &Args) -> Result<()> {
             logs.display()
         ),
         Outcome::TimedOut => bail!(
-            "not every node was available after {} s; logs in {}",
+            "not every node was active after {} s; logs in {}",
             args.timeout,
             logs.display()
         ),
@@ -302,7 +327,7 @@ fn mem_available_kib() -> Result<u64> {
 }
 
 enum Outcome {
-    Available,
+    Active,
     Failed,
     TimedOut,
     Interrupted,

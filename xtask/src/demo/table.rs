@@ -80,12 +80,12 @@ pub fn render(rows: &[Row], elapsed: Duration, width: usize) -> Vec<String> {
         .collect()
 }
 
-/// Whether the demo is over: every node available or failed.
+/// Whether the demo is over: every node active or failed.
 pub fn settled(rows: &[Row]) -> bool {
     !rows.is_empty()
         && rows
             .iter()
-            .all(|r| r.state == "available" || r.state.starts_with("failed"))
+            .all(|r| r.state == "active" || r.state.starts_with("failed"))
 }
 
 /// The per-node summary from `provisioner node show NAME -o json`.
@@ -232,15 +232,16 @@ mod tests {
     }
 
     #[test]
-    fn the_demo_settles_when_every_node_is_available_or_failed() {
+    fn the_demo_settles_when_every_node_is_active_or_failed() {
         let row = |state: &str| Row {
             node: "n".into(),
             state: state.into(),
             in_state: 0,
             last_event: String::new(),
         };
-        assert!(settled(&[row("available"), row("failed")]));
-        assert!(!settled(&[row("available"), row("inspecting")]));
+        assert!(settled(&[row("active"), row("failed")]));
+        assert!(!settled(&[row("active"), row("deploying")]));
+        assert!(!settled(&[row("available"), row("active")]));
         assert!(!settled(&[]));
     }
 
