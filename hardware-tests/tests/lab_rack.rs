@@ -67,7 +67,11 @@ fn zero_touch_inspection_then_deploy_to_active_through_redfish_and_ipmi() -> Res
             script.as_secs_f64(),
             since.elapsed().as_secs_f64()
         );
-        ensure!(record.plan.is_some(), "{node}: no plan: {:?}", record.plan_error);
+        ensure!(
+            record.plan.is_some(),
+            "{node}: no plan: {:?}",
+            record.plan_error
+        );
     }
 
     let state = lab.dir().join("state");

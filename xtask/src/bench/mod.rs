@@ -8,6 +8,7 @@
 mod api;
 mod bmc;
 mod dhcp;
+mod image_serve;
 mod peer;
 mod process;
 mod pxe;
