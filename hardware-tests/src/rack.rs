@@ -117,6 +117,29 @@ pub struct DiskSpec {
     pub size_gib: u64,
     /// The serial number the guest sees (at most 20 characters).
     pub serial: String,
+    /// Fault injection: every write that touches this offset (MiB) fails with
+    /// EIO (QEMU `blkdebug`, its rules in `<disk>.blkdebug` next to the disk).
+    #[serde(default)]
+    pub eio_at_mib: Option<u64>,
+}
+
+impl DiskSpec {
+    /// The `blkdebug` rules of a disk with [`DiskSpec::eio_at_mib`].
+    pub fn blkdebug_rules(&self) -> Option<String> {
+        self.eio_at_mib.map(|mib| {
+            format!(
+                "[inject-error]\nevent = \"write_aio\"\nerrno = \"5\"\nsector = \"{}\"\nonce = \"off\"\n",
+                mib * 2048
+            )
+        })
+    }
+}
+
+/// Where a disk's `blkdebug` rules are written (next to the disk image).
+pub fn blkdebug_file(disk: &Path) -> PathBuf {
+    let mut name = disk.as_os_str().to_owned();
+    name.push(".blkdebug");
+    PathBuf::from(name)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -573,6 +596,12 @@ pub fn qemu_args(vm: &VmSpec, paths: &VmPaths) -> Vec<String> {
             .get(i)
             .map(|p| p.display().to_string())
             .unwrap_or_default();
+        let file = match (disk.eio_at_mib, paths.disks.get(i)) {
+            (Some(_), Some(path)) => {
+                format!("blkdebug:{}:{file}", blkdebug_file(path).display())
+            }
+            _ => file,
+        };
         push(&[
             "-drive",
             &format!("file={file},if=none,id=drive{i},format=raw"),

@@ -222,6 +222,10 @@ impl Lab {
             std::fs::File::create(&path)
                 .and_then(|f| f.set_len(disk.size_gib << 30))
                 .map_err(io(format!("creating the sparse disk {}", path.display())))?;
+            if let Some(rules) = disk.blkdebug_rules() {
+                std::fs::write(rack::blkdebug_file(&path), rules)
+                    .map_err(io("writing the disk's blkdebug rules"))?;
+            }
             disks.push(path);
         }
         let ovmf = match spec.firmware {

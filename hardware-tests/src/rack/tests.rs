@@ -156,8 +156,8 @@ fn disks_carry_serials_and_only_the_first_boot_disk_has_a_boot_index() {
     assert!(nvmes.iter().all(|d| !d.contains("bootindex")));
     assert!(nvmes[2].contains("serial=LABS0-NVME2"));
     assert!(
-        arg_with(&args, "-drive", "if=pflash").is_none(),
-        "BIOS VMs use SeaBIOS"
+        arg_with(&args, "-drive", "if=pflash").is_some(),
+        "every lab rack VM boots OVMF (the host image is UEFI only)"
     );
 }
 
@@ -246,4 +246,21 @@ fn the_committed_schema_is_up_to_date() {
         "stale {}: regenerate with UPDATE_SCHEMAS=1 cargo test -p hardware-tests rack",
         path.display()
     );
+}
+
+#[test]
+fn a_disk_with_eio_at_gets_blkdebug_rules_and_drive() {
+    let yaml = "vms:\n  - name: a\n    firmware: uefi\n    serial: S\n    numa: [{cpus: 1, memory_mib: 512}]\n    nics: [{model: virtio, mac: \"52:54:00:00:00:01\", boot: true}]\n    disks: [{kind: virtio, size_gib: 1, serial: R, eio_at_mib: 600}]\n    bmc: {kind: redfish, port: 8101}\n";
+    let rack = parse("rack.yaml", yaml).unwrap();
+    let disk = &rack.vms[0].disks[0];
+    let rules = disk.blkdebug_rules().unwrap();
+    assert!(rules.contains("errno = \"5\"") && rules.contains("sector = \"1228800\""), "{rules}");
+    let paths = paths(&rack.vms[0]);
+    let args = qemu_args(&rack.vms[0], &paths).join(" ");
+    let expected = format!(
+        "file=blkdebug:{}:{},if=none",
+        blkdebug_file(&paths.disks[0]).display(),
+        paths.disks[0].display()
+    );
+    assert!(args.contains(&expected), "{args}");
 }
