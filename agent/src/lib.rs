@@ -12,9 +12,12 @@
 //! switches to it, then as `node-agent host` (PID 1 of the host) checks
 //! health, blesses the boot (systemd-boot's boot counting) and reports a
 //! rollback. `upgrade` ([`upgrade`]) writes a new host image version into the
-//! inactive slot. Writing the host image at deployment is not there yet.
+//! inactive slot. [`deploy`] writes the host image onto the root disk at
+//! deployment (and `node-agent write-image` without the provisioner), and
+//! erases disks (`clean`).
 
 pub mod apply;
+pub mod deploy;
 pub mod host;
 pub mod init;
 pub mod inspect;

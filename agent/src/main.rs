@@ -9,7 +9,7 @@ use model::host::Slot;
 use model::plan::HostPlan;
 
 use agent::sysroot::SysRoot;
-use agent::{apply, inspect, upgrade};
+use agent::{apply, deploy, inspect, upgrade};
 
 /// node-agent: the provisioner's agent on a server (inspection ramdisk and
 /// installed host). It inventories the hardware (`inspect`), applies host
@@ -129,6 +129,52 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "/")]
         sysroot: PathBuf,
     },
+    /// Write a host image (`host.raw.zst`) onto a disk, as a deploy does,
+    /// without the provisioner: stream it (resuming a cut HTTP transfer with
+    /// Range), check the compressed size and SHA-256, decompress it into
+    /// 4 MiB O_DIRECT writes, read it back and check the raw SHA-256, and
+    /// only then write the partition table (backup GPT moved to the disk's
+    /// end, the data partition grown to fill the disk). Until that last step
+    /// the disk has no partition table at either end, so a failed or
+    /// interrupted write never boots. No node config is written (the host
+    /// then boots without one). Prints progress, then the time, rate and
+    /// peak memory. DESTROYS everything on the disk.
+    #[command(after_help = "Examples:
+  node-agent write-image --url http://10.213.0.1:8080/images/host/2/host.raw.zst --disk /dev/nvme0n1 \
+      --compressed-size 402653184 --compressed-sha256 9f2c... --raw-size 1428160512 --raw-sha256 41ab...
+  node-agent write-image --url /mnt/usb/host.raw.zst --disk /var/tmp/disk.img ...   a local file, onto a file
+
+The sizes and SHA-256 are those of the image's manifest.json (`disk.compressed`, `disk.raw_size`,
+`disk.raw_sha256`). The disk must be at least 1 MiB larger than the raw image. Exit status 0: the
+image is on the disk, read back and checked, with its partition table.")]
+    WriteImage {
+        /// Where `host.raw.zst` is: an http:// URL (served with Range
+        /// support) or a local file.
+        #[arg(long, value_name = "URL|FILE")]
+        url: String,
+        /// The disk to overwrite (`/dev/nvme0n1`), or a file.
+        #[arg(long, value_name = "PATH")]
+        disk: String,
+        /// Size in bytes of the compressed image.
+        #[arg(long, value_name = "BYTES")]
+        compressed_size: u64,
+        /// SHA-256 (lowercase hex) of the compressed image.
+        #[arg(long, value_name = "HEX")]
+        compressed_sha256: String,
+        /// Size in bytes of the raw (decompressed) image.
+        #[arg(long, value_name = "BYTES")]
+        raw_size: u64,
+        /// SHA-256 (lowercase hex) of the raw image.
+        #[arg(long, value_name = "HEX")]
+        raw_sha256: String,
+        /// How long a cut download is retried before giving up, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+        retry_seconds: u64,
+        /// Print the figures as one JSON object at the end (for scripts and
+        /// `cargo xtask bench deploy`).
+        #[arg(long)]
+        json: bool,
+    },
     /// PID 1 of the installed host, run by the host boot after it switched
     /// to the verified root (not by hand): health checks, blessing the boot,
     /// the console shell.
@@ -247,7 +293,94 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_reboot,
             sysroot,
         } => run_upgrade(image, no_reboot, sysroot),
+        Command::WriteImage {
+            url,
+            disk,
+            compressed_size,
+            compressed_sha256,
+            raw_size,
+            raw_sha256,
+            retry_seconds,
+            json,
+        } => {
+            let image = deploy::Image {
+                source: url,
+                compressed_size,
+                compressed_sha256: compressed_sha256.to_ascii_lowercase(),
+                raw_size,
+                raw_sha256: raw_sha256.to_ascii_lowercase(),
+            };
+            let retry = deploy::fetch::Retry {
+                budget: std::time::Duration::from_secs(retry_seconds),
+                ..deploy::fetch::Retry::default()
+            };
+            run_write_image(&image, &disk, retry, json)
+        }
     }
+}
+
+fn run_write_image(
+    image: &deploy::Image,
+    disk: &str,
+    retry: deploy::fetch::Retry,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let say = |line: &str| eprintln!("node-agent: write-image: {line}");
+    let started = std::time::Instant::now();
+    let sys = SysRoot::new("/", false);
+    let dev = deploy::open_disk(&sys, disk, &say)?;
+    let progress = deploy::Progress::default();
+    let (written, _) = deploy::write_image(image, &dev, retry, &progress, &say)?;
+    let total = started.elapsed();
+    let peak_kib = peak_rss_kib();
+    let mib = |b: u64, t: std::time::Duration| b as f64 / f64::from(1 << 20) / t.as_secs_f64();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "disk": disk,
+                "raw_bytes": written.raw_bytes,
+                "total_s": total.as_secs_f64(),
+                "write_s": written.write_time.as_secs_f64(),
+                "verify_s": written.verify_time.as_secs_f64(),
+                "resumes": written.resumes,
+                "direct": written.direct,
+                "data_bytes": written.data_bytes,
+                "peak_rss_kib": peak_kib,
+            })
+        );
+    } else {
+        println!(
+            "{disk}: {} bytes written and verified in {:.1} s (write {:.1} s, {:.1} MiB/s; read              back {:.1} s, {:.1} MiB/s); {} resumes; {}; peak RSS {} KiB",
+            written.raw_bytes,
+            total.as_secs_f64(),
+            written.write_time.as_secs_f64(),
+            mib(written.raw_bytes, written.write_time),
+            written.verify_time.as_secs_f64(),
+            mib(written.raw_bytes, written.verify_time),
+            written.resumes,
+            if written.direct {
+                "O_DIRECT"
+            } else {
+                "page cache + fsync"
+            },
+            peak_kib.map_or("unknown".to_owned(), |k| k.to_string())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// This process's peak resident memory (`VmHWM` of /proc/self/status), KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn run_upgrade(image: String, no_reboot: bool, sysroot: PathBuf) -> anyhow::Result<ExitCode> {

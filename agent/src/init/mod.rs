@@ -5,7 +5,10 @@
 //! `/lib/modules/load-order`, brings up the boot NIC with its own DHCP
 //! client, then posts the inventory to the provisioner, heartbeats and
 //! obeys its commands (including `apply`: fetch the node's host plan, apply
-//! it to this machine with [`crate::apply`], post the report).
+//! it to this machine with [`crate::apply`], post the report; `deploy` and
+//! `clean`: [`crate::deploy`] on a worker thread while this loop sends a
+//! heartbeat with the progress every 5 s, then the report, posted until
+//! accepted and never redone).
 //!
 //! Invariants:
 //! - [`run`] never returns: PID 1 exiting panics the kernel. A fatal error
@@ -29,6 +32,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use model::agent::{AppliedReport, Command, Heartbeat, InventoryReport};
+use model::deploy::{CleanedReport, DeployOrder, DeployProgress, DeployedReport, EraseMode};
+use model::inventory::Disk;
 use model::inventory::Inventory;
 use model::net::Mac;
 use model::plan::HostPlan;
@@ -106,6 +111,8 @@ fn main_loop(
     let mut session = Session::new(&params.url);
     // An apply report whose post failed: posted again rather than applying twice.
     let mut unsent_report: Option<AppliedReport> = None;
+    // A deploy or clean report whose post failed: posted again, never redone.
+    let mut unsent_work: Option<WorkReport> = None;
     loop {
         (lease, bound_at) = keep_lease(&nic, &params, lease, bound_at);
         let request = session.next_request();
@@ -118,17 +125,7 @@ fn main_loop(
                 };
                 post(&http, &params, "inventory", &report)
             }
-            Request::Heartbeat => {
-                let (state, last_error) = session.report();
-                let beat = Heartbeat {
-                    mac: params.mac.to_string(),
-                    state,
-                    uptime_s: started.elapsed().as_secs(),
-                    last_error,
-                    progress: None,
-                };
-                post(&http, &params, "heartbeat", &beat)
-            }
+            Request::Heartbeat => heartbeat(&http, &params, &session, started, None),
             Request::Apply => {
                 let made = match unsent_report.take() {
                     Some(report) => Ok(report),
@@ -140,10 +137,24 @@ fn main_loop(
                     })
                 })
             }
-            // PLACEHOLDER(deploy helper): replaced by crate::deploy before commit.
-            Request::Deploy(_) | Request::Clean(_) => Err(Failure::BadAnswer(
-                "deploy and clean are not in this agent build".into(),
-            )),
+            Request::Deploy(_) | Request::Clean(_) => {
+                let report = match unsent_work.take() {
+                    Some(report) => report,
+                    None => {
+                        let disks = inspect().disks;
+                        let mut beat = |progress| {
+                            (lease, bound_at) = keep_lease(&nic, &params, lease, bound_at);
+                            work_heartbeat(&http, &params, &session, started, progress);
+                        };
+                        do_work(&params, &request, &disks, &mut beat)
+                    }
+                };
+                let posted = match &report {
+                    WorkReport::Deployed(r) => post(&http, &params, "deployed", r),
+                    WorkReport::Cleaned(r) => post(&http, &params, "cleaned", r),
+                };
+                posted.inspect_err(|_| unsent_work = Some(report))
+            }
         };
         let (action, message) = match result {
             Ok(command) => {
@@ -229,6 +240,171 @@ fn apply_plan(http: &ureq::Agent, params: &BootParams) -> Result<AppliedReport, 
         report: Some(report),
         error: None,
     })
+}
+
+/// How often a deploy or clean sends a heartbeat with its progress.
+const WORK_BEAT: Duration = Duration::from_secs(5);
+
+/// Runs `job` on a worker thread with a shared [`crate::deploy::Progress`];
+/// meanwhile calls `beat` with the progress every [`WORK_BEAT`].
+fn with_heartbeats<T: Send>(
+    job: impl FnOnce(&crate::deploy::Progress) -> T + Send,
+    beat: &mut dyn FnMut(Option<DeployProgress>),
+) -> T {
+    let progress = crate::deploy::Progress::default();
+    std::thread::scope(|scope| {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let progress = &progress;
+        let worker = scope.spawn(move || {
+            let result = job(progress);
+            let _ = done_tx.send(());
+            result
+        });
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(WORK_BEAT)
+        {
+            beat(progress.snapshot());
+        }
+        match worker.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Posts a heartbeat with the session's state (and a deploy's progress).
+fn heartbeat(
+    http: &ureq::Agent,
+    params: &BootParams,
+    session: &Session,
+    started: Instant,
+    progress: Option<DeployProgress>,
+) -> Result<Command, Failure> {
+    let (state, last_error) = session.report();
+    let beat = Heartbeat {
+        mac: params.mac.to_string(),
+        state,
+        uptime_s: started.elapsed().as_secs(),
+        last_error,
+        progress,
+    };
+    post(http, params, "heartbeat", &beat)
+}
+
+/// A heartbeat while deploying or cleaning; its answer is not obeyed (the
+/// work finishes first), a failure is only said.
+fn work_heartbeat(
+    http: &ureq::Agent,
+    params: &BootParams,
+    session: &Session,
+    started: Instant,
+    progress: Option<DeployProgress>,
+) {
+    if let Err(failure) = heartbeat(http, params, session, started, progress) {
+        say(&format!(
+            "heartbeat during the work failed ({failure:?}); the work goes on"
+        ));
+    }
+}
+
+/// The report of a deploy or a clean.
+#[derive(Debug)]
+enum WorkReport {
+    Deployed(DeployedReport),
+    Cleaned(CleanedReport),
+}
+
+/// Does the deploy or clean `request` asks for (with heartbeats); its report.
+fn do_work(
+    params: &BootParams,
+    request: &Request,
+    disks: &[Disk],
+    beat: &mut dyn FnMut(Option<DeployProgress>),
+) -> WorkReport {
+    match request {
+        Request::Clean(mode) => WorkReport::Cleaned(clean_disks(params, *mode, disks, beat)),
+        Request::Deploy(order) => WorkReport::Deployed(deploy_disk(params, order, disks, beat)),
+        Request::Inventory | Request::Heartbeat | Request::Apply => {
+            unreachable!("only deploy and clean are work")
+        }
+    }
+}
+
+/// Writes the ordered image ([`crate::deploy::deploy`]); the report to post.
+fn deploy_disk(
+    params: &BootParams,
+    order: &DeployOrder,
+    disks: &[Disk],
+    beat: &mut dyn FnMut(Option<DeployProgress>),
+) -> DeployedReport {
+    let started = Instant::now();
+    let result = with_heartbeats(
+        |progress| {
+            let sys = SysRoot::new("/", false);
+            let retry = crate::deploy::fetch::Retry::default();
+            crate::deploy::deploy(order, disks, &sys, retry, progress, &|l| {
+                say(&format!("deploy: {l}"));
+            })
+        },
+        beat,
+    );
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let (disk, written_bytes, error, step) = match result {
+        Ok((disk, written)) => {
+            say(&format!(
+                "deploy: done in {:.1} s; reporting to the provisioner",
+                elapsed_ms as f64 / 1000.0
+            ));
+            (Some(disk), written.raw_bytes, None, None)
+        }
+        Err((disk, failure)) => {
+            say(&format!("deploy FAILED at step {failure}"));
+            (
+                disk,
+                0,
+                Some(failure.message),
+                Some(failure.step.to_owned()),
+            )
+        }
+    };
+    DeployedReport {
+        mac: params.mac.to_string(),
+        disk,
+        written_bytes,
+        elapsed_ms,
+        error,
+        step,
+    }
+}
+
+/// Erases the disks ([`crate::deploy::clean`]); the report to post.
+fn clean_disks(
+    params: &BootParams,
+    mode: EraseMode,
+    disks: &[Disk],
+    beat: &mut dyn FnMut(Option<DeployProgress>),
+) -> CleanedReport {
+    let result = with_heartbeats(
+        |progress| {
+            let sys = SysRoot::new("/", false);
+            crate::deploy::clean(mode, disks, &sys, progress, &|l| {
+                say(&format!("clean: {l}"));
+            })
+        },
+        beat,
+    );
+    let (disks, error) = match result {
+        Ok(disks) => (disks, None),
+        Err((disks, failure)) => {
+            say(&format!("clean FAILED: {failure}"));
+            (disks, Some(failure.to_string()))
+        }
+    };
+    CleanedReport {
+        mac: params.mac.to_string(),
+        disks,
+        mode,
+        error,
+    }
 }
 
 /// The `error` of an error answer's JSON body, else the body itself.

@@ -97,7 +97,7 @@ impl<'a> Meter<'a> {
 }
 
 /// Reads until `buf` is full or the source ends; the count read.
-fn fill(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub fn fill(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match src.read(&mut buf[got..]) {
