@@ -18,6 +18,8 @@
 //! - Every `/api/agent/v1/*` route requires the per-boot token of the boot
 //!   the message is about (the token's MAC equals the message's `mac`); the
 //!   operator token is not accepted there, nor a boot token on `/api/v1`.
+//! - `/api/host/v1/*` (installed hosts) requires the node credential of the
+//!   node's last deploy (its SHA-256 compared in constant time).
 //! - Handlers answer views ([`crate::views`]), never store rows.
 //! - Errors map to HTTP status in one exhaustive match (`status_of`) and the
 //!   body is always `{"error": ..., "hint": ...}`.
@@ -38,8 +40,11 @@ use crate::bmc::BmcError;
 use crate::lifecycle::{Event, TransitionError};
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::store::{BootSession, StoreError};
-use crate::views::{self, ErrorBody, EventRequest, MaintenanceRequest, PowerRequest};
+use crate::views::{
+    self, DeployRequest, ErrorBody, EventRequest, MaintenanceRequest, PowerRequest, UndeployRequest,
+};
 use model::agent::{AppliedReport, Command, Heartbeat, InventoryReport};
+use model::deploy::{CleanedReport, DeployedReport, EraseMode, HostCommand, HostReport};
 use model::plan::HostPlan;
 
 mod route;
@@ -121,7 +126,15 @@ fn status_of(err: &ApiError) -> (StatusCode, Option<String>) {
                 StatusCode::NOT_FOUND,
                 Some("`provisioner node show NAME` says why the node has no plan".into()),
             ),
-            D::ApplyRefused(_) => (StatusCode::CONFLICT, None),
+            D::ApplyRefused(_) | D::DeployRefused(_) => (StatusCode::CONFLICT, None),
+            D::HostCredential(_) => (
+                StatusCode::UNAUTHORIZED,
+                Some(
+                    "the host sends the credential of its sealed config (config partition); \
+                     a new deploy or an undeploy replaces it: redeploy the node"
+                        .into(),
+                ),
+            ),
             D::Bmc(err) => match err {
                 BmcError::Credential { .. } => (
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -222,7 +235,7 @@ impl Answer for NodeList {
 
 /// Every route of the daemon's HTTP surface, in the order of the document.
 pub(crate) fn routes() -> Vec<Route> {
-    use Auth::{Agent, Operator, Public};
+    use Auth::{Agent, Host, Operator, Public};
     use Method::{Delete, Get, Post, Put};
     const NOT_NOW: &str = "refused in the node's state, or in maintenance";
     const BMC_FAILED: &str = "the BMC failed or refused";
@@ -267,7 +280,8 @@ pub(crate) fn routes() -> Vec<Route> {
         .param("image", "an image of site.yaml `images`")
         .param(
             "file",
-            "ramdisk images: vmlinuz or initramfs; file images: the file's name",
+            "ramdisk images: vmlinuz or initramfs; host images: host.raw.zst or manifest.json; \
+             file images: the file's name",
         )
         .answer(200, "the file")
         .answer(206, "the requested byte range")
@@ -363,6 +377,34 @@ pub(crate) fn routes() -> Vec<Route> {
         .ok("the request is pending")
         .error(409, "refused: the message says why and what to do"),
         Route::json(
+            Post,
+            "/api/v1/nodes/{name}/deploy",
+            Operator,
+            "Deploy a host image to the node",
+            deploy_node,
+        )
+        .describe(
+            "The image is the body's `image`, else the node's `image` in nodes.yaml, else its \
+             profile's; it must be a `host:` image of site.yaml. Refused (409) when the node \
+             has no host plan, no such image, a legacy BIOS firmware, or a state that does not \
+             allow `deploy` (available, or failed while deploying).",
+        )
+        .ok("the node after the transition (deploying)")
+        .error(409, "refused: the message says why and what to do"),
+        Route::json(
+            Post,
+            "/api/v1/nodes/{name}/undeploy",
+            Operator,
+            "Undeploy an active node, or clean an available or failed one",
+            undeploy_node,
+        )
+        .describe(
+            "The node network-boots its agent, which erases every disk: `metadata` (default: \
+             partition tables and signatures) or `full` (every byte); then it is available.",
+        )
+        .ok("the node after the transition (cleaning)")
+        .error(409, NOT_NOW),
+        Route::json(
             Get,
             "/api/v1/nodes/{name}/power",
             Operator,
@@ -448,6 +490,44 @@ pub(crate) fn routes() -> Vec<Route> {
         )
         .ok("the next command")
         .error(400, "bad body, or an unknown machine"),
+        Route::json(
+            Post,
+            "/api/agent/v1/deployed",
+            Agent,
+            "Agent: the host image is written (or the deploy failed); answers the next command",
+            agent_deployed,
+        )
+        .describe(
+            "Success: the node's boot device is set to disk (persistent) and it is reset; it \
+             stays deploying until the installed host reports. An `error` fails the node with \
+             the step and the error.",
+        )
+        .ok("the next command")
+        .error(400, "bad body, or an unknown machine"),
+        Route::json(
+            Post,
+            "/api/agent/v1/cleaned",
+            Agent,
+            "Agent: the disks are erased (or the clean failed); answers the next command",
+            agent_cleaned,
+        )
+        .ok("the next command")
+        .error(400, "bad body, or an unknown machine"),
+        // The installed host: the node credential is checked in the handler.
+        Route::json(
+            Post,
+            "/api/host/v1/report",
+            Host,
+            "Installed host: what it booted and what applying its plan did",
+            host_report,
+        )
+        .describe(
+            "Bearer = the node credential of the host's sealed config. A deploying node \
+             becomes active when the host booted the version and root hash deployed and \
+             applied its plan; otherwise it fails saying what differs.",
+        )
+        .ok("what to do next")
+        .error(401, "unknown or revoked node credential"),
     ]
 }
 
@@ -470,7 +550,9 @@ fn routers() -> (Router<Arc<App>>, Router<Arc<App>>) {
     for route in routes() {
         match route.auth {
             Auth::Operator => operator = operator.route(route.path, route.handler),
-            Auth::Public | Auth::Agent => other = other.route(route.path, route.handler),
+            Auth::Public | Auth::Agent | Auth::Host => {
+                other = other.route(route.path, route.handler);
+            }
         }
     }
     (operator, other)
@@ -501,6 +583,12 @@ async fn agent_session(app: &App, headers: &HeaderMap) -> Result<BootSession, Ap
     Ok(app.agent_session(token.trim()).await?)
 }
 
+/// The API base URL the agent reached us at (what its kernel command line's
+/// `provisioner.url=` says): deploy orders point there.
+fn base_url(app: &App, headers: &HeaderMap) -> String {
+    format!("http://{}", crate::boot::server_of(app, headers))
+}
+
 async fn agent_inventory(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -508,7 +596,8 @@ async fn agent_inventory(
 ) -> ApiResult<Command> {
     let session = agent_session(&app, &headers).await?;
     let report = body.take()?;
-    Ok(Json(app.agent_inventory(&session, &report).await?))
+    let base = base_url(&app, &headers);
+    Ok(Json(app.agent_inventory(&session, &report, &base).await?))
 }
 
 async fn agent_heartbeat(
@@ -518,7 +607,49 @@ async fn agent_heartbeat(
 ) -> ApiResult<Command> {
     let session = agent_session(&app, &headers).await?;
     let beat = body.take()?;
-    Ok(Json(app.agent_heartbeat(&session, &beat).await?))
+    let base = base_url(&app, &headers);
+    Ok(Json(app.agent_heartbeat(&session, &beat, &base).await?))
+}
+
+async fn agent_deployed(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body<DeployedReport>,
+) -> ApiResult<Command> {
+    let session = agent_session(&app, &headers).await?;
+    let report = body.take()?;
+    let base = base_url(&app, &headers);
+    Ok(Json(app.agent_deployed(&session, &report, &base).await?))
+}
+
+async fn agent_cleaned(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body<CleanedReport>,
+) -> ApiResult<Command> {
+    let session = agent_session(&app, &headers).await?;
+    let report = body.take()?;
+    let base = base_url(&app, &headers);
+    Ok(Json(app.agent_cleaned(&session, &report, &base).await?))
+}
+
+async fn host_report(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body<HostReport>,
+) -> ApiResult<HostCommand> {
+    let credential = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::App(AppError::HostCredential(
+            "missing bearer credential",
+        )))?;
+    let report = body.take();
+    let claimed = report.as_ref().ok().map(|r| r.node.as_str());
+    let node = app.host_node(credential.trim(), claimed).await?;
+    let report = report?;
+    Ok(Json(app.host_report(&node, &report).await?))
 }
 
 async fn agent_plan(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult<HostPlan> {
@@ -583,14 +714,24 @@ async fn serve_openapi() -> Response {
 
 async fn list_nodes(State(app): State<Arc<App>>) -> Result<NodeList, ApiError> {
     let nodes = app.store.nodes().await?;
-    Ok(NodeList(nodes.into_iter().map(views::Node::from).collect()))
+    let mut deploys = app.store.deploy_statuses().await?;
+    Ok(NodeList(
+        nodes
+            .into_iter()
+            .map(|node| {
+                let deploy = deploys.remove(&node.name);
+                views::Node::from(node).with_deploy(deploy)
+            })
+            .collect(),
+    ))
 }
 
 async fn show_node(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
 ) -> ApiResult<views::Node> {
-    Ok(Json(app.store.node(&name).await?.into()))
+    let node = app.store.node(&name).await?;
+    Ok(Json(node_view(&app, node).await?))
 }
 
 async fn node_inventory(
@@ -669,7 +810,43 @@ async fn node_event(
     let reason = request
         .reason
         .or_else(|| Some("requested through the API".to_owned()));
-    Ok(Json(app.fire(&name, request.event, reason).await?.into()))
+    // Deploys and cleans carry more than the event: the checks and the image,
+    // the erase mode.
+    let node = match request.event {
+        Event::Deploy => app.deploy(&name, None).await?,
+        Event::Undeploy | Event::Clean => {
+            app.start_clean(&name, request.event, EraseMode::Metadata, reason)
+                .await?
+        }
+        event => app.fire(&name, event, reason).await?,
+    };
+    Ok(Json(node_view(&app, node).await?))
+}
+
+async fn deploy_node(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: Body<DeployRequest>,
+) -> ApiResult<views::Node> {
+    let request = body.take()?;
+    let node = app.deploy(&name, request.image).await?;
+    Ok(Json(node_view(&app, node).await?))
+}
+
+async fn undeploy_node(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: Body<UndeployRequest>,
+) -> ApiResult<views::Node> {
+    let request = body.take()?;
+    let node = app.undeploy(&name, request.erase).await?;
+    Ok(Json(node_view(&app, node).await?))
+}
+
+/// A node's view with its deploy record.
+async fn node_view(app: &App, node: crate::store::NodeRecord) -> Result<views::Node, ApiError> {
+    let deploy = app.store.deploy_status(&node.name).await?;
+    Ok(views::Node::from(node).with_deploy(deploy))
 }
 
 async fn apply_status(
@@ -730,6 +907,8 @@ mod tests {
                 Auth::Operator
             } else if route.path.starts_with("/api/agent/v1/") {
                 Auth::Agent
+            } else if route.path.starts_with("/api/host/v1/") {
+                Auth::Host
             } else {
                 Auth::Public
             };

@@ -36,6 +36,7 @@ use crate::store::{
 };
 
 mod agent;
+mod deploy;
 
 /// How many BMCs the power sync talks to at once.
 const POWER_SYNC_CONCURRENCY: usize = 16;
@@ -77,6 +78,13 @@ pub enum AppError {
     /// `node apply` refused: the message says why and what to do.
     #[error("{0}")]
     ApplyRefused(String),
+    /// `node deploy` refused (no plan, no host image, BIOS firmware): the
+    /// message says why and what to do.
+    #[error("{0}")]
+    DeployRefused(String),
+    /// A host API request without the node's current credential.
+    #[error("{0}")]
+    HostCredential(&'static str),
 }
 
 /// What `provisioner node power` reports.
@@ -132,6 +140,8 @@ pub struct App {
     pub(crate) boot_mac_labels: crate::metrics::MacLabels,
     /// The DHCP server, when it runs (site reloads update it).
     dhcp: std::sync::OnceLock<crate::dhcp::server::Handle>,
+    /// Seals each node's config at deploy (`STATE/config-signing.key`).
+    signing_key: ed25519_dalek::SigningKey,
 }
 
 /// The node as the store should hold it, from the site's declaration.
@@ -153,8 +163,14 @@ pub(crate) fn enroll_spec(node: &site::NodeSpec) -> EnrollSpec {
 }
 
 impl App {
-    /// Builds the daemon state from a valid site and an open store.
-    pub fn new(site: Site, store: Store, token: String) -> App {
+    /// Builds the daemon state from a valid site, an open store, the operator
+    /// token and the config-signing key ([`crate::keys::ensure_signing_key`]).
+    pub fn new(
+        site: Site,
+        store: Store,
+        token: String,
+        signing_key: ed25519_dalek::SigningKey,
+    ) -> App {
         let status = SiteStatus {
             dir: site.dir.clone(),
             loaded_at: Utc::now(),
@@ -175,6 +191,7 @@ impl App {
             wake: tokio::sync::Notify::new(),
             boot_mac_labels: Default::default(),
             dhcp: std::sync::OnceLock::new(),
+            signing_key,
         }
     }
 
@@ -191,8 +208,7 @@ impl App {
 
     /// Checks a bearer token in constant time.
     pub(crate) fn token_matches(&self, presented: &str) -> bool {
-        let (a, b) = (presented.as_bytes(), self.token.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        constant_time_eq(presented, &self.token)
     }
 
     /// The active site.
@@ -544,6 +560,13 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// Equality of two secrets (or their digests) without an early exit on
+/// the first differing byte.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn outcome(outcome: &str) -> OutcomeLabels {

@@ -9,6 +9,8 @@
 //!   them); the wait-state timer still guarantees no node waits forever.
 //! - `--api-only` runs without DHCP and TFTP (HTTP boot is served by the API
 //!   listener either way).
+//! - The state directory is created mode 0700; it holds the API token and the
+//!   config-signing key ([`crate::keys`]), both mode 0600.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -103,9 +105,11 @@ pub(crate) async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     } else {
         start_tftp(&site).await?
     };
+    crate::keys::create_state_dir(&options.state)?;
     let store = Store::open(&options.state).await?;
     let token = ensure_token(&options.state)?;
-    let mut app = App::new(site, store, token);
+    let (signing_key, _) = crate::keys::ensure_signing_key(&options.state)?;
+    let mut app = App::new(site, store, token, signing_key);
     if let Some(stats) = tftp {
         app = app.with_tftp(stats);
     }

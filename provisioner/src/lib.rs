@@ -6,7 +6,7 @@
 //! iPXE scripts) live in the `provisioner-core` crate and are re-exported here
 //! under the same paths. Layers, bottom up (`cargo xtask test` fails on an
 //! import cycle between these modules):
-//! `store`, `bmc`, `metrics` -> `dhcp`, `tftp` (UDP edges) -> `app` (state and
+//! `store`, `bmc`, `metrics`, `keys` -> `dhcp`, `tftp` (UDP edges) -> `app` (state and
 //! `fire`) -> `executor`, `boot`, `api` -> `daemon` (wiring) -> `cli`.
 //!
 //! Only what another crate uses is `pub`: `main.rs` (`cli::main`), the tests in
@@ -27,6 +27,7 @@ pub mod cli;
 mod daemon;
 pub mod dhcp;
 mod executor;
+pub mod keys;
 mod metrics;
 pub mod store;
 pub mod tftp;

@@ -1,5 +1,6 @@
 //! The node store: nodes, their history, DHCP leases, per-boot agent tokens
-//! (`boot_tokens`), what agents reported (`inventory`, `apply`) and the
+//! (`boot_tokens`), what agents reported (`inventory`, `apply`), deploys and
+//! the installed hosts' reports (`deploy`) and the
 //! executor's outbox and boot progress (`jobs`) in an embedded SQLite
 //! database (`STATE/provisioner.db`) through sqlx. All SQL of the daemon is here.
 //!
@@ -33,11 +34,13 @@ use crate::site::BmcTls;
 
 mod apply;
 mod boot_tokens;
+mod deploy;
 mod inventory;
 pub(crate) mod jobs;
 
 pub(crate) use apply::{ApplyStatus, LastApply};
 pub use boot_tokens::BootSession;
+pub(crate) use deploy::{DeployStatus, StoredHostReport, StoredProgress, credential_digest};
 pub use inventory::StoredInventory;
 pub(crate) use jobs::Job;
 

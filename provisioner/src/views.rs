@@ -19,6 +19,8 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use model::apply::ApplyReport;
+use model::deploy::{DeployPhase, EraseMode};
+use model::host::Slot;
 use model::inventory::Inventory;
 use model::plan::HostPlan;
 use schemars::JsonSchema;
@@ -116,6 +118,163 @@ pub struct Node {
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
     pub(crate) state_since: DateTime<Utc>,
+    /// The last deploy (image, version, progress) and the installed host's
+    /// last report; absent when the node was never deployed nor cleaned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deploy: Option<Deploy>,
+}
+
+impl Node {
+    /// The view with the node's deploy record.
+    pub(crate) fn with_deploy(mut self, deploy: Option<store::DeployStatus>) -> Node {
+        self.deploy = deploy.map(Deploy::from);
+        self
+    }
+}
+
+/// A node's deploy: what was asked, how far the agent is, what the
+/// installed host reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub(crate) struct Deploy {
+    /// The catalog image of the last deploy.
+    pub image: Option<String>,
+    /// Its version and verity root hash.
+    pub version: Option<String>,
+    pub root_hash: Option<String>,
+    pub requested_at: Option<DateTime<Utc>>,
+    /// When the last deploy order went to the node's agent.
+    pub ordered_at: Option<DateTime<Utc>>,
+    /// When the agent reported the image written, and what it wrote.
+    pub written_at: Option<DateTime<Utc>>,
+    pub written: Option<String>,
+    /// How much the pending (or last) clean erases.
+    pub erase: Option<EraseMode>,
+    /// The agent's last progress report (while deploying or cleaning).
+    pub progress: Option<DeployProgress>,
+    /// The installed host's last report.
+    pub host: Option<HostStatus>,
+}
+
+/// The agent's progress in a deploy or clean phase; the rate is
+/// `done_bytes / (at - started_at)`, the time left `(total - done) / rate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub(crate) struct DeployProgress {
+    pub phase: DeployPhase,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    /// When the agent first reported this phase.
+    pub started_at: DateTime<Utc>,
+    /// When it last reported.
+    pub at: DateTime<Utc>,
+}
+
+/// What the installed host last reported (`POST /api/host/v1/report`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub(crate) struct HostStatus {
+    pub at: DateTime<Utc>,
+    pub version: String,
+    pub slot: Slot,
+    pub root_hash: String,
+    /// The host's kernel command line.
+    pub cmdline: String,
+    /// This boot is a trial of a new UKI; blessed: marked good.
+    pub trial: bool,
+    pub blessed: bool,
+    /// The version it rolled back from, if it did (`VERSION (slot S)`).
+    pub rolled_back_from: Option<String>,
+    /// One line: what applying the host plan did, or why it could not.
+    pub apply: Option<String>,
+    /// An item of the plan failed, or the plan could not be applied.
+    pub apply_failed: bool,
+    pub uptime_s: u64,
+}
+
+impl From<store::DeployStatus> for Deploy {
+    fn from(status: store::DeployStatus) -> Self {
+        let store::DeployStatus {
+            image,
+            version,
+            root_hash,
+            requested_at,
+            ordered_at,
+            written_at,
+            written,
+            erase,
+            progress,
+            host,
+        } = status;
+        Deploy {
+            image,
+            version,
+            root_hash,
+            requested_at,
+            ordered_at,
+            written_at,
+            written,
+            erase,
+            progress: progress.map(
+                |store::StoredProgress {
+                     phase,
+                     done_bytes,
+                     total_bytes,
+                     since,
+                     at,
+                 }| DeployProgress {
+                    phase,
+                    done_bytes,
+                    total_bytes,
+                    started_at: since,
+                    at,
+                },
+            ),
+            host: host.map(|store::StoredHostReport { at, report }| {
+                let (apply, apply_failed) = match (&report.apply, &report.apply_error) {
+                    (_, Some(error)) => (Some(format!("not applied: {error}")), true),
+                    (Some(apply), None) => (Some(apply.summary()), apply.failed()),
+                    (None, None) => (None, false),
+                };
+                HostStatus {
+                    at,
+                    version: report.version,
+                    slot: report.slot,
+                    root_hash: report.root_hash,
+                    cmdline: report.cmdline,
+                    trial: report.trial,
+                    blessed: report.blessed,
+                    rolled_back_from: report
+                        .rolled_back_from
+                        .map(|r| format!("{} (slot {})", r.version, r.slot.letter())),
+                    apply,
+                    apply_failed,
+                    uptime_s: report.uptime_s,
+                }
+            }),
+        }
+    }
+}
+
+/// `POST /api/v1/nodes/{name}/deploy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeployRequest {
+    /// A `host:` image of site.yaml; default: the node's `image` in
+    /// nodes.yaml, else its profile's.
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+/// `POST /api/v1/nodes/{name}/undeploy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UndeployRequest {
+    /// `metadata` (default: partition tables and signatures) or `full`
+    /// (every byte of every disk).
+    #[serde(default = "metadata")]
+    pub erase: EraseMode,
+}
+
+fn metadata() -> EraseMode {
+    EraseMode::Metadata
 }
 
 impl From<store::NodeRecord> for Node {
@@ -176,6 +335,7 @@ impl From<store::NodeRecord> for Node {
             created_at,
             updated_at,
             state_since,
+            deploy: None,
         }
     }
 }

@@ -71,7 +71,8 @@ async fn provisioner(dir: &Path) -> (Arc<App>, u16) {
     let loaded = provisioner::site::load(&site).expect("test site is valid");
     let store = Store::open(&dir.join("state")).await.unwrap();
     let token: String = "ab".repeat(32);
-    let app = Arc::new(App::new(loaded, store, token));
+    let (key, _) = provisioner::keys::ensure_signing_key(&dir.join("state")).unwrap();
+    let app = Arc::new(App::new(loaded, store, token, key));
     app.sync_nodes().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -9,7 +9,7 @@
 //! node's status.
 
 use chrono::{DateTime, Utc};
-use model::agent::Command;
+use model::agent::{AgentState, Command};
 use model::net::Mac;
 
 use crate::lifecycle::{Event, NodeStatus, State};
@@ -41,16 +41,103 @@ pub fn next_command(
     }
     match status.state {
         State::Enrolled | State::Inspecting => Command::Inspect,
-        State::Available if !reported_this_boot => Command::Inspect,
+        // Deploy and clean orders go to an agent whose inventory of this boot
+        // was accepted (see [`agent_work`]); before that it inspects.
+        State::Available | State::Deploying | State::Cleaning if !reported_this_boot => {
+            Command::Inspect
+        }
         State::Available if apply_requested => Command::Apply,
         State::Available => match lifecycle.after_inspection {
             AfterInspection::Poweroff => Command::Poweroff,
             AfterInspection::Wait => wait,
         },
-        // Deploy and clean are not the inspection agent's work (yet): it waits
-        // for the timer or the operator to move the node.
+        // Busy writing or erasing (or done, waiting for the BMC to reset it):
+        // [`agent_work`] decides when there is an order to give.
         State::Deploying | State::Active | State::Cleaning | State::Failed => wait,
     }
+}
+
+/// An order the daemon must make for a node's ramdisk agent (it builds the
+/// deploy order: credential, sealed config; it reads the erase mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentWork {
+    /// Answer [`Command::Deploy`] with a fresh order.
+    Deploy,
+    /// Answer [`Command::Clean`] with the mode the operator asked for.
+    Clean,
+}
+
+/// Whether the agent of a node in `status` gets a deploy or clean order now,
+/// rather than [`next_command`]'s answer. `reported_this_boot`: its inventory
+/// of this boot was accepted; `agent_state`: what its last heartbeat of this
+/// boot said (`None`: none yet); `image_written`: the image of the current
+/// deploy was reported written (the node now waits for the BMC to boot it
+/// from disk). An agent already deploying (or cleaning) is left to its work.
+pub fn agent_work(
+    status: NodeStatus,
+    reported_this_boot: bool,
+    agent_state: Option<AgentState>,
+    image_written: bool,
+) -> Option<AgentWork> {
+    if status.maintenance || !reported_this_boot {
+        return None;
+    }
+    match status.state {
+        State::Deploying if !image_written && agent_state != Some(AgentState::Deploying) => {
+            Some(AgentWork::Deploy)
+        }
+        State::Cleaning if agent_state != Some(AgentState::Cleaning) => Some(AgentWork::Clean),
+        _ => None,
+    }
+}
+
+/// Why node `name` cannot be deployed with `image`, or `None` when it can:
+/// it needs a host plan, a host image of the catalog (`image_is_host`:
+/// `None` when the catalog has no such image), and UEFI firmware (the host
+/// image boots UEFI only). `firmware`: the stored inventory's, if any.
+pub fn deploy_refusal(
+    name: &str,
+    has_plan: bool,
+    plan_error: Option<&str>,
+    image: Option<&str>,
+    image_is_host: Option<bool>,
+    firmware: Option<model::inventory::Firmware>,
+) -> Option<String> {
+    if !has_plan {
+        return Some(format!(
+            "node `{name}` has no host plan ({}): inspect it (`provisioner node inspect {name}`) \
+             and give it a profile that matches",
+            plan_error.unwrap_or("it was not matched to a profile yet")
+        ));
+    }
+    let Some(image) = image else {
+        return Some(format!(
+            "no image to deploy on node `{name}`: pass `--image NAME`, or set `image:` on the \
+             node in nodes.yaml or on its profile"
+        ));
+    };
+    match image_is_host {
+        None => {
+            return Some(format!(
+                "no image `{image}` in site.yaml `images` (node `{name}`): add it as \
+                 `- name: {image}` with `host: PATH/manifest.json`"
+            ));
+        }
+        Some(false) => {
+            return Some(format!(
+                "image `{image}` is not a host image (node `{name}`): only a `host:` image \
+                 (a manifest.json of `provisioner image build host`) can be deployed"
+            ));
+        }
+        Some(true) => {}
+    }
+    if firmware == Some(model::inventory::Firmware::Bios) {
+        return Some(format!(
+            "the host image boots UEFI only; switch node {name}'s firmware to UEFI (its \
+             inventory says legacy BIOS), inspect it again, then deploy"
+        ));
+    }
+    None
 }
 
 /// The answer to an agent's apply report: `inspect` when the apply changed
@@ -231,6 +318,110 @@ mod tests {
             next_command(status(State::Available, false), true, &quick, false),
             Command::Wait { interval_s: 2 }
         );
+    }
+
+    #[test]
+    fn deploying_and_cleaning_agents_get_orders_once_inspected_and_not_while_busy() {
+        let deploying = status(State::Deploying, false);
+        let cleaning = status(State::Cleaning, false);
+        let lifecycle = LifecycleConfig::default();
+        // Before its inventory of this boot, the agent inspects.
+        assert_eq!(
+            next_command(deploying, false, &lifecycle, false),
+            Command::Inspect
+        );
+        assert_eq!(agent_work(deploying, false, None, false), None);
+        assert_eq!(
+            agent_work(deploying, true, None, false),
+            Some(AgentWork::Deploy)
+        );
+        assert_eq!(
+            agent_work(deploying, true, Some(AgentState::Idle), false),
+            Some(AgentWork::Deploy)
+        );
+        // Writing already, or written and waiting for the reset: no new order.
+        assert_eq!(
+            agent_work(deploying, true, Some(AgentState::Deploying), false),
+            None
+        );
+        assert_eq!(
+            agent_work(deploying, true, Some(AgentState::Idle), true),
+            None
+        );
+        assert_eq!(
+            next_command(deploying, true, &lifecycle, false),
+            Command::Wait { interval_s: 10 }
+        );
+        assert_eq!(
+            agent_work(cleaning, true, Some(AgentState::Idle), true),
+            Some(AgentWork::Clean)
+        );
+        assert_eq!(
+            agent_work(cleaning, true, Some(AgentState::Cleaning), false),
+            None
+        );
+        // Frozen or elsewhere: nothing.
+        assert_eq!(
+            agent_work(status(State::Deploying, true), true, None, false),
+            None
+        );
+        for state in [State::Available, State::Active, State::Failed] {
+            assert_eq!(agent_work(status(state, false), true, None, false), None);
+        }
+    }
+
+    #[test]
+    fn deploy_is_refused_without_plan_image_host_image_or_uefi() {
+        use model::inventory::Firmware;
+        let ok = deploy_refusal(
+            "n",
+            true,
+            None,
+            Some("host"),
+            Some(true),
+            Some(Firmware::Uefi),
+        );
+        assert_eq!(ok, None);
+        let cases = [
+            (
+                deploy_refusal(
+                    "n",
+                    false,
+                    Some("no profile matched"),
+                    Some("host"),
+                    Some(true),
+                    None,
+                ),
+                "no host plan (no profile matched)",
+            ),
+            (
+                deploy_refusal("n", true, None, None, None, None),
+                "pass `--image NAME`",
+            ),
+            (
+                deploy_refusal("n", true, None, Some("x"), None, None),
+                "no image `x`",
+            ),
+            (
+                deploy_refusal("n", true, None, Some("ramdisk"), Some(false), None),
+                "not a host image",
+            ),
+            (
+                deploy_refusal(
+                    "n",
+                    true,
+                    None,
+                    Some("host"),
+                    Some(true),
+                    Some(Firmware::Bios),
+                ),
+                "the host image boots UEFI only; switch node n's firmware to UEFI",
+            ),
+        ];
+        for (why, expected) in cases {
+            let why = why.expect("refused");
+            assert!(why.contains(expected), "{why}");
+        }
     }
 
     #[test]

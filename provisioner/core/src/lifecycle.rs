@@ -147,7 +147,10 @@ pub enum Event {
     Abort,
     /// Agent: the inventory arrived.
     InventoryReceived,
-    /// Agent: the image is written and verified.
+    /// Ramdisk agent: the host image is written and verified; the node must
+    /// boot it from its disk.
+    ImageWritten,
+    /// The installed host reported what was deployed: the node is in service.
     DeployComplete,
     /// Agent: cleaning finished.
     CleanComplete,
@@ -163,13 +166,14 @@ pub enum Event {
 
 impl Event {
     /// Every event.
-    pub const ALL: [Event; 12] = [
+    pub const ALL: [Event; 13] = [
         Event::Inspect,
         Event::Deploy,
         Event::Undeploy,
         Event::Clean,
         Event::Abort,
         Event::InventoryReceived,
+        Event::ImageWritten,
         Event::DeployComplete,
         Event::CleanComplete,
         Event::Timeout,
@@ -187,6 +191,7 @@ impl Event {
             Event::Clean => "clean",
             Event::Abort => "abort",
             Event::InventoryReceived => "inventory_received",
+            Event::ImageWritten => "image_written",
             Event::DeployComplete => "deploy_complete",
             Event::CleanComplete => "clean_complete",
             Event::Timeout => "timeout",
@@ -577,16 +582,20 @@ fn next_and_actions(
         (Failed, Event::Deploy) if status.failed_from == Some(Deploying) => {
             (status.with_state(Deploying), boot(WaitKind::Deploy))
         }
-        (Deploying, Event::DeployComplete) => (
-            status.with_state(Active),
+        // The image is on the disk: boot it from there for good. The deploy
+        // timer keeps running until the installed host reports.
+        (Deploying, Event::ImageWritten) => (
+            status,
             vec![
-                CancelTimer,
                 SetBootDevice {
                     device: BootDevice::Disk,
                     persistent: true,
                 },
+                PowerOnOrReset,
             ],
         ),
+        // The boot device was set when the image was written.
+        (Deploying, Event::DeployComplete) => (status.with_state(Active), vec![CancelTimer]),
         (Active, Event::Undeploy) | (Available | Failed, Event::Clean) => {
             (status.with_state(Cleaning), boot(WaitKind::Clean))
         }
@@ -678,6 +687,7 @@ mod tests {
                 State::Available,
             ),
             (State::Available, Event::Deploy, State::Deploying),
+            (State::Deploying, Event::ImageWritten, State::Deploying),
             (State::Deploying, Event::DeployComplete, State::Active),
             (State::Active, Event::Undeploy, State::Cleaning),
             (State::Cleaning, Event::CleanComplete, State::Available),
@@ -703,6 +713,9 @@ mod tests {
             (State::Active, Event::Timeout),
             (State::Enrolled, Event::InventoryReceived),
             (State::Deploying, Event::Deploy),
+            (State::Available, Event::ImageWritten),
+            (State::Active, Event::ImageWritten),
+            (State::Active, Event::DeployComplete),
         ];
         for (from, event) in refused {
             assert_eq!(
@@ -726,6 +739,33 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn a_written_image_boots_from_disk_and_the_host_report_ends_the_wait() {
+        let policy = Policy::default();
+        let written = transition(at(State::Deploying), Event::ImageWritten, &policy).unwrap();
+        assert_eq!(written.next, at(State::Deploying));
+        assert_eq!(
+            written.actions,
+            [
+                Action::SetBootDevice {
+                    device: BootDevice::Disk,
+                    persistent: true
+                },
+                Action::PowerOnOrReset
+            ]
+        );
+        assert_eq!(
+            written.deadline,
+            Deadline::Keep,
+            "the deploy timer keeps running"
+        );
+        assert_eq!(written.last_error, Note::Keep);
+        let done = transition(written.next, Event::DeployComplete, &policy).unwrap();
+        assert_eq!(done.next.state, State::Active);
+        assert_eq!(done.actions, [Action::CancelTimer]);
+        assert_eq!(done.deadline, Deadline::Clear);
     }
 
     #[test]

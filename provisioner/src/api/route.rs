@@ -165,6 +165,8 @@ pub(crate) enum Auth {
     Operator,
     /// The per-boot token of the reporting agent, checked by the handler.
     Agent,
+    /// The node credential of an installed host, checked by the handler.
+    Host,
 }
 
 /// The HTTP methods the API uses.
@@ -262,6 +264,7 @@ impl Route {
         match auth {
             Auth::Operator => route = route.error(401, "missing or wrong bearer token"),
             Auth::Agent => route = route.error(401, "unknown, superseded or other-MAC boot token"),
+            Auth::Host => route = route.error(401, "unknown or revoked node credential"),
             Auth::Public => {}
         }
         if route.request.is_some() {
@@ -393,6 +396,7 @@ pub(crate) fn openapi() -> serde_json::Value {
                 Auth::Public => json!([]),
                 Auth::Operator => json!([{"bearer": []}]),
                 Auth::Agent => json!([{"agent": []}]),
+                Auth::Host => json!([{"host": []}]),
             },
             "responses": answers,
         });
@@ -418,7 +422,7 @@ pub(crate) fn openapi() -> serde_json::Value {
         },
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}, "agent": {"type": "http", "scheme": "bearer", "description": "per-boot token from the kernel command line"}}
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}, "agent": {"type": "http", "scheme": "bearer", "description": "per-boot token from the kernel command line"}, "host": {"type": "http", "scheme": "bearer", "description": "node credential from the host's sealed config"}}
         },
         "paths": paths,
     })

@@ -4,7 +4,7 @@
 //! The decisions are [`crate::inspection`]'s; this file does the I/O.
 
 use chrono::Utc;
-use model::agent::{AppliedReport, Command, Heartbeat, InventoryReport};
+use model::agent::{AgentState, AppliedReport, Command, Heartbeat, InventoryReport};
 use model::net::Mac;
 use model::plan::HostPlan;
 use tracing::{info, warn};
@@ -28,7 +28,7 @@ impl App {
     }
 
     /// Checks that a message's MAC is the one the token was issued for.
-    fn check_mac(session: &BootSession, mac: &str) -> Result<Mac, AppError> {
+    pub(super) fn check_mac(session: &BootSession, mac: &str) -> Result<Mac, AppError> {
         let reported =
             Mac::parse_nic(mac).map_err(|e| AppError::BadRequest(format!("field `mac`: {e}")))?;
         if reported != session.mac {
@@ -91,11 +91,66 @@ impl App {
         Ok(node)
     }
 
+    /// The known node of a boot whose agent reports on a job it was given.
+    pub(super) async fn known_node(
+        &self,
+        session: &BootSession,
+        mac: Mac,
+    ) -> Result<NodeRecord, AppError> {
+        self.node_of(session).await?.ok_or_else(|| {
+            AppError::BadRequest(format!(
+                "machine {mac} is not a known node: nothing was asked of it"
+            ))
+        })
+    }
+
+    /// The command answering the agent of `node` booted from `mac` (this
+    /// boot: `session`), which reached us at `base_url`: a deploy or clean
+    /// order when [`inspection::agent_work`] says so, else
+    /// [`inspection::next_command`].
+    pub(super) async fn agent_answer(
+        &self,
+        node: &NodeRecord,
+        session: &BootSession,
+        mac: Mac,
+        base_url: &str,
+    ) -> Result<Command, AppError> {
+        let reported_this_boot = self.reported_this_boot(&node.name, session, mac).await?;
+        let agent_state = self
+            .store
+            .heartbeat(&mac.to_string())
+            .await?
+            .filter(|beat| beat.at >= session.issued_at)
+            .and_then(|beat| {
+                serde_json::from_value::<AgentState>(serde_json::Value::String(beat.state)).ok()
+            });
+        let deploy = self.store.deploy_status(&node.name).await?;
+        let written = deploy.as_ref().is_some_and(|d| d.written_at.is_some());
+        match inspection::agent_work(node.status(), reported_this_boot, agent_state, written) {
+            Some(inspection::AgentWork::Deploy) => self.deploy_order(node, session, base_url).await,
+            Some(inspection::AgentWork::Clean) => Ok(Command::Clean {
+                mode: deploy
+                    .and_then(|d| d.erase)
+                    .unwrap_or(model::deploy::EraseMode::Metadata),
+            }),
+            None => {
+                let apply_requested = self.apply_requested(&node.name).await?;
+                Ok(inspection::next_command(
+                    node.status(),
+                    reported_this_boot,
+                    &self.site().config.lifecycle,
+                    apply_requested,
+                ))
+            }
+        }
+    }
+
     /// `POST /api/agent/v1/inventory`.
     pub(crate) async fn agent_inventory(
         &self,
         session: &BootSession,
         report: &InventoryReport,
+        base_url: &str,
     ) -> Result<Command, AppError> {
         let mac = Self::check_mac(session, &report.mac)?;
         let node = match self.node_of(session).await? {
@@ -122,13 +177,7 @@ impl App {
                 self.fire(&node.name, event, Some(reason)).await?
             };
         }
-        let apply_requested = self.apply_requested(&node.name).await?;
-        Ok(inspection::next_command(
-            node.status(),
-            true,
-            &self.site().config.lifecycle,
-            apply_requested,
-        ))
+        self.agent_answer(&node, session, mac, base_url).await
     }
 
     /// Whether the operator asked to apply the node's plan and no report came since.
@@ -164,11 +213,7 @@ impl App {
         applied: &AppliedReport,
     ) -> Result<Command, AppError> {
         let mac = Self::check_mac(session, &applied.mac)?;
-        let node = self.node_of(session).await?.ok_or_else(|| {
-            AppError::BadRequest(format!(
-                "machine {mac} is not a known node: nothing was asked of it"
-            ))
-        })?;
+        let node = self.known_node(session, mac).await?;
         self.store
             .store_applied(&node.name, applied, Utc::now())
             .await?;
@@ -246,6 +291,7 @@ impl App {
         &self,
         session: &BootSession,
         beat: &Heartbeat,
+        base_url: &str,
     ) -> Result<Command, AppError> {
         let mac = Self::check_mac(session, &beat.mac)?;
         let node = self.node_of(session).await?;
@@ -266,13 +312,11 @@ impl App {
                 }
             });
         };
-        let reported_this_boot = self.reported_this_boot(&node.name, session, mac).await?;
-        let apply_requested = self.apply_requested(&node.name).await?;
-        Ok(inspection::next_command(
-            node.status(),
-            reported_this_boot,
-            &self.site().config.lifecycle,
-            apply_requested,
-        ))
+        if let Some(progress) = &beat.progress {
+            self.store
+                .record_deploy_progress(&node.name, progress, Utc::now())
+                .await?;
+        }
+        self.agent_answer(&node, session, mac, base_url).await
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP boot: per-machine iPXE scripts (`GET /boot/{mac}.ipxe`), boot files
 //! for UEFI HTTP boot (`GET /boot/{file}`) and catalog images
-//! (`GET /images/{image}/{file}`), on the API's listener, without the
+//! (`GET /images/{image}/{file}`: a ramdisk's files, a host image's
+//! `host.raw.zst` and `manifest.json`), on the API's listener, without the
 //! operator token (firmware cannot send one).
 //!
 //! `script` decides and renders (pure, apart from reading the site's
@@ -67,7 +68,8 @@ pub(crate) async fn boot_file(
     }
 }
 
-/// `GET /images/{image}/{file}`: a ramdisk's `vmlinuz` or `initramfs`, or a
+/// `GET /images/{image}/{file}`: a ramdisk's `vmlinuz` or `initramfs`, a
+/// host image's compressed disk (`host.raw.zst`) or `manifest.json`, or a
 /// file image under its own file name.
 pub(crate) async fn image_file(
     State(app): State<Arc<App>>,
@@ -78,6 +80,16 @@ pub(crate) async fn image_file(
     let path = match site.image(&image).map(|i| &i.source) {
         Some(ImageSource::Ramdisk { kernel, .. }) if file == "vmlinuz" => kernel.clone(),
         Some(ImageSource::Ramdisk { initramfs, .. }) if file == "initramfs" => initramfs.clone(),
+        Some(ImageSource::Host { disk, .. })
+            if disk
+                .file_name()
+                .is_some_and(|n| n.to_str() == Some(file.as_str())) =>
+        {
+            disk.clone()
+        }
+        Some(ImageSource::Host { manifest_path, .. }) if file == "manifest.json" => {
+            manifest_path.clone()
+        }
         Some(ImageSource::Path(path))
             if path
                 .file_name()
@@ -88,7 +100,10 @@ pub(crate) async fn image_file(
         Some(_) => {
             return text(
                 StatusCode::NOT_FOUND,
-                format!("image `{image}` has no file `{file}` (ramdisks: vmlinuz, initramfs)"),
+                format!(
+                    "image `{image}` has no file `{file}` (ramdisks: vmlinuz, initramfs; host \
+                     images: host.raw.zst, manifest.json)"
+                ),
             );
         }
         None => {
@@ -107,7 +122,7 @@ pub(crate) async fn image_file(
 
 /// `ADDR:PORT` the machine used to reach us (its `Host` header), else the
 /// provisioning address with the listener's port.
-fn server_of(app: &App, headers: &HeaderMap) -> String {
+pub(crate) fn server_of(app: &App, headers: &HeaderMap) -> String {
     let plausible = |h: &&str| {
         !h.is_empty()
             && h.bytes()

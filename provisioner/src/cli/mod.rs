@@ -1,7 +1,7 @@
 //! The operator CLI (clap), one module per command group: `serve`, `site`,
-//! `node`, `profile`, `bmc`, `image` (`build.rs`); `client.rs` talks to the
+//! `node`, `profile`, `bmc`, `key`, `image` (`build.rs`); `client.rs` talks to the
 //! daemon, `output.rs` prints. `serve`, `site validate|schema`, `profile`,
-//! `bmc` and `image` work without a daemon; every other command talks to the
+//! `bmc`, `key` and `image` work without a daemon; every other command talks to the
 //! daemon's REST API and decodes its answers into [`crate::views`].
 //!
 //! Invariant: the CLI never opens the database; it goes through the API so the
@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 mod bmc;
 mod build;
 mod client;
+mod key;
 mod node;
 mod output;
 mod profile;
@@ -46,7 +47,7 @@ struct Cli {
     /// Base URL of the daemon's API [default: read from STATE/api-url, else http://127.0.0.1:8080]
     #[arg(long, global = true, env = "PROVISIONER_API", value_name = "URL")]
     api: Option<String>,
-    /// The daemon's state directory: database, API token, API URL.
+    /// The daemon's state directory: database, API token, API URL, config-signing key.
     #[arg(
         long,
         global = true,
@@ -75,6 +76,9 @@ enum Command {
     /// Talk to one BMC directly, without the daemon: power, boot device, inventory.
     #[command(subcommand, long_about = bmc::BMC_LONG_ABOUT)]
     Bmc(bmc::BmcCommand),
+    /// The config-signing key that seals each node's config at deploy (no daemon needed).
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Build images without a daemon: the inspection ramdisk (kernel + initramfs).
     #[command(subcommand, long_about = build::IMAGE_LONG_ABOUT)]
     Image(build::ImageCommand),
@@ -105,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             block_on(node::run(&client, command))
         }
         Command::Profile(command) => profile::run(command),
+        Command::Key(command) => key::run(command, &cli.state).map(|()| ExitCode::SUCCESS),
         Command::Bmc(command) => block_on(bmc::run(command)),
         Command::Image(command) => build::run(command).map(|()| ExitCode::SUCCESS),
     }

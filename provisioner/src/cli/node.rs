@@ -9,8 +9,11 @@ use super::bmc::PowerCommand;
 use super::client::{Client, node_path};
 use super::output::{Output, new_table, or_dash, print_json, time, time_or_dash};
 use crate::bmc::PowerAction;
-use crate::lifecycle::Event;
-use crate::views::{self, EventRequest, MaintenanceRequest, PowerRequest};
+use crate::lifecycle::{Event, State};
+use crate::views::{
+    self, DeployRequest, EventRequest, MaintenanceRequest, PowerRequest, UndeployRequest,
+};
+use model::deploy::{DeployPhase, EraseMode};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum OnOff {
@@ -118,6 +121,44 @@ pub(crate) enum NodeCommand {
         /// With --wait: give up after this many seconds.
         #[arg(long, value_name = "SECONDS", default_value_t = 120)]
         timeout: u64,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Deploy a host image: the node network-boots its agent, which writes the
+    /// image (`host:` in site.yaml `images`) to the plan's root disk with the
+    /// node's sealed config; the node then boots it from disk and becomes
+    /// active when the installed host reports the version deployed. Allowed
+    /// when available (or failed while deploying), with a host plan and UEFI
+    /// firmware.
+    #[command(
+        after_help = "Examples:\n  provisioner node deploy lab-compute-0                 the node's (or its profile's) image\n  provisioner node deploy lab-compute-0 --image host-2  this image\n  provisioner node deploy lab-compute-0 --wait          a progress bar, then each phase until active\n\nWith --wait the exit status is 1 when the node fails (the reason is printed)."
+    )]
+    Deploy {
+        name: String,
+        /// A `host:` image of site.yaml `images` [default: the node's `image`
+        /// in nodes.yaml, else its profile's].
+        #[arg(long, value_name = "NAME")]
+        image: Option<String>,
+        /// Follow the deploy until the node is active (exit 0) or failed (exit 1).
+        #[arg(long)]
+        wait: bool,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Take a node out of service and erase its disks: an active node is
+    /// undeployed, an available or failed one cleaned; its agent erases every
+    /// disk, then the node is available (and powered off).
+    #[command(
+        after_help = "Examples:\n  provisioner node undeploy lab-compute-0         partition tables and signatures (fast)\n  provisioner node undeploy lab-compute-0 --full  every byte of every disk\n  provisioner node undeploy lab-compute-0 --wait  until available (exit 0) or failed (exit 1)"
+    )]
+    Undeploy {
+        name: String,
+        /// Erase every byte of every disk, not only partition tables and signatures.
+        #[arg(long)]
+        full: bool,
+        /// Follow until the node is available (exit 0) or failed (exit 1).
+        #[arg(long)]
+        wait: bool,
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
@@ -311,12 +352,223 @@ pub(crate) async fn run(client: &Client, command: NodeCommand) -> anyhow::Result
                 },
             }
         }
+        NodeCommand::Deploy {
+            name,
+            image,
+            wait,
+            output,
+        } => {
+            let node: views::Node = client
+                .send(
+                    reqwest::Method::POST,
+                    &format!("{}/deploy", node_path(&name)),
+                    &DeployRequest { image },
+                )
+                .await?;
+            if !wait {
+                return print_node(&node, output);
+            }
+            follow(client, &name, State::Active).await?;
+        }
+        NodeCommand::Undeploy {
+            name,
+            full,
+            wait,
+            output,
+        } => {
+            let erase = if full {
+                EraseMode::Full
+            } else {
+                EraseMode::Metadata
+            };
+            let node: views::Node = client
+                .send(
+                    reqwest::Method::POST,
+                    &format!("{}/undeploy", node_path(&name)),
+                    &UndeployRequest { erase },
+                )
+                .await?;
+            if !wait {
+                return print_node(&node, output);
+            }
+            follow(client, &name, State::Available).await?;
+        }
         NodeCommand::Delete { name } => {
             client.delete(&node_path(&name)).await?;
             println!("deleted {name}");
         }
     }
     Ok(())
+}
+
+/// Polls node `name` until it reaches `goal` (Ok) or fails (an error with
+/// its reason), showing the agent's progress as a bar (bytes of the phase,
+/// rate, time left) and each new phase and history line as it comes.
+async fn follow(client: &Client, name: &str, goal: State) -> anyhow::Result<()> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let style = ProgressStyle::with_template(
+        "{prefix:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta} left",
+    )
+    .expect("a valid template")
+    .progress_chars("=> ");
+    let mut bar: Option<(DeployPhase, ProgressBar)> = None;
+    let mut seen_history = 0;
+    loop {
+        let node: views::Node = client.get(&node_path(name)).await?;
+        let history: Vec<views::HistoryEntry> =
+            client.get(&format!("{}/history", node_path(name))).await?;
+        let progress = node.deploy.as_ref().and_then(|d| d.progress);
+        if let Some(p) = progress.filter(|_| node.state.is_waiting()) {
+            if bar.as_ref().is_none_or(|(phase, _)| *phase != p.phase) {
+                if let Some((_, old)) = bar.take() {
+                    old.finish();
+                }
+                let new = ProgressBar::new(p.total_bytes).with_style(style.clone());
+                new.set_prefix(phase_name(p.phase));
+                bar = Some((p.phase, new));
+            }
+            if let Some((_, b)) = &bar {
+                b.set_length(p.total_bytes);
+                b.set_position(p.done_bytes);
+            }
+        }
+        if seen_history == 0 {
+            // Only what happens from now on.
+            seen_history = history.len().saturating_sub(1);
+        }
+        for entry in history.iter().skip(seen_history) {
+            let line = format!(
+                "{} {} -> {}: {}",
+                time(&entry.at),
+                entry.event,
+                entry.to,
+                or_dash(entry.reason.as_ref())
+            );
+            match &bar {
+                Some((_, b)) => b.println(line),
+                None => println!("{line}"),
+            }
+        }
+        seen_history = seen_history.max(history.len());
+        if node.state == goal && !node.maintenance {
+            if let Some((_, b)) = bar.take() {
+                b.finish();
+            }
+            if let Some(host) = node.deploy.as_ref().and_then(|d| d.host.as_ref())
+                && goal == State::Active
+            {
+                println!(
+                    "{name}: active, version {} slot {} root {}",
+                    host.version,
+                    host.slot.letter(),
+                    host.root_hash
+                );
+            } else {
+                println!("{name}: {goal}");
+            }
+            return Ok(());
+        }
+        if node.state == State::Failed {
+            if let Some((_, b)) = bar.take() {
+                b.abandon();
+            }
+            bail!(
+                "{name} failed: {} (`provisioner node show {name}`)",
+                or_dash(node.last_error.as_ref())
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+fn phase_name(phase: DeployPhase) -> &'static str {
+    match phase {
+        DeployPhase::Writing => "writing",
+        DeployPhase::Verifying => "verifying",
+        DeployPhase::Finishing => "finishing",
+        DeployPhase::Erasing => "erasing",
+    }
+}
+
+/// The rate (bytes/s) and seconds left of a progress report, when known.
+fn rate_and_eta(p: &views::DeployProgress) -> Option<(f64, f64)> {
+    let secs = (p.at - p.started_at).num_milliseconds() as f64 / 1000.0;
+    if secs <= 0.0 || p.done_bytes == 0 {
+        return None;
+    }
+    let rate = p.done_bytes as f64 / secs;
+    Some((
+        rate,
+        p.total_bytes.saturating_sub(p.done_bytes) as f64 / rate,
+    ))
+}
+
+/// A node's deploy as text rows: image, progress while deploying or
+/// cleaning, what was written, the installed host's last report.
+fn deploy_rows(node: &views::Node) -> Vec<(&'static str, String)> {
+    let Some(d) = &node.deploy else {
+        return vec![];
+    };
+    let mut rows = vec![];
+    if let Some(image) = &d.image {
+        rows.push((
+            "image",
+            format!("{image} version {}", or_dash(d.version.as_ref())),
+        ));
+    }
+    if let Some(p) = d.progress.as_ref().filter(|_| node.state.is_waiting()) {
+        let pct = if p.total_bytes > 0 {
+            100 * p.done_bytes / p.total_bytes
+        } else {
+            0
+        };
+        let mib = |b: u64| b / (1 << 20);
+        let mut text = format!(
+            "{} {} of {} MiB ({pct}%)",
+            phase_name(p.phase),
+            mib(p.done_bytes),
+            mib(p.total_bytes)
+        );
+        if let Some((rate, eta)) = rate_and_eta(p) {
+            text.push_str(&format!(
+                ", {:.1} MiB/s, {:.0} s left",
+                rate / (1 << 20) as f64,
+                eta
+            ));
+        }
+        text.push_str(&format!(" (at {})", time(&p.at)));
+        rows.push(("progress", text));
+    }
+    if let Some(written) = &d.written {
+        rows.push(("written", written.clone()));
+    }
+    if let Some(h) = &d.host {
+        rows.push((
+            "deployed",
+            format!(
+                "version {} slot {}{}{} (reported {})",
+                h.version,
+                h.slot.letter(),
+                if h.trial { ", trial" } else { "" },
+                if h.blessed { ", blessed" } else { "" },
+                time(&h.at)
+            ),
+        ));
+        rows.push(("root hash", h.root_hash.clone()));
+        rows.push(("cmdline", h.cmdline.clone()));
+        if let Some(from) = &h.rolled_back_from {
+            rows.push(("rolled back from", from.clone()));
+        }
+        rows.push((
+            "applied",
+            format!(
+                "{}{}",
+                if h.apply_failed { "FAILED: " } else { "" },
+                or_dash(h.apply.as_ref())
+            ),
+        ));
+    }
+    rows
 }
 
 /// A power action as the API names it.
@@ -431,6 +683,7 @@ fn node_text(node: &views::Node) -> String {
         ),
         ("generation", node.generation.to_string()),
     ]);
+    rows.extend(deploy_rows(node));
     rows.iter()
         .map(|(key, value)| format!("{key:>16}  {value}\n"))
         .collect()
@@ -614,6 +867,7 @@ mod tests {
             created_at: at,
             updated_at: at,
             state_since: at + chrono::Duration::milliseconds(250),
+            deploy: None,
         };
         insta::assert_snapshot!(node_text(&node), @r"
                     name  node-001
@@ -636,6 +890,67 @@ mod tests {
                inventory  none
               generation  5
         ");
+    }
+
+    #[test]
+    fn a_deploy_prints_its_progress_and_the_host_report() {
+        let at = chrono::Utc.with_ymd_and_hms(2026, 12, 2, 8, 0, 0).unwrap();
+        let deploy = views::Deploy {
+            image: Some("host".into()),
+            version: Some("2".into()),
+            root_hash: Some("ab".into()),
+            requested_at: Some(at),
+            ordered_at: Some(at),
+            written_at: None,
+            written: Some("image host 2 written to /dev/vda (1362 MiB in 41 s)".into()),
+            erase: None,
+            progress: Some(views::DeployProgress {
+                phase: DeployPhase::Writing,
+                done_bytes: 512 << 20,
+                total_bytes: 1024 << 20,
+                started_at: at,
+                at: at + chrono::Duration::seconds(16),
+            }),
+            host: Some(views::HostStatus {
+                at,
+                version: "2".into(),
+                slot: model::host::Slot::A,
+                root_hash: "ab".into(),
+                cmdline: "host.version=2".into(),
+                trial: false,
+                blessed: true,
+                rolled_back_from: None,
+                apply: Some("3 ok, 0 changed, 0 failed".into()),
+                apply_failed: false,
+                uptime_s: 5,
+            }),
+        };
+        let json = serde_json::json!({
+            "name": "n", "source": "site", "in_site": true, "bmc_url": null,
+            "bmc_username": null, "bmc_credential": null, "bmc_tls": null, "boot_mac": null,
+            "serial": null, "profile_override": null, "role_override": null,
+            "state": "deploying", "failed_from": null, "generation": 1, "maintenance": false,
+            "maintenance_reason": null, "last_error": null, "matched_profile": null,
+            "plan": null, "plan_error": null, "has_inventory": true, "deadline": null,
+            "created_at": at, "updated_at": at, "state_since": at, "deploy": deploy,
+        });
+        let node: views::Node = serde_json::from_value(json).unwrap();
+        let rows: Vec<String> = deploy_rows(&node)
+            .into_iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "image: host version 2",
+                "progress: writing 512 of 1024 MiB (50%), 32.0 MiB/s, 16 s left (at 2026-12-02T08:00:16Z)",
+                "written: image host 2 written to /dev/vda (1362 MiB in 41 s)",
+                "deployed: version 2 slot a, blessed (reported 2026-12-02T08:00:00Z)",
+                "root hash: ab",
+                "cmdline: host.version=2",
+                "applied: 3 ok, 0 changed, 0 failed",
+            ]
+        );
     }
 
     #[test]

@@ -62,7 +62,8 @@ async fn lab(discovery: bool, after_inspection: &str) -> Lab {
     .unwrap();
     let loaded = provisioner::site::load(&site).expect("test site is valid");
     let store = Store::open(&dir.path().join("state")).await.unwrap();
-    let app = Arc::new(App::new(loaded, store, OPERATOR_TOKEN.to_owned()));
+    let (key, _) = provisioner::keys::ensure_signing_key(&dir.path().join("state")).unwrap();
+    let app = Arc::new(App::new(loaded, store, OPERATOR_TOKEN.to_owned(), key));
     app.sync_nodes().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -23,7 +23,8 @@ fn site_with_timeout(dir: &std::path::Path, seconds: u64) {
 async fn app(site: &std::path::Path, state: &std::path::Path) -> App {
     let site = provisioner::site::load(site).expect("valid site");
     let store = Store::open(state).await.unwrap();
-    let app = App::new(site, store, "t".repeat(64));
+    let (key, _) = provisioner::keys::ensure_signing_key(state).unwrap();
+    let app = App::new(site, store, "t".repeat(64), key);
     app.sync_nodes().await.unwrap();
     app
 }

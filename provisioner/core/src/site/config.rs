@@ -261,9 +261,9 @@ pub struct ApiWire {
     pub listen: Option<String>,
 }
 
-/// One image in the catalog: exactly one of `url`, `path`, or the pair
-/// `kernel` + `initramfs` (a ramdisk booted over the network, such as the
-/// inspection ramdisk of `boot.inspect_image`).
+/// One image in the catalog: exactly one of `url`, `path`, `host`, or the
+/// pair `kernel` + `initramfs` (a ramdisk booted over the network, such as
+/// the inspection ramdisk of `boot.inspect_image`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageWire {
@@ -285,6 +285,11 @@ pub struct ImageWire {
     /// Ramdisk images: the initramfs (cpio archive) for `kernel`.
     #[serde(default)]
     pub initramfs: Option<String>,
+    /// Host images (what `deploy` writes to a node's disk): the
+    /// `manifest.json` of `provisioner image build host`, relative to the
+    /// site directory or absolute; its `host.raw.zst` must be next to it.
+    #[serde(default)]
+    pub host: Option<String>,
     /// SHA-256 of the image, 64 hex digits. Required with `url`; optional
     /// with `path`, for images built locally (e.g. by `provisioner image
     /// build`) whose digest is not known when the site is written.
@@ -472,6 +477,13 @@ pub enum ImageSource {
     /// A network-booted ramdisk: kernel and initramfs files on the
     /// provisioner host (relative paths already joined to the site directory).
     Ramdisk { kernel: PathBuf, initramfs: PathBuf },
+    /// A host image (deployable): its manifest as read at load time, and
+    /// the manifest file and compressed disk (`host.raw.zst`) next to it.
+    Host {
+        manifest_path: PathBuf,
+        disk: PathBuf,
+        manifest: Box<model::host::HostManifest>,
+    },
 }
 
 // ---------------------------------------------------------------- checking
@@ -993,12 +1005,29 @@ fn check_images(ctx: &mut FileCtx<'_>, items: &[Value], dir: &Path) -> Option<Ve
             seen.insert(w.name.clone(), ctx.where_is(&format!("{ptr}/name")));
         }
         let source = match (&w.url, &w.path, &w.kernel, &w.initramfs) {
+            _ if w.host.is_some() => {
+                if w.url.is_some()
+                    || w.path.is_some()
+                    || w.kernel.is_some()
+                    || w.initramfs.is_some()
+                {
+                    ctx.report(
+                        &format!("{ptr}/host"),
+                        At::Key,
+                        "give one source: `url`, `path`, `host`, or `kernel` + `initramfs`, not several",
+                    );
+                    None
+                } else {
+                    host_image(ctx, &ptr, w.host.as_deref().unwrap_or_default(), dir)
+                }
+            }
             (None, None, None, None) => {
                 ctx.report(
                     &ptr,
                     At::Value,
-                    "no image source: add `url: https://...`, `path: FILE`, or `kernel: FILE` \
-                     with `initramfs: FILE` for a ramdisk",
+                    "no image source: add `url: https://...`, `path: FILE`, `host: \
+                     DIR/manifest.json` for a host image, or `kernel: FILE` with \
+                     `initramfs: FILE` for a ramdisk",
                 );
                 None
             }
@@ -1098,8 +1127,97 @@ fn check_images(ctx: &mut FileCtx<'_>, items: &[Value], dir: &Path) -> Option<Ve
     }
 }
 
-/// A file field of an image (`path`, `kernel`, `initramfs`): not empty,
-/// joined to the site directory.
+/// A `host:` image: reads and parses its manifest and checks that the
+/// compressed disk it names is next to it with the size it gives.
+fn host_image(ctx: &mut FileCtx<'_>, ptr: &str, value: &str, dir: &Path) -> Option<ImageSource> {
+    let manifest_path = image_file(ctx, ptr, "host", value, dir)?;
+    let field = format!("{ptr}/host");
+    let text = match std::fs::read_to_string(&manifest_path) {
+        Ok(text) => text,
+        Err(err) => {
+            ctx.report(
+                &field,
+                At::Value,
+                format!(
+                    "cannot read the host image manifest {}: {err}; build it with `provisioner \
+                     image build host --out DIR` and give DIR/manifest.json",
+                    manifest_path.display()
+                ),
+            );
+            return None;
+        }
+    };
+    let manifest: model::host::HostManifest = match serde_json::from_str(&text) {
+        Ok(manifest) => manifest,
+        Err(err) => {
+            ctx.report(
+                &field,
+                At::Value,
+                format!(
+                    "{} is not a host image manifest: {err}; give the manifest.json written \
+                     by `provisioner image build host`",
+                    manifest_path.display()
+                ),
+            );
+            return None;
+        }
+    };
+    let file = &manifest.disk.compressed.file;
+    let disk = match (manifest_path.parent(), Path::new(file).file_name()) {
+        (Some(parent), Some(name)) if name == std::ffi::OsStr::new(file) => parent.join(name),
+        _ => {
+            ctx.report(
+                &field,
+                At::Value,
+                format!(
+                    "{}: disk file {file:?} is not a plain file name next to the manifest",
+                    manifest_path.display()
+                ),
+            );
+            return None;
+        }
+    };
+    match std::fs::metadata(&disk) {
+        Ok(meta) if meta.is_file() && meta.len() == manifest.disk.compressed.size => {
+            Some(ImageSource::Host {
+                manifest_path,
+                disk,
+                manifest: Box::new(manifest),
+            })
+        }
+        Ok(meta) => {
+            ctx.report(
+                &field,
+                At::Value,
+                format!(
+                    "{} is {} bytes but {} says {}: the image and its manifest are from \
+                     different builds; build the host image again",
+                    disk.display(),
+                    meta.len(),
+                    manifest_path.display(),
+                    manifest.disk.compressed.size
+                ),
+            );
+            None
+        }
+        Err(err) => {
+            ctx.report(
+                &field,
+                At::Value,
+                format!(
+                    "{} (named by {}) cannot be read: {err}; copy the whole output directory \
+                     of `provisioner image build host`",
+                    disk.display(),
+                    manifest_path.display()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A file field of an image (`path`, `kernel`, `initramfs`, `host`): not
+/// empty, joined to the site directory.
 fn image_file(
     ctx: &mut FileCtx<'_>,
     ptr: &str,

@@ -6,7 +6,7 @@
 //! INTERFACE (owned by the site work; the daemon relies on these names):
 //! - `pub fn load(dir: &Path) -> Result<Site, SiteErrors>`
 //! - `Site { dir, config: SiteConfig, nodes: Vec<NodeSpec>, profiles: Vec<model::profile::Profile> }`
-//! - `NodeSpec { name, bmc: Option<BmcSpec>, boot_mac: Option<model::net::Mac>, ip: Option<Ipv4Addr>, serial, profile, role }`
+//! - `NodeSpec { name, bmc: Option<BmcSpec>, boot_mac: Option<model::net::Mac>, ip: Option<Ipv4Addr>, serial, profile, role, image }`
 //! - `SiteErrors(Vec<Diagnostic>)`, `Diagnostic { file, line, column, message }` shown as
 //!   `file:line:column: message`
 //! - `pub fn schemas() -> Vec<(&'static str, serde_json::Value)>` (file name, JSON Schema)
@@ -132,6 +132,22 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
             "agent-applied-report.schema.json",
             schemars::schema_for!(model::agent::AppliedReport).to_value(),
         ),
+        (
+            "agent-deployed-report.schema.json",
+            schemars::schema_for!(model::deploy::DeployedReport).to_value(),
+        ),
+        (
+            "agent-cleaned-report.schema.json",
+            schemars::schema_for!(model::deploy::CleanedReport).to_value(),
+        ),
+        (
+            "host-report.schema.json",
+            schemars::schema_for!(model::deploy::HostReport).to_value(),
+        ),
+        (
+            "host-command.schema.json",
+            schemars::schema_for!(model::deploy::HostCommand).to_value(),
+        ),
     ]
 }
 
@@ -233,7 +249,14 @@ pub fn load(dir: &Path) -> Result<Site, SiteErrors> {
                 diags: &mut diags,
             };
             let subnet = config.as_ref().map(|c| c.network.address);
-            nodes::check(&mut ctx, &doc.value, dir, profile_names.as_ref(), subnet)
+            nodes::check(
+                &mut ctx,
+                &doc.value,
+                dir,
+                profile_names.as_ref(),
+                image_names.as_deref(),
+                subnet,
+            )
         })
         .unwrap_or_default();
 

@@ -56,6 +56,10 @@ pub struct NodeWire {
     /// Override the role of the matched profile. Not with `profile`.
     #[serde(default)]
     pub role: Option<Role>,
+    /// The host image `provisioner node deploy` writes to this node (a
+    /// `host:` image of site.yaml `images`), instead of its profile's `image`.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// A BMC and the reference to its credentials. Plaintext passwords are
@@ -111,6 +115,8 @@ pub struct NodeSpec {
     pub profile: Option<String>,
     /// Role override (never together with `profile`).
     pub role: Option<Role>,
+    /// The image to deploy instead of the profile's (exists in the catalog).
+    pub image: Option<String>,
 }
 
 /// A validated BMC reference.
@@ -196,6 +202,7 @@ pub(crate) fn check(
     root: &Value,
     dir: &Path,
     profiles: Option<&HashMap<String, String>>,
+    images: Option<&[String]>,
     subnet: Option<ipnet::Ipv4Net>,
 ) -> Vec<NodeSpec> {
     let Some(map) = ctx.top_mapping(
@@ -372,6 +379,23 @@ pub(crate) fn check(
                 format!("unknown profile {p:?}: add profiles/{p}.yaml or use one of: {list}"),
             );
         }
+        if let (Some(image), Some(known)) = (&w.image, images)
+            && !known.contains(image)
+        {
+            let list = if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            };
+            ctx.report(
+                &format!("{ptr}/image"),
+                At::Value,
+                format!(
+                    "unknown image {image:?}: add it to `images` in site.yaml (`host: \
+                     DIR/manifest.json`) or use one of: {list}"
+                ),
+            );
+        }
         if ctx.diags.len() == before {
             nodes.push(NodeSpec {
                 name: w.name,
@@ -381,6 +405,7 @@ pub(crate) fn check(
                 serial: w.serial,
                 profile: w.profile,
                 role: w.role,
+                image: w.image,
             });
         }
     }
