@@ -13,6 +13,8 @@ pub struct Row {
     /// Seconds in the current state.
     pub in_state: u64,
     pub last_event: String,
+    /// While deploying or cleaning: the agent's phase and bytes (`writing 512/1362 MiB`).
+    pub progress: String,
 }
 
 /// Rows from `provisioner node list -o json` and each node's last history entry
@@ -43,14 +45,45 @@ pub fn rows(nodes: &Value, last_events: &[(String, Value)], now: chrono_like::No
                 .and_then(chrono_like::parse_rfc3339)
                 .map_or(0, |since| now.0.saturating_sub(since));
             let last_event = last.map(describe_event).unwrap_or_default();
+            let progress = if state == "deploying" || state == "cleaning" {
+                describe_progress(&node["deploy"]["progress"])
+            } else {
+                String::new()
+            };
             Row {
                 node: name,
                 state,
                 in_state,
                 last_event,
+                progress,
             }
         })
         .collect()
+}
+
+/// `writing 512/1362 MiB, 45 MiB/s` from the node view's `deploy.progress`.
+fn describe_progress(progress: &Value) -> String {
+    let (Some(phase), Some(done), Some(total)) = (
+        progress["phase"].as_str(),
+        progress["done_bytes"].as_u64(),
+        progress["total_bytes"].as_u64(),
+    ) else {
+        return String::new();
+    };
+    let mut text = format!("{phase} {}/{} MiB", done >> 20, total >> 20);
+    let elapsed = match (
+        progress["started_at"]
+            .as_str()
+            .and_then(chrono_like::parse_rfc3339),
+        progress["at"].as_str().and_then(chrono_like::parse_rfc3339),
+    ) {
+        (Some(start), Some(at)) => at.saturating_sub(start),
+        _ => 0,
+    };
+    if elapsed > 0 {
+        text.push_str(&format!(", {} MiB/s", (done >> 20) / elapsed));
+    }
+    text
 }
 
 fn describe_event(entry: &Value) -> String {
@@ -64,13 +97,13 @@ fn describe_event(entry: &Value) -> String {
 /// The table, one line per node under a header, each line cut to `width` columns.
 pub fn render(rows: &[Row], elapsed: Duration, width: usize) -> Vec<String> {
     let mut lines = vec![format!(
-        "{:<16} {:<12} {:>7}  {}",
-        "NODE", "STATE", "IN STATE", "LAST EVENT"
+        "{:<16} {:<12} {:>7}  {:<30} {}",
+        "NODE", "STATE", "IN STATE", "PROGRESS", "LAST EVENT"
     )];
     for row in rows {
         lines.push(format!(
-            "{:<16} {:<12} {:>7}s  {}",
-            row.node, row.state, row.in_state, row.last_event
+            "{:<16} {:<12} {:>7}s  {:<30} {}",
+            row.node, row.state, row.in_state, row.progress, row.last_event
         ));
     }
     lines.push(format!("elapsed {:.0} s", elapsed.as_secs_f64()));
@@ -101,6 +134,19 @@ pub fn summary(node: &Value) -> String {
     }
     if let Some(error) = node["plan_error"].as_str() {
         out.push_str(&format!("\n    no host plan: {error}"));
+    }
+    let host = &node["deploy"]["host"];
+    if let (Some(version), Some(slot), Some(root)) = (
+        host["version"].as_str(),
+        host["slot"].as_str(),
+        host["root_hash"].as_str(),
+    ) {
+        out.push_str(&format!(
+            "\n    host: version {version}, slot {slot}, root hash {root}"
+        ));
+        if let Some(apply) = host["apply"].as_str() {
+            out.push_str(&format!("\n    applied: {apply}"));
+        }
     }
     if let Some(error) = node["last_error"].as_str() {
         out.push_str(&format!("\n    why: {error}"));
@@ -238,6 +284,7 @@ mod tests {
             state: state.into(),
             in_state: 0,
             last_event: String::new(),
+            progress: String::new(),
         };
         assert!(settled(&[row("active"), row("failed")]));
         assert!(!settled(&[row("active"), row("deploying")]));
@@ -270,5 +317,24 @@ mod tests {
         assert!(text.contains("7 VFs; root disk vda"), "{text}");
         let failed = json!({"name": "n", "state": "failed", "last_error": "no DHCP"});
         assert_eq!(summary(&failed), "n: failed\n    why: no DHCP");
+    }
+
+    #[test]
+    fn deploying_rows_show_phase_bytes_and_rate_and_the_summary_the_host() {
+        let nodes = json!([{"name": "n", "state": "deploying", "state_since": "2026-12-02T10:00:00Z",
+            "deploy": {"progress": {"phase": "writing", "done_bytes": 512u64 << 20,
+                "total_bytes": 1362u64 << 20, "started_at": "2026-12-02T10:00:10Z",
+                "at": "2026-12-02T10:00:42Z"}}}]);
+        let now = chrono_like::Now(chrono_like::parse_rfc3339("2026-12-02T10:01:00Z").unwrap());
+        let rows = rows(&nodes, &[], now);
+        assert_eq!(rows[0].progress, "writing 512/1362 MiB, 16 MiB/s");
+        let active = json!({"name": "n", "state": "active", "deploy": {"host": {
+            "version": "1", "slot": "a", "root_hash": "ab12", "apply": "3 items, all done"}}});
+        let text = summary(&active);
+        assert!(
+            text.contains("host: version 1, slot a, root hash ab12"),
+            "{text}"
+        );
+        assert!(text.contains("applied: 3 items, all done"), "{text}");
     }
 }
