@@ -58,6 +58,13 @@ impl<'a> RackSetup<'a> {
     }
 }
 
+/// What the harness asks a rack VM's QEMU behind the BMC's back.
+#[derive(Debug, Clone, Copy)]
+enum QmpRequest {
+    SetLink { nic: usize, up: bool },
+    PowerOff,
+}
+
 /// A rack VM and its BMC; both killed (by PID) on drop.
 #[derive(Debug)]
 pub struct RackVm {
@@ -81,15 +88,13 @@ impl RackVm {
         self.dir.join("test.qmp")
     }
 
-    /// Sets the link of NIC `nic` (its index in rack.yaml) up or down through the
-    /// harness's QMP socket, as a pulled cable or a dead switch port would.
-    pub fn set_link(&self, nic: usize, up: bool) -> Result<(), LabError> {
+    /// Runs `request` over the harness's QMP socket; `what` names it in errors.
+    fn with_qmp(&self, what: &str, request: QmpRequest) -> Result<(), LabError> {
         let socket = self.test_qmp();
         let failed = |e: String| {
             LabError::Missing(format!(
-                "{}: set_link {} {up} over {}: {e}",
+                "{}: {what} over {}: {e}",
                 self.spec.name,
-                rack::nic_id(nic),
                 socket.display()
             ))
         };
@@ -101,14 +106,33 @@ impl RackVm {
             let qmp = crate::qmp::Qmp::connect(&socket)
                 .await
                 .map_err(|e| failed(e.to_string()))?;
-            qmp.execute(
-                "set_link",
-                serde_json::json!({"name": rack::nic_id(nic), "up": up}),
-            )
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-            Ok(())
+            match request {
+                QmpRequest::PowerOff => qmp.power_off().await,
+                QmpRequest::SetLink { nic, up } => qmp
+                    .execute(
+                        "set_link",
+                        serde_json::json!({"name": rack::nic_id(nic), "up": up}),
+                    )
+                    .await
+                    .map(drop),
+            }
+            .map_err(|e| failed(e.to_string()))
         })
+    }
+
+    /// Sets the link of NIC `nic` (its index in rack.yaml) up or down through the
+    /// harness's QMP socket, as a pulled cable or a dead switch port would.
+    pub fn set_link(&self, nic: usize, up: bool) -> Result<(), LabError> {
+        self.with_qmp(
+            &format!("set_link {} {up}", rack::nic_id(nic)),
+            QmpRequest::SetLink { nic, up },
+        )
+    }
+
+    /// Powers the VM off behind its BMC's back (a pulled power cord): the
+    /// vCPUs stop where they are; the BMC sees it off and powers it on again.
+    pub fn power_off(&self) -> Result<(), LabError> {
+        self.with_qmp("power off", QmpRequest::PowerOff)
     }
 
     /// Waits until the serial console shows `marker`; the time since QEMU started.

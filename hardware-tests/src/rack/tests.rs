@@ -254,7 +254,10 @@ fn a_disk_with_eio_at_gets_blkdebug_rules_and_drive() {
     let rack = parse("rack.yaml", yaml).unwrap();
     let disk = &rack.vms[0].disks[0];
     let rules = disk.blkdebug_rules().unwrap();
-    assert!(rules.contains("errno = \"5\"") && rules.contains("sector = \"1228800\""), "{rules}");
+    assert!(
+        rules.contains("errno = \"5\"") && rules.contains("sector = \"1228800\""),
+        "{rules}"
+    );
     let paths = paths(&rack.vms[0]);
     let args = qemu_args(&rack.vms[0], &paths).join(" ");
     let expected = format!(
