@@ -447,6 +447,13 @@ async fn a_node_is_deployed_to_active_and_undeployed_to_available() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(lab.state().await, "available");
     assert_eq!(lab.last_reason().await, "erased /dev/vda (full)");
+    let node = lab.get("/api/v1/nodes/node-001").await;
+    assert_eq!(
+        node["deploy"]["host"],
+        Value::Null,
+        "the erased host is forgotten"
+    );
+    assert_eq!(node["deploy"]["erase"], "full");
 
     // A second deploy seals a higher generation with a new credential.
     let (_, order) = lab.deploy_order().await;
