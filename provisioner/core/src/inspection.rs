@@ -69,7 +69,8 @@ pub enum AgentWork {
 
 /// Whether the agent of a node in `status` gets a deploy or clean order now,
 /// rather than [`next_command`]'s answer. `reported_this_boot`: its inventory
-/// of this boot was accepted; `agent_state`: what its last heartbeat of this
+/// of this boot was accepted (the daemon also requires the boot to have begun
+/// after the node entered its state); `agent_state`: what its last heartbeat of this
 /// boot said (`None`: none yet); `image_written`: the image of the current
 /// deploy was reported written (the node now waits for the BMC to boot it
 /// from disk). An agent already deploying (or cleaning) is left to its work.

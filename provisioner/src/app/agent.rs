@@ -126,7 +126,11 @@ impl App {
             });
         let deploy = self.store.deploy_status(&node.name).await?;
         let written = deploy.as_ref().is_some_and(|d| d.written_at.is_some());
-        match inspection::agent_work(node.status(), reported_this_boot, agent_state, written) {
+        // Only a boot that began after the node entered its state (the reset
+        // of the deploy or clean) gets an order: an agent still up from before
+        // would be reset under its work.
+        let booted_for_it = reported_this_boot && session.issued_at >= node.state_since;
+        match inspection::agent_work(node.status(), booted_for_it, agent_state, written) {
             Some(inspection::AgentWork::Deploy) => self.deploy_order(node, session, base_url).await,
             Some(inspection::AgentWork::Clean) => Ok(Command::Clean {
                 mode: deploy

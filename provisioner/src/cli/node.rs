@@ -517,11 +517,7 @@ fn deploy_rows(node: &views::Node) -> Vec<(&'static str, String)> {
         ));
     }
     if let Some(p) = d.progress.as_ref().filter(|_| node.state.is_waiting()) {
-        let pct = if p.total_bytes > 0 {
-            100 * p.done_bytes / p.total_bytes
-        } else {
-            0
-        };
+        let pct = (100 * p.done_bytes).checked_div(p.total_bytes).unwrap_or(0);
         let mib = |b: u64| b / (1 << 20);
         let mut text = format!(
             "{} {} of {} MiB ({pct}%)",

@@ -166,7 +166,7 @@ impl Store {
              VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET image = excluded.image, \
              version = excluded.version, root_hash = excluded.root_hash, \
              requested_at = excluded.requested_at, ordered_at = NULL, written_at = NULL, \
-             written = NULL, progress_phase = NULL, progress_done = NULL, \
+             written = NULL, host_report = NULL, host_report_at = NULL, progress_phase = NULL, progress_done = NULL, \
              progress_total = NULL, progress_since = NULL, progress_at = NULL",
         )
         .bind(id)
@@ -236,8 +236,9 @@ impl Store {
         Ok(())
     }
 
-    /// Records the erase mode of a clean (undeploy) and revokes the node
-    /// credential: the erased host must not report any more.
+    /// Records the erase mode of a clean (undeploy), revokes the node
+    /// credential (the erased host must not report any more) and forgets
+    /// what was deployed and what the host reported.
     pub(crate) async fn request_clean(
         &self,
         name: &str,
@@ -248,8 +249,10 @@ impl Store {
         sqlx::query(
             "INSERT INTO node_deploy (node_id, erase) VALUES (?, ?) \
              ON CONFLICT (node_id) DO UPDATE SET erase = excluded.erase, \
-             credential_sha256 = NULL, progress_phase = NULL, progress_done = NULL, \
-             progress_total = NULL, progress_since = NULL, progress_at = NULL",
+             credential_sha256 = NULL, image = NULL, version = NULL, root_hash = NULL, \
+             written_at = NULL, written = NULL, host_report = NULL, host_report_at = NULL, \
+             progress_phase = NULL, progress_done = NULL, progress_total = NULL, \
+             progress_since = NULL, progress_at = NULL",
         )
         .bind(id)
         .bind(enum_text(erase))
@@ -432,10 +435,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(third.generation, 3);
-        assert_eq!(
-            store.deploy_status("n1").await.unwrap().unwrap().erase,
-            Some(EraseMode::Full)
-        );
+        let status = store.deploy_status("n1").await.unwrap().unwrap();
+        assert_eq!(status.erase, Some(EraseMode::Full));
+        assert_eq!((status.image, status.host), (None, None));
     }
 
     #[tokio::test]

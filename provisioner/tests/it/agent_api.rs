@@ -48,33 +48,50 @@ async fn lab(discovery: bool, after_inspection: &str) -> Lab {
         ),
     )
     .unwrap();
-    // The lab's compute profile: the inventory below (lab-compute.json) matches it.
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../hardware-tests/sites/lab/profiles/lab-compute.yaml"),
-        site.join("profiles/lab-compute.yaml"),
-    )
-    .unwrap();
+    copy_lab_compute_profile(&site);
     std::fs::write(
         site.join("nodes.yaml"),
         format!("nodes:\n  - name: node-001\n    boot_mac: \"{KNOWN_MAC}\"\n"),
     )
     .unwrap();
-    let loaded = provisioner::site::load(&site).expect("test site is valid");
-    let store = Store::open(&dir.path().join("state")).await.unwrap();
-    let (key, _) = provisioner::keys::ensure_signing_key(&dir.path().join("state")).unwrap();
-    let app = Arc::new(App::new(loaded, store, OPERATOR_TOKEN.to_owned(), key));
-    app.sync_nodes().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = provisioner::api::router(Arc::clone(&app));
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (app, base) = serve_in_process(&site, &dir.path().join("state"), OPERATOR_TOKEN).await;
     Lab {
         _dir: dir,
         app,
         base,
         http: reqwest::Client::new(),
     }
+}
+
+/// The lab's compute profile into `site/profiles` (the inventory
+/// `profiles/inventories/lab-compute.json` matches it).
+pub(crate) fn copy_lab_compute_profile(site: &Path) {
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../hardware-tests/sites/lab/profiles/lab-compute.yaml"),
+        site.join("profiles/lab-compute.yaml"),
+    )
+    .unwrap();
+}
+
+/// The daemon's state and router in this process: the site loaded, the store
+/// and config-signing key in `state`, the nodes enrolled, the API on
+/// 127.0.0.1:0. Returns the app and the API's base URL.
+pub(crate) async fn serve_in_process(
+    site: &Path,
+    state: &Path,
+    operator_token: &str,
+) -> (Arc<App>, String) {
+    let loaded = provisioner::site::load(site).expect("test site is valid");
+    let store = Store::open(state).await.unwrap();
+    let (key, _) = provisioner::keys::ensure_signing_key(state).unwrap();
+    let app = Arc::new(App::new(loaded, store, operator_token.to_owned(), key));
+    app.sync_nodes().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = provisioner::api::router(Arc::clone(&app));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (app, base)
 }
 
 impl Lab {

@@ -11,6 +11,7 @@ mod bmc_tls;
 mod boot_http;
 mod daemon_api;
 mod daemon_power;
+mod deploy;
 mod executor;
 mod image_cli;
 mod kill9;
