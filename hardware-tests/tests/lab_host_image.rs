@@ -268,7 +268,11 @@ fn host_disk_boots_upgrades_rolls_back_and_refuses_a_tampered_root() -> Result<(
         &format!("node-agent: host: config of node {NODE} (generation 1) from {PROVISIONER}"),
         SHELL,
     )?;
-    vm.wait_for("node-agent: host: applied the plan: lab: ", BOOT)?;
+    // The boot reserved the pages (hugepages=8): already as planned.
+    vm.wait_for(
+        "node-agent: host: applied the plan: lab: 0 changed, 2 unchanged, 0 pending, 0 failed",
+        BOOT,
+    )?;
     vm.wait_for("node-agent: address 10.0.2.15/", BOOT)
         .context("the config's NIC must get an address from QEMU's DHCP")?;
     vm.wait_for(
