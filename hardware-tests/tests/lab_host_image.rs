@@ -4,11 +4,20 @@
 //! state the previous one left (an upgraded slot, a spent entry), and one VM
 //! directory keeps its UEFI variable store across restarts:
 //!
-//! 1. version 1 boots to host mode with its root on dm-verity, and the data
-//!    partition grows to the (larger) disk's end;
+//! 1. version 1 (built with a test trust key) boots from a disk prepared as
+//!    a deploy leaves it: the data partition already at the (larger) disk's
+//!    end in the GPT, its ext4 still small, and a node config sealed with the
+//!    test key in the `config` partition. The host boot boots the UKI's kernel
+//!    again (kexec) with the plan's kernel arguments; host mode runs with
+//!    its root on dm-verity, `/var` grown to the partition, the plan applied
+//!    (2 MiB hugepages), the NIC of the config up by DHCP (QEMU's isolated
+//!    user network) and the report to the (unreachable) provisioner retried
+//!    with a message saying what to check;
 //! 2. an upgrade to version 2 is cut by a power cut (QEMU killed) while slot B
-//!    is written: version 1 still boots, the upgrade is retried and version 2
-//!    runs from slot B, is blessed and stays the default over two reboots;
+//!    is written; the config partition is then rewritten with a config sealed
+//!    by ANOTHER key: version 1 still boots, refuses that config loudly and
+//!    contacts no one, the upgrade is retried and version 2 runs from slot B,
+//!    is blessed and stays the default over two reboots;
 //! 3. an upgrade to a broken version 3 (its agent exits at once, so the kernel
 //!    panics) spends its three tries and the machine rolls back to version 2,
 //!    which says so;
@@ -28,7 +37,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, ensure};
 use hardware_tests::lab::host_vm::{DirectKernel, HostVm, HostVmSpec};
 use hardware_tests::lab::{assets, provisioner_binary};
-use model::host::HostManifest;
+use model::deploy;
+use model::host::{HostManifest, PartitionInfo};
 
 /// One boot under TCG (OVMF, systemd-boot, kernel, full verity check) is
 /// about 20-40 s on the 2-core machine; this leaves room for a loaded host.
@@ -46,15 +56,20 @@ struct Built {
     manifest: HostManifest,
 }
 
-fn build(work: &Path, version: &str, agent: &Path) -> Result<Built> {
+fn build(work: &Path, version: &str, agent: &Path, trust_key: Option<&Path>) -> Result<Built> {
     let out = work.join(format!("v{version}"));
     let started = Instant::now();
-    let status = Command::new(provisioner_binary()?)
+    let mut command = Command::new(provisioner_binary()?);
+    command
         .args(["image", "build", "host", "--keep-raw", "--version", version])
         .arg("--out")
         .arg(&out)
         .arg("--agent")
-        .arg(agent)
+        .arg(agent);
+    if let Some(key) = trust_key {
+        command.arg("--trust-key").arg(key);
+    }
+    let status = command
         .status()
         .context("running provisioner image build host")?;
     ensure!(
@@ -169,11 +184,13 @@ fn host_disk_boots_upgrades_rolls_back_and_refuses_a_tampered_root() -> Result<(
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
 
-    let v1 = build(&work, "1", &agent)?;
-    let v2 = build(&work, "2", &agent)?;
+    let trust_key = work.join("trust.pub");
+    std::fs::write(&trust_key, public_key_text(TRUSTED)?)?;
+    let v1 = build(&work, "1", &agent, Some(&trust_key))?;
+    let v2 = build(&work, "2", &agent, None)?;
     let broken_agent = exiting_agent(&work)?;
-    let v3 = build(&work, "3", &broken_agent)?;
-    let v4 = build(&work, "4", &agent)?;
+    let v3 = build(&work, "3", &broken_agent, None)?;
+    let v4 = build(&work, "4", &agent, None)?;
     let bundle = bundle_disk(&work, &[&v2, &v3, &v4])?;
     eprintln!(
         "figure: host.raw.zst {} MiB, raw {} MiB, root.img {} MiB, uki.efi {} MiB",
@@ -224,19 +241,79 @@ fn host_disk_boots_upgrades_rolls_back_and_refuses_a_tampered_root() -> Result<(
 
     let disk = work.join("disk.raw");
     fresh_disk(&v1, &disk)?;
+    as_deployed(&disk, &v1.manifest)?;
+    write_config(&disk, &v1.manifest, &node_config(&v1.manifest), 1, TRUSTED)?;
     let vm_dir = work.join("vm");
     let mut spec = HostVmSpec::new(&disk);
     spec.extra_disks.push(bundle);
+    spec.nic_mac = Some(NIC_MAC.to_owned());
 
-    // 1. First boot: host mode, root on dm-verity, /var grown.
+    // 1. First boot: the plan's kernel arguments by kexec, host mode, root on
+    //    dm-verity, /var grown, the plan applied, the report retried.
     let mut vm = HostVm::start(&vm_dir, &spec)?;
+    let kexec_at = vm.wait_for(
+        "node-agent: host boot: kernel arguments hugepagesz=2M hugepages=8 of the plan are \
+         missing: booting /efi/EFI/Linux/host-a-1.efi again with them (kexec)",
+        BOOT,
+    )?;
     let first = vm.wait_for(&host_line("1", "a"), BOOT)?;
     vm.wait_for("(dm-verity)", SHELL)?;
     eprintln!(
-        "figure: disk boot (OVMF, systemd-boot, UKI) to host mode: {:.1} s",
-        first.as_secs_f64()
+        "figure: disk boot (OVMF, systemd-boot, UKI, kexec with the plan's kernel arguments) to \
+         host mode: {:.1} s, of which {:.1} s after the kexec",
+        first.as_secs_f64(),
+        (first - kexec_at).as_secs_f64()
+    );
+    vm.wait_for(
+        &format!("node-agent: host: config of node {NODE} (generation 1) from {PROVISIONER}"),
+        SHELL,
+    )?;
+    // The boot reserved the pages (hugepages=8): already as planned.
+    vm.wait_for(
+        "node-agent: host: applied the plan: lab: 0 changed, 2 unchanged, 0 pending, 0 failed",
+        BOOT,
+    )?;
+    vm.wait_for("node-agent: address 10.0.2.15/", BOOT)
+        .context("the config's NIC must get an address from QEMU's DHCP")?;
+    vm.wait_for(
+        &format!(
+            "node-agent: host: reporting to the provisioner failed: {PROVISIONER}/api/host/v1/report"
+        ),
+        BOOT,
+    )?;
+    vm.wait_for(
+        &format!("check the cable and switch port of the NIC {NIC_MAC}, that the provisioner runs"),
+        SHELL,
+    )?;
+    let boot_text = vm.text();
+    ensure!(
+        boot_text.matches("(from LoaderEntrySelected)").count() == 2
+            && boot_text.matches("host boot: watchdog armed").count() == 2,
+        "both boots (before and after the kexec) must read the loader's EFI variables and arm \
+         the watchdog"
+    );
+    ensure!(
+        boot_text.contains("host boot: /var (ext4 on vda5) grown from ")
+            && !boot_text.contains("data partition vda5 grown"),
+        "the deployed partition table has data at the disk's end: only its ext4 must grow"
     );
     wait_shell(&mut vm)?;
+    let cmdline = vm.run("cat /proc/cmdline", SHELL)?;
+    ensure!(
+        cmdline.contains(&format!(
+            "host.roothash={} host.salt=",
+            v1.manifest.root.verity.root_hash
+        )) && cmdline.contains(" hugepagesz=2M hugepages=8 node_agent.kexec=1"),
+        "/proc/cmdline must keep the UKI's verity words and carry the plan's arguments: {cmdline}"
+    );
+    let pages = vm.run(
+        "cat /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages",
+        SHELL,
+    )?;
+    ensure!(
+        pages.lines().any(|l| l.trim() == "8"),
+        "the plan's 8 hugepages of 2 MiB: {pages}"
+    );
     let mounts = vm.run("grep -E ' / | /var ' /proc/mounts", SHELL)?;
     ensure!(
         mounts.contains("/dev/dm-") && mounts.contains(" / erofs ro"),
@@ -262,10 +339,29 @@ fn host_disk_boots_upgrades_rolls_back_and_refuses_a_tampered_root() -> Result<(
     vm.wait_for("node-agent: upgrade: writing slot b", SHELL)?;
     vm.power_cut();
     eprintln!("power cut right after the console showed \"node-agent: upgrade: writing slot b\"");
+    // A config sealed by another key replaces the trusted one.
+    let mut forged = node_config(&v1.manifest);
+    forged.provisioner_url = "http://10.0.2.2:10".into();
+    write_config(&disk, &v1.manifest, &forged, 2, FOREIGN)?;
     let mut vm = HostVm::start(&vm_dir, &spec)?;
     vm.wait_for(&host_line("1", "a"), BOOT)
         .context("after a power cut during the upgrade, version 1 must still boot")?;
+    vm.wait_for(
+        "node-agent: host: config REFUSED: slot 0: config signature does not verify with the \
+         image's trust key",
+        SHELL,
+    )?;
     wait_shell(&mut vm)?;
+    let cmdline = vm.run("cat /proc/cmdline", SHELL)?;
+    let text = vm.text();
+    ensure!(
+        !cmdline.contains("hugepages=8")
+            && !text.contains("(kexec)")
+            && !text.contains("node-agent: address")
+            && !text.contains("reporting to the provisioner"),
+        "a config sealed by another key must not be used (no kexec, no network, no report): \
+         {cmdline}"
+    );
     let entries = vm.run("ls /efi/EFI/Linux", SHELL)?;
     ensure!(
         entries.contains("host-a-1.efi") && !entries.contains("host-b-"),
@@ -344,6 +440,96 @@ fn host_disk_boots_upgrades_rolls_back_and_refuses_a_tampered_root() -> Result<(
     );
     vm.power_cut();
     let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// The test's config-signing keys: the one the image trusts and another.
+const TRUSTED: u8 = 0x11;
+const FOREIGN: u8 = 0x22;
+const NODE: &str = "lab-host-0";
+const NIC_MAC: &str = "52:54:00:0c:00:01";
+/// QEMU's user-mode gateway: with `restrict=on` nothing answers there.
+const PROVISIONER: &str = "http://10.0.2.2:9";
+
+/// The private key file's text of the key of `seed`.
+fn signing_key_text(seed: u8) -> String {
+    format!("{seed:02x}").repeat(32)
+}
+
+/// The public key file's text (`trust.pub`) of the key of `seed`.
+fn public_key_text(seed: u8) -> Result<String> {
+    let key = deploy::parse_signing_key(&signing_key_text(seed))?;
+    Ok(deploy::public_key_text(&key.verifying_key()))
+}
+
+/// The node config a deploy would seal: a plan with kernel arguments the lab
+/// VM tolerates (1 GiB of memory) and the hugepages they reserve.
+fn node_config(manifest: &HostManifest) -> deploy::NodeConfig {
+    deploy::NodeConfig {
+        format: 1,
+        node: NODE.into(),
+        boot_mac: NIC_MAC.into(),
+        provisioner_url: PROVISIONER.into(),
+        credential: "c".repeat(64),
+        image: "host".into(),
+        version: manifest.version.clone(),
+        root_hash: manifest.root.verity.root_hash.clone(),
+        plan: serde_json::from_value(serde_json::json!({
+            "profile": "lab", "roles": [], "kernel_args": ["hugepagesz=2M", "hugepages=8"],
+            "hugepages": [{"node": 0, "size_kb": 2048, "count": 8}],
+            "reserved_cpus": [0], "isolated_cpus": [], "sriov": [],
+            "root_disk": {"name": "vda", "by_path": null, "serial": null, "size_bytes": DISK_SIZE},
+            "data_disks": [], "warnings": []
+        }))
+        .expect("a host plan"),
+    }
+}
+
+fn partition<'a>(manifest: &'a HostManifest, label: &str) -> Result<&'a PartitionInfo> {
+    manifest
+        .disk
+        .partitions
+        .iter()
+        .find(|p| p.label == label)
+        .with_context(|| format!("{label} in the manifest"))
+}
+
+/// Seals `config` with the key of `seed` into slot 0 of the config partition.
+fn write_config(
+    disk: &Path,
+    manifest: &HostManifest,
+    config: &deploy::NodeConfig,
+    generation: u64,
+    seed: u8,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let key = deploy::parse_signing_key(&signing_key_text(seed))?;
+    let slot = deploy::seal(config, generation, &key);
+    let at = partition(manifest, model::host::CONFIG)?.first_lba * model::host::SECTOR;
+    let file = std::fs::OpenOptions::new().write(true).open(disk)?;
+    file.write_all_at(&slot, at)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// The partition table as a deploy leaves it on a larger disk: the backup
+/// GPT at the disk's end and the data partition grown to it (its ext4 is
+/// still the image's).
+fn as_deployed(disk: &Path, manifest: &HostManifest) -> Result<()> {
+    let data = partition(manifest, model::host::DATA)?;
+    let n = data.number;
+    let status = Command::new("sgdisk")
+        .arg("-e")
+        .arg(format!("-d{n}"))
+        .arg(format!("-n{n}:{}:0", data.first_lba))
+        .arg(format!("-c{n}:{}", data.label))
+        .arg(format!("-t{n}:{}", data.type_guid))
+        .arg(format!("-u{n}:{}", data.unique_guid))
+        .arg(disk)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("sgdisk (Debian gdisk)")?;
+    ensure!(status.success(), "sgdisk failed: {status}");
     Ok(())
 }
 

@@ -6,9 +6,12 @@
 //! (the one whose verity top block hashes to `host.roothash`), reads the
 //! whole root once through dm-verity in EIO mode (the full check), then
 //! creates the real root device with `restart_on_corruption`, mounts it
-//! read-only on `/newroot`, grows and mounts the data partition on
-//! `/newroot/var`, moves `/proc /sys /dev /run /efi` across and switches
-//! root to `/usr/bin/node-agent host`, which stays PID 1 ([`super::mode`]).
+//! read-only on `/newroot`, opens the node config with the root's trust key
+//! ([`super::config`]) and, when the plan's kernel arguments are missing,
+//! boots the same UKI's kernel again with them ([`super::kexec`]), grows
+//! and mounts the data partition on `/newroot/var`, moves
+//! `/proc /sys /dev /run /efi` across and switches root to
+//! `/usr/bin/node-agent host`, which stays PID 1 ([`super::mode`]).
 //!
 //! Invariants:
 //! - The root is never mounted unless the full check read every data block
@@ -24,14 +27,16 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use model::host::{DATA, ESP, HostBoot, ROOT_A, ROOT_B, Slot, VERITY_BLOCK, VerityParams};
+use model::host::{CONFIG, DATA, ESP, HostBoot, ROOT_A, ROOT_B, Slot, VERITY_BLOCK, VerityParams};
 use nix::mount::{MsFlags, mount};
 use sha2::Digest as _;
 
+use super::config::Found;
 use super::disk::{self, Partition};
 use super::dm::{Control, Target};
 use super::entries::{self, Booted};
 use super::esp::{self, EFIVARS, ESP_MOUNT};
+use super::kexec::{self, Decision};
 use super::watchdog::Watchdog;
 use crate::pid1::say;
 
@@ -45,6 +50,8 @@ const CHECK_CHUNK: usize = 1 << 20;
 pub const ROOT_DM_NAME: &str = "host-root";
 /// Where the root is mounted before the switch.
 const NEWROOT: &str = "/newroot";
+/// Where the kernel and initramfs to kexec are written (a tmpfs).
+const KEXEC_SCRATCH: &str = "/run/kexec";
 
 /// The labels the host boot needs.
 const NEEDED: [&str; 4] = [ESP, ROOT_A, ROOT_B, DATA];
@@ -172,6 +179,11 @@ pub fn run(boot: &HostBoot) -> Result<Infallible, String> {
             root_dev.display()
         )
     })?;
+    let found = super::config::read(
+        &Path::new(NEWROOT).join(super::config::TRUST_KEY),
+        part(CONFIG).map(|p| p.dev.as_path()),
+    );
+    plan_kernel_args(&found, booted.as_ref().ok(), &uki_dir, boot);
     let var = mount_data(part(DATA)?);
     move_mounts()?;
     let mut args = vec![
@@ -188,6 +200,81 @@ pub fn run(boot: &HostBoot) -> Result<Infallible, String> {
         args.push(w.hand_on()?.to_string());
     }
     switch_root(&args)
+}
+
+/// With a verified node config whose plan's kernel arguments are not all on
+/// the command line: boots the booted UKI's kernel again with them
+/// ([`super::kexec`]; does not return when that works). Says what it does
+/// and why not; never fails the boot.
+fn plan_kernel_args(found: &Found, booted: Option<&Booted>, uki_dir: &Path, boot: &HostBoot) {
+    let Found::Opened { config, .. } = found else {
+        if let Found::Refused(_) = found {
+            for line in super::config::console_lines(found, "host boot") {
+                say(&line);
+            }
+        }
+        return;
+    };
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let refused_lines = |refused: &[(String, &str)]| {
+        for (arg, why) in refused {
+            say(&format!(
+                "host boot: kernel argument {arg:?} of the plan REFUSED: {why}; fix the profile"
+            ));
+        }
+    };
+    match kexec::decide(&cmdline, &config.plan.kernel_args) {
+        Decision::Present => {
+            if !config.plan.kernel_args.is_empty() {
+                say(&format!(
+                    "host boot: the plan's kernel arguments are on the command line: {}",
+                    config.plan.kernel_args.join(" ")
+                ));
+            }
+        }
+        Decision::GiveUp {
+            missing,
+            refused,
+            after_kexec,
+        } => {
+            refused_lines(&refused);
+            if after_kexec {
+                say(&format!(
+                    "host boot: WARNING: kernel arguments {} are still missing after booting \
+                     again with them (the kernel dropped them?); going on without them",
+                    missing.join(" ")
+                ));
+            }
+        }
+        Decision::Kexec {
+            cmdline,
+            add,
+            refused,
+        } => {
+            refused_lines(&refused);
+            let Some(booted) = booted else {
+                say(&format!(
+                    "host boot: kernel arguments {} of the plan are missing, but the booted UKI \
+                     is unknown (see above), so it cannot be booted again with them; going on \
+                     without them",
+                    add.join(" ")
+                ));
+                return;
+            };
+            let uki = uki_dir.join(booted.name.file_name());
+            say(&format!(
+                "host boot: kernel arguments {} of the plan are missing: booting {} again with \
+                 them (kexec)",
+                add.join(" "),
+                uki.display()
+            ));
+            let Err(e) = kexec::boot_again(&uki, boot, &cmdline, Path::new(KEXEC_SCRATCH));
+            say(&format!(
+                "host boot: WARNING: cannot boot again with the plan's kernel arguments: {e}; \
+                 going on without them (the host report shows them pending)"
+            ));
+        }
+    }
 }
 
 /// Waits for the host disk's partitions, saying what is missing every 5 s.
@@ -453,10 +540,15 @@ fn mount_data(data: &Partition) -> String {
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .map(|sectors| sectors * 512);
-            if let Some(bytes) = bytes
-                && let Err(e) = super::data::grow_ext4(Path::new(&target), bytes)
-            {
-                say(&format!("host boot: warning: {e}"));
+            match bytes.map(|bytes| super::data::grow_ext4(Path::new(&target), bytes)) {
+                Some(Ok(Some((before, after)))) => say(&format!(
+                    "host boot: /var (ext4 on {}) grown from {} MiB to {} MiB",
+                    data.name,
+                    before >> 20,
+                    after >> 20
+                )),
+                Some(Err(e)) => say(&format!("host boot: warning: {e}")),
+                Some(Ok(None)) | None => {}
             }
             data.dev.display().to_string()
         }

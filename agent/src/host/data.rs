@@ -6,8 +6,10 @@
 //!
 //! Invariants: the pure decision ([`grown_end`]) only ever moves the end
 //! forward, never the start; the file-system resize runs on every boot (a
-//! no-op when the size is already right) so that a power cut between the
-//! GPT write and the resize is finished on the next boot.
+//! no-op when the size is already right), whether or not the partition was
+//! grown here, so that a power cut between the GPT write and the resize is
+//! finished on the next boot and a deploy's partition table (`data` already
+//! at the disk's end, its ext4 still the image's 64 MiB) is filled too.
 
 use std::fs::File;
 use std::path::Path;
@@ -78,11 +80,17 @@ pub fn grow_partition(disk_dev: &Path, number: u32) -> Result<Grown, String> {
 }
 
 /// Grows the ext4 file system mounted at `mountpoint` to fill its
-/// partition of `partition_bytes` bytes.
-pub fn grow_ext4(mountpoint: &Path, partition_bytes: u64) -> Result<(), String> {
-    let stat = nix::sys::statvfs::statvfs(mountpoint)
-        .map_err(|e| format!("cannot statvfs {}: {e}", mountpoint.display()))?;
-    let block = stat.block_size().max(1024);
+/// partition of `partition_bytes` bytes, whether or not the partition was
+/// just grown (a deploy writes the partition table with `data` already at
+/// the disk's end, and a power cut can fall between a GPT write and the
+/// resize). The sizes before and after, in bytes, when it grew.
+pub fn grow_ext4(mountpoint: &Path, partition_bytes: u64) -> Result<Option<(u64, u64)>, String> {
+    let size = || {
+        nix::sys::statvfs::statvfs(mountpoint)
+            .map(|s| (s.block_size().max(1024), s.blocks() * s.fragment_size()))
+            .map_err(|e| format!("cannot statvfs {}: {e}", mountpoint.display()))
+    };
+    let (block, before) = size()?;
     let dir =
         File::open(mountpoint).map_err(|e| format!("cannot open {}: {e}", mountpoint.display()))?;
     super::dm::ext4_resize(&dir, partition_bytes / block).map_err(|e| {
@@ -91,7 +99,9 @@ pub fn grow_ext4(mountpoint: &Path, partition_bytes: u64) -> Result<(), String> 
             mountpoint.display(),
             partition_bytes / block
         )
-    })
+    })?;
+    let (_, after) = size()?;
+    Ok((after > before).then_some((before, after)))
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The agent's raw kernel interfaces for the host boot: device-mapper
 //! ioctls on `/dev/mapper/control` (create, load a one-target table, resume,
 //! remove), `BLKPG_RESIZE_PARTITION` (the kernel's view of a grown
-//! partition), `EXT4_IOC_RESIZE_FS` (grow a mounted ext4) and the console
-//! shell's new session and controlling terminal.
+//! partition), `EXT4_IOC_RESIZE_FS` (grow a mounted ext4), the console
+//! shell's new session and controlling terminal, and `kexec_file_load(2)`
+//! (the plan's kernel arguments, [`super::kexec`]).
 //!
 //! Invariants:
 //! - This is the ONE module of the agent allowed `unsafe` (the workspace
@@ -352,6 +353,34 @@ pub fn adopt_inherited_fd(fd: std::os::fd::RawFd) -> std::io::Result<File> {
     // and nothing else in this process owns it: it was inherited from the
     // program that exec'd this one, and is adopted once at start-up.
     Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// `kexec_file_load(2)`: loads `kernel` (a bzImage) and `initrd` with the
+/// command line `cmdline` for the next `reboot(RB_KEXEC)`.
+pub fn kexec_file_load(kernel: &File, initrd: &File, cmdline: &str) -> std::io::Result<()> {
+    let text = std::ffi::CString::new(cmdline)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let len = text.as_bytes_with_nul().len();
+    // SAFETY: the syscall reads the two open descriptors (owned by the
+    // callers for the call's duration) and `len` bytes of `text`, a live,
+    // NUL-terminated buffer (the kernel wants the length to include the NUL,
+    // kernel/kexec_file.c `kimage_file_prepare_segments`); flags 0. It
+    // writes no memory of this process.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_file_load,
+            libc::c_long::from(kernel.as_raw_fd()),
+            libc::c_long::from(initrd.as_raw_fd()),
+            len as libc::c_ulong,
+            text.as_ptr(),
+            0 as libc::c_ulong,
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Makes a spawned console shell a session leader with the console (its

@@ -4,7 +4,9 @@
 //! the dm-verity device read-only, `/var` writable and durable, ESP mounted,
 //! watchdog armed), blesses a trial boot (the `systemd-bless-boot` rename),
 //! reports a rollback and duplicate entry names, writes
-//! `/run/host/status.json`, then keeps a shell on the console, reaps zombies
+//! `/run/host/status.json`, opens the node config ([`super::config`]) and,
+//! with one, starts the plan, network and report thread
+//! ([`super::report`]), then keeps a shell on the console, reaps zombies
 //! and never exits.
 //!
 //! Invariants:
@@ -22,6 +24,7 @@ use std::time::Duration;
 
 use model::host::{HostBoot, HostStatus, Slot};
 
+use super::config::Found;
 use super::entries::{self, AfterHealth, Bless};
 use super::esp::{self, EFIVARS, ESP_MOUNT};
 use super::watchdog::Watchdog;
@@ -114,10 +117,35 @@ pub fn run(args: &HostArgs) -> ! {
         None => Ok(Watchdog::open(Duration::from_secs(1))),
     };
     let status = check_and_bless(args, &watchdog);
-    if let Some(status) = &status {
-        write_status(status);
+    if let Some(status) = status {
+        write_status(&status);
+        configure(status);
     }
     serve_console()
+}
+
+/// Opens the node config with the root's trust key; with one, starts the
+/// plan, network and report thread ([`super::report::run`]).
+fn configure(status: HostStatus) {
+    let partitions = super::disk::scan(Path::new("/sys"));
+    let found = super::config::read(
+        &Path::new("/").join(super::config::TRUST_KEY),
+        super::disk::by_label(&partitions, model::host::CONFIG).map(|p| p.dev.as_path()),
+    );
+    for line in super::config::console_lines(&found, "host") {
+        say(&line);
+    }
+    if let Found::Opened { config, .. } = found {
+        let spawned = std::thread::Builder::new()
+            .name("host-report".into())
+            .spawn(move || super::report::run(*config, status));
+        if let Err(e) = spawned {
+            say(&format!(
+                "host: cannot start the report thread: {e}; the plan is not applied and the \
+                 provisioner not told; reboot"
+            ));
+        }
+    }
 }
 
 /// The checks, the bless and the reports; the status when the command line

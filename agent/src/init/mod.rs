@@ -23,7 +23,7 @@
 pub mod backoff;
 pub mod cmdline;
 pub mod dhcp;
-mod net;
+pub(crate) mod net;
 pub mod netlink;
 pub mod session;
 
@@ -65,11 +65,7 @@ pub fn run(inspect: &dyn Fn() -> Inventory) -> ! {
         Ok(Err(message)) => message,
         Err(panic) => format!(
             "internal error (panic): {}; please report it with this console log",
-            panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("no message")
+            crate::pid1::panic_message(&*panic)
         ),
     };
     say(&format!(
@@ -101,7 +97,7 @@ fn main_loop(
     ));
     load_modules();
     let nic = wait_for_nic(params.mac)?;
-    let (mut lease, mut bound_at) = bring_up(&nic, &params);
+    let (mut lease, mut bound_at) = bring_up(&nic, params.mac);
     let http = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(30)))
@@ -114,7 +110,7 @@ fn main_loop(
     // A deploy or clean report whose post failed: posted again, never redone.
     let mut unsent_work: Option<WorkReport> = None;
     loop {
-        (lease, bound_at) = keep_lease(&nic, &params, lease, bound_at);
+        (lease, bound_at) = keep_lease(&nic, params.mac, lease, bound_at);
         let request = session.next_request();
         let result = match &request {
             Request::Inventory => {
@@ -170,7 +166,7 @@ fn main_loop(
         }
         match action {
             Action::Sleep(pause) => std::thread::sleep(pause),
-            Action::Renetwork => (lease, bound_at) = bring_up(&nic, &params),
+            Action::Renetwork => (lease, bound_at) = bring_up(&nic, params.mac),
             Action::PowerOff | Action::Reboot => power(action),
         }
     }
@@ -467,7 +463,7 @@ fn mount_kernel_filesystems() {
 }
 
 /// Waits for the NIC with the boot MAC to appear (drivers probe in the background).
-fn wait_for_nic(mac: Mac) -> Result<net::Nic, String> {
+pub(crate) fn wait_for_nic(mac: Mac) -> Result<net::Nic, String> {
     let class = Path::new("/sys/class/net");
     let started = Instant::now();
     loop {
@@ -489,12 +485,12 @@ fn wait_for_nic(mac: Mac) -> Result<net::Nic, String> {
 }
 
 /// Sets the NIC up and gets an address, retrying until it works; the lease
-/// and when it was bound.
-fn bring_up(nic: &net::Nic, params: &BootParams) -> (Lease, Instant) {
+/// and when it was bound. Also host mode's ([`crate::host::report`]).
+pub(crate) fn bring_up(nic: &net::Nic, mac: Mac) -> (Lease, Instant) {
     let mut backoff = backoff::Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
     loop {
         let result = net::link_up(nic).and_then(|()| {
-            let lease = net::acquire(nic, params.mac, random_u32(), DHCP_ROUND)?;
+            let lease = net::acquire(nic, mac, random_u32(), DHCP_ROUND)?;
             net::configure(nic, &lease)?;
             Ok(lease)
         });
@@ -526,9 +522,9 @@ fn bring_up(nic: &net::Nic, params: &BootParams) -> (Lease, Instant) {
 /// Renews the lease at T1, rebinds it at T2 and starts over when it ran out
 /// (RFC 2131 4.4.5); the lease and when it was bound, as they are now. A
 /// failed attempt is said on the console and tried again on the next round.
-fn keep_lease(
+pub(crate) fn keep_lease(
     nic: &net::Nic,
-    params: &BootParams,
+    mac: Mac,
     lease: Lease,
     bound_at: Instant,
 ) -> (Lease, Instant) {
@@ -541,18 +537,11 @@ fn keep_lease(
                 "DHCP: the lease of {} ran out without an answer from a DHCP server; asking for an address again",
                 lease.address
             ));
-            return bring_up(nic, params);
+            return bring_up(nic, mac);
         }
     };
     let asked = Instant::now();
-    match net::extend(
-        nic,
-        params.mac,
-        lease,
-        random_u32(),
-        rebind,
-        LEASE_EXTEND_WAIT,
-    ) {
+    match net::extend(nic, mac, lease, random_u32(), rebind, LEASE_EXTEND_WAIT) {
         Ok(net::Extended::Bound(extended)) => {
             if let Err(err) = net::configure(nic, &extended) {
                 say(&format!("DHCP: lease extended but not configured: {err}"));
@@ -565,7 +554,7 @@ fn keep_lease(
         }
         Ok(net::Extended::Refused(why)) => {
             say(&format!("DHCP: {why}; asking for an address again"));
-            bring_up(nic, params)
+            bring_up(nic, mac)
         }
         Err(err) => {
             say(&format!(

@@ -68,6 +68,15 @@ pub fn load_modules() {
     ));
 }
 
+/// The message of a caught panic (`catch_unwind`'s payload).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message")
+}
+
 /// Reboots; if the kernel refuses, says so and keeps trying.
 pub fn reboot() -> ! {
     power(nix::sys::reboot::RebootMode::RB_AUTOBOOT)

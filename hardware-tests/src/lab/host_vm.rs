@@ -1,9 +1,11 @@
 //! A VM that boots an installed host disk (`host.raw` from `provisioner image
-//! build host`) under OVMF, with no network and no provisioner: q35, the disk
-//! on virtio-blk as the first boot device, optional read-only extra disks, an
-//! i6300esb watchdog that resets the VM, and the serial console on a Unix
-//! socket so a test can both read it and type into it (the host mode's console
-//! shell).
+//! build host`) under OVMF, with no provisioner: q35, the disk on virtio-blk
+//! as the first boot device, optional read-only extra disks, an i6300esb
+//! watchdog that resets the VM, the serial console on a Unix socket so a
+//! test can both read it and type into it (the host mode's console shell),
+//! and no network or, with [`HostVmSpec::nic_mac`], one virtio NIC on QEMU's
+//! user-mode network with `restrict=on` (its DHCP server answers; nothing
+//! outside the VM is reachable).
 //!
 //! Invariants: the OVMF variable store lives in the VM directory and is kept
 //! across [`HostVm::start`]s of the same directory (a restarted VM is the same
@@ -41,6 +43,8 @@ pub struct HostVmSpec {
     pub extra_disks: Vec<PathBuf>,
     pub memory_mib: u32,
     pub direct_kernel: Option<DirectKernel>,
+    /// A virtio NIC with this MAC on an isolated user-mode network.
+    pub nic_mac: Option<String>,
 }
 
 impl HostVmSpec {
@@ -50,6 +54,7 @@ impl HostVmSpec {
             extra_disks: Vec::new(),
             memory_mib: 1024,
             direct_kernel: None,
+            nic_mac: None,
         }
     }
 }
@@ -80,14 +85,7 @@ impl HostVm {
             .args(["-machine", "q35", "-accel", accel().qemu_arg()])
             .args(["-cpu", "max", "-smp", "1"])
             .args(["-m", &spec.memory_mib.to_string()])
-            .args([
-                "-nographic",
-                "-monitor",
-                "none",
-                "-nodefaults",
-                "-nic",
-                "none",
-            ])
+            .args(["-nographic", "-monitor", "none", "-nodefaults"])
             .arg("-chardev")
             .arg(format!(
                 "socket,id=con,path={},server=on,wait=on",
@@ -110,6 +108,14 @@ impl HostVm {
             ))
             .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=1"])
             .args(["-device", "i6300esb", "-action", "watchdog=reset"]);
+        match &spec.nic_mac {
+            // No option ROM: the VM boots from its disk, never from the network.
+            Some(mac) => command
+                .args(["-netdev", "user,id=net0,restrict=on"])
+                .arg("-device")
+                .arg(format!("virtio-net-pci,netdev=net0,mac={mac},romfile=")),
+            None => command.args(["-nic", "none"]),
+        };
         for (i, extra) in spec.extra_disks.iter().enumerate() {
             command
                 .arg("-drive")
