@@ -139,7 +139,7 @@ fn main_loop(
                     None => {
                         let disks = inspect().disks;
                         let mut beat = |progress| {
-                            (lease, bound_at) = keep_lease(&nic, &params, lease, bound_at);
+                            (lease, bound_at) = keep_lease(&nic, params.mac, lease, bound_at);
                             work_heartbeat(&http, &params, &session, started, progress);
                         };
                         do_work(&params, &request, &disks, &mut beat)
