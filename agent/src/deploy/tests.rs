@@ -470,3 +470,38 @@ fn the_disk_is_opened_below_the_sysroot() {
     assert_eq!(dev.name, "/dev/vda");
     assert!(Path::new(&dev.path).starts_with(machine.root.path()));
 }
+
+#[test]
+fn two_buffers_overlap_and_the_consumer_error_wins() {
+    // Every buffer produced is consumed, in order.
+    let mut next = 0u64;
+    let mut seen = Vec::new();
+    two_buffers(
+        |buf| {
+            next += 1;
+            buf.as_mut_slice()[0] = next as u8;
+            Ok((next <= 5).then_some((1, next)))
+        },
+        |buf, len, at| {
+            seen.push((buf.as_slice()[0], len, at));
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(seen, (1..=5).map(|i| (i as u8, 1, i)).collect::<Vec<_>>());
+    // A write error mid-image is what is reported, not the stop it causes.
+    let err = two_buffers(
+        |_| Ok(Some((1, 0))),
+        |_, _, _| {
+            Err(fail(
+                "write",
+                "write at byte 4194304 of /dev/vda: Input/output error",
+            ))
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.step, "write");
+    // A producer error with a healthy consumer is reported as is.
+    let err = two_buffers(|_| Err(fail("download", "cut")), |_, _, _| Ok(())).unwrap_err();
+    assert_eq!((err.step, err.message.as_str()), ("download", "cut"));
+}
