@@ -58,6 +58,9 @@ enum Fault {
     Altered,
     /// The file has this many bytes fewer than the order says.
     Truncated(usize),
+    /// Every answer after the first stops after its headers (the network
+    /// went away and stays away).
+    DeadAfterCutAt(usize),
 }
 
 /// Serves `body` at `/host.raw.zst` with Range; the URL and the number of
@@ -126,7 +129,12 @@ fn serve(body: Vec<u8>, fault: Fault) -> (String, Arc<AtomicUsize>) {
                 ),
             };
             let sent = match fault {
-                Fault::CutOnceAt(n) | Fault::CutThenIgnoreRange(n) if first => n.min(part.len()),
+                Fault::CutOnceAt(n) | Fault::CutThenIgnoreRange(n) | Fault::DeadAfterCutAt(n)
+                    if first =>
+                {
+                    n.min(part.len())
+                }
+                Fault::DeadAfterCutAt(_) => 0,
                 _ => part.len(),
             };
             first = false;
@@ -292,6 +300,12 @@ fn altered_truncated_or_unresumable_downloads_fail_and_leave_no_table() {
         // The order is for other bytes: the compressed SHA-256 tells.
         (Fault::None, &other, "SHA-256"),
         (Fault::Truncated(100), &zst, "416"),
+        // No byte gets through for the retry budget (2 s in tests, 3 min for real).
+        (
+            Fault::DeadAfterCutAt(zst.len() / 2),
+            &zst,
+            "did not resume within 2 s",
+        ),
     ] {
         let (url, _) = serve(zst.clone(), fault);
         let machine = Machine::new();
