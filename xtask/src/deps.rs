@@ -39,6 +39,11 @@ pub const DEPS: &[Dep] = &[
         from_backports: false,
     },
     Dep {
+        package: "zstd",
+        why: "`cargo xtask bench deploy` compresses its image and pipes `curl | zstd -d | dd` as the agent's peer",
+        from_backports: false,
+    },
+    Dep {
         package: "qemu-system-x86",
         why: "the virtual BMC drives a QEMU VM through QMP (hardware-tests/tests/vbmc_qemu.rs)",
         from_backports: true,

@@ -237,51 +237,9 @@ pub fn write_image(
     decoder
         .window_log_max(WINDOW_LOG_MAX)
         .map_err(|e| fail("download", format!("zstd: {e}")))?;
-    let mut buf = AlignedBuf::new(CHUNK);
     let mut head = vec![0u8; HEAD];
-    let mut pos = 0u64;
-    let mut say_mut = |line: &str| say(line);
-    let mut meter = Meter::new(format!("writing {}", dev.name), raw, &mut say_mut);
-    let read_error = |e: io::Error, pos: u64| {
-        fail(
-            "download",
-            format!(
-                "after {pos} bytes of the decompressed image: {e}; nothing boots from this disk \
-                 (no partition table); deploy again"
-            ),
-        )
-    };
-    while pos < raw {
-        let want = (raw - pos).min(CHUNK as u64) as usize;
-        let got =
-            fill(&mut decoder, &mut buf.as_mut_slice()[..want]).map_err(|e| read_error(e, pos))?;
-        if got < want {
-            return Err(fail(
-                "download",
-                format!(
-                    "the image decompressed to {} bytes, the order says {raw}: the image on the \
-                     server is not the one ordered; deploy again",
-                    pos + got as u64
-                ),
-            ));
-        }
-        let chunk = &buf.as_slice()[..got];
-        let (bytes, at) = if pos == 0 {
-            head.copy_from_slice(&chunk[..HEAD]);
-            (&chunk[HEAD..], HEAD as u64)
-        } else {
-            (chunk, pos)
-        };
-        dev.write_at(bytes, at).map_err(|e| {
-            fail(
-                "write",
-                format!("{e}; the disk is failing or was removed (check dmesg); it does not boot"),
-            )
-        })?;
-        pos += got as u64;
-        progress.set_done(pos);
-        meter.update(pos);
-    }
+    write_body(&mut decoder, dev, raw, &mut head, progress, say)?;
+    let pos = raw;
     if fill(&mut decoder, &mut [0u8; 1]).map_err(|e| read_error(e, pos))? != 0 {
         return Err(fail(
             "download",
@@ -323,22 +281,34 @@ pub fn write_image(
         .map_err(|e| fail("verify", format!("{e}")))?;
     let mut hash = Sha256::new();
     hash.update(&head);
-    let mut pos = HEAD as u64;
+    let mut say_mut = |line: &str| say(line);
     let mut meter = Meter::new(format!("verifying {}", dev.name), raw, &mut say_mut);
-    while pos < raw {
-        let n = (raw - pos).min(CHUNK as u64) as usize;
-        let chunk = &mut buf.as_mut_slice()[..n];
-        dev.read_at(chunk, pos).map_err(|e| {
-            fail(
-                "verify",
-                format!("{e}; the disk is failing (check dmesg); it does not boot"),
-            )
-        })?;
-        hash.update(&*chunk);
-        pos += n as u64;
-        progress.set_done(pos);
-        meter.update(pos);
-    }
+    let mut pos = HEAD as u64;
+    let hashed = &mut hash;
+    two_buffers(
+        |buf| {
+            if pos >= raw {
+                return Ok(None);
+            }
+            let n = (raw - pos).min(CHUNK as u64) as usize;
+            dev.read_at(&mut buf.as_mut_slice()[..n], pos)
+                .map_err(|e| {
+                    fail(
+                        "verify",
+                        format!("{e}; the disk is failing (check dmesg); it does not boot"),
+                    )
+                })?;
+            let at = pos;
+            pos += n as u64;
+            meter.update(pos);
+            Ok(Some((n, at)))
+        },
+        |buf, len, at| {
+            hashed.update(&buf.as_slice()[..len]);
+            progress.set_done(at + len as u64);
+            Ok(())
+        },
+    )?;
     let read = hex(&hash.finalize());
     if read != image.raw_sha256 {
         return Err(fail(
@@ -371,6 +341,122 @@ pub fn write_image(
         },
         gpt,
     ))
+}
+
+/// A failure reading the decompressed image after `pos` of its bytes.
+fn read_error(e: io::Error, pos: u64) -> Failure {
+    fail(
+        "download",
+        format!(
+            "after {pos} bytes of the decompressed image: {e}; nothing boots from this disk (no \
+             partition table); deploy again"
+        ),
+    )
+}
+
+/// Decodes the image's `raw` bytes from `decoder` into [`CHUNK`] buffers
+/// and writes them from a second thread, so the next chunk is decoded while
+/// the last one is written (two buffers in all: memory stays constant). The
+/// first [`HEAD`] bytes go to `head`, not to the disk. A write error wins
+/// over the read error it causes.
+fn write_body(
+    decoder: &mut impl Read,
+    dev: &Device,
+    raw: u64,
+    head: &mut [u8],
+    progress: &Progress,
+    say: &dyn Fn(&str),
+) -> Result<(), Failure> {
+    let mut say_mut = |line: &str| say(line);
+    let mut meter = Meter::new(format!("writing {}", dev.name), raw, &mut say_mut);
+    let mut pos = 0u64;
+    two_buffers(
+        |buf| {
+            if pos >= raw {
+                return Ok(None);
+            }
+            let want = (raw - pos).min(CHUNK as u64) as usize;
+            let got =
+                fill(decoder, &mut buf.as_mut_slice()[..want]).map_err(|e| read_error(e, pos))?;
+            if got < want {
+                return Err(fail(
+                    "download",
+                    format!(
+                        "the image decompressed to {} bytes, the order says {raw}: the image on \
+                         the server is not the one ordered; deploy again",
+                        pos + got as u64
+                    ),
+                ));
+            }
+            if pos == 0 {
+                head.copy_from_slice(&buf.as_slice()[..HEAD]);
+            }
+            let at = pos;
+            pos += got as u64;
+            meter.update(pos);
+            Ok(Some((got, at)))
+        },
+        |buf, len, at| {
+            let skip = if at == 0 { HEAD } else { 0 };
+            dev.write_at(&buf.as_slice()[skip..len], at + skip as u64)
+                .map_err(|e| {
+                    fail(
+                        "write",
+                        format!(
+                            "{e}; the disk is failing or was removed (check dmesg); it does not \
+                             boot"
+                        ),
+                    )
+                })?;
+            progress.set_done(at + len as u64);
+            Ok(())
+        },
+    )
+}
+
+/// Runs `produce` (on this thread) and `consume` (on a second one) over two
+/// [`CHUNK`] buffers, so the next buffer is filled while the last one is
+/// used: memory stays at two buffers. `produce` fills one and says its
+/// length and offset, or `None` at the end. The consumer's error wins over
+/// the producer's (which it causes by stopping).
+fn two_buffers(
+    mut produce: impl FnMut(&mut AlignedBuf) -> Result<Option<(usize, u64)>, Failure>,
+    mut consume: impl FnMut(&AlignedBuf, usize, u64) -> Result<(), Failure> + Send,
+) -> Result<(), Failure> {
+    use std::sync::mpsc::sync_channel;
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = sync_channel::<(AlignedBuf, usize, u64)>(1);
+        let (empty_tx, empty_rx) = sync_channel::<AlignedBuf>(2);
+        for _ in 0..2 {
+            empty_tx.send(AlignedBuf::new(CHUNK)).expect("room for two");
+        }
+        let consumer = scope.spawn(move || {
+            for (buf, len, at) in full_rx {
+                consume(&buf, len, at)?;
+                if empty_tx.send(buf).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let produced = (|| {
+            // No buffer back: the consumer stopped, its error is the one to report.
+            while let Ok(mut buf) = empty_rx.recv() {
+                let Some((len, at)) = produce(&mut buf)? else {
+                    break;
+                };
+                if full_tx.send((buf, len, at)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        drop(full_tx);
+        let consumed = consumer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        consumed.and(produced)
+    })
 }
 
 /// Writes the verified head with the GPT moved to the disk's end and `data`

@@ -159,11 +159,12 @@ pub fn check_sealed(sealed: &[u8]) -> Result<(), String> {
 
 /// Writes onto `disk` (whole MiB) a GPT like the host image's: esp 1-3 MiB,
 /// config 3-19 MiB, then `last` up to the last MiB; protective MBR too.
-#[cfg(test)]
+/// Test support (the crate's tests and feature `testing`).
+#[cfg(any(test, feature = "testing"))]
 pub fn write_test_gpt(disk: &mut Vec<u8>, last: &str) {
     let mib = disk.len() as u64 >> 20;
     let mut cursor = Cursor::new(std::mem::take(disk));
-    let mut gpt = GPT::new_from(&mut cursor, 512, [9; 16]).unwrap();
+    let mut gpt = GPT::new_from(&mut cursor, 512, [9; 16]).expect("a GPT fits");
     for (i, (name, start, end)) in [("esp", 1, 3), (CONFIG, 3, 19), (last, 19, mib - 1)]
         .into_iter()
         .enumerate()
@@ -177,8 +178,8 @@ pub fn write_test_gpt(disk: &mut Vec<u8>, last: &str) {
             partition_name: name.into(),
         };
     }
-    GPT::write_protective_mbr_into(&mut cursor, 512).unwrap();
-    gpt.write_into(&mut cursor).unwrap();
+    GPT::write_protective_mbr_into(&mut cursor, 512).expect("an MBR fits");
+    gpt.write_into(&mut cursor).expect("valid partitions");
     *disk = cursor.into_inner();
 }
 

@@ -58,6 +58,9 @@ enum Fault {
     Altered,
     /// The file has this many bytes fewer than the order says.
     Truncated(usize),
+    /// Every answer after the first stops after its headers (the network
+    /// went away and stays away).
+    DeadAfterCutAt(usize),
 }
 
 /// Serves `body` at `/host.raw.zst` with Range; the URL and the number of
@@ -126,7 +129,12 @@ fn serve(body: Vec<u8>, fault: Fault) -> (String, Arc<AtomicUsize>) {
                 ),
             };
             let sent = match fault {
-                Fault::CutOnceAt(n) | Fault::CutThenIgnoreRange(n) if first => n.min(part.len()),
+                Fault::CutOnceAt(n) | Fault::CutThenIgnoreRange(n) | Fault::DeadAfterCutAt(n)
+                    if first =>
+                {
+                    n.min(part.len())
+                }
+                Fault::DeadAfterCutAt(_) => 0,
                 _ => part.len(),
             };
             first = false;
@@ -292,6 +300,12 @@ fn altered_truncated_or_unresumable_downloads_fail_and_leave_no_table() {
         // The order is for other bytes: the compressed SHA-256 tells.
         (Fault::None, &other, "SHA-256"),
         (Fault::Truncated(100), &zst, "416"),
+        // No byte gets through for the retry budget (2 s in tests, 3 min for real).
+        (
+            Fault::DeadAfterCutAt(zst.len() / 2),
+            &zst,
+            "did not resume within 2 s",
+        ),
     ] {
         let (url, _) = serve(zst.clone(), fault);
         let machine = Machine::new();
@@ -469,4 +483,39 @@ fn the_disk_is_opened_below_the_sysroot() {
     assert_eq!(dev.path, machine.disk_path());
     assert_eq!(dev.name, "/dev/vda");
     assert!(Path::new(&dev.path).starts_with(machine.root.path()));
+}
+
+#[test]
+fn two_buffers_overlap_and_the_consumer_error_wins() {
+    // Every buffer produced is consumed, in order.
+    let mut next = 0u64;
+    let mut seen = Vec::new();
+    two_buffers(
+        |buf| {
+            next += 1;
+            buf.as_mut_slice()[0] = next as u8;
+            Ok((next <= 5).then_some((1, next)))
+        },
+        |buf, len, at| {
+            seen.push((buf.as_slice()[0], len, at));
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(seen, (1..=5).map(|i| (i as u8, 1, i)).collect::<Vec<_>>());
+    // A write error mid-image is what is reported, not the stop it causes.
+    let err = two_buffers(
+        |_| Ok(Some((1, 0))),
+        |_, _, _| {
+            Err(fail(
+                "write",
+                "write at byte 4194304 of /dev/vda: Input/output error",
+            ))
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.step, "write");
+    // A producer error with a healthy consumer is reported as is.
+    let err = two_buffers(|_| Err(fail("download", "cut")), |_, _, _| Ok(())).unwrap_err();
+    assert_eq!((err.step, err.message.as_str()), ("download", "cut"));
 }

@@ -7,6 +7,7 @@
 
 mod api;
 mod bmc;
+mod deploy;
 mod dhcp;
 mod image_serve;
 mod peer;
@@ -38,6 +39,9 @@ enum Bench {
     /// The DHCP server of `provisioner serve` next to Kea and dnsmasq under perfdhcp.
     #[command(long_about = dhcp::LONG_ABOUT)]
     Dhcp(dhcp::Args),
+    /// The agent's image write path (`node-agent write-image`) next to dd and curl|zstd|dd; memory.
+    #[command(long_about = deploy::LONG_ABOUT)]
+    Deploy(deploy::Args),
     /// PXE boots in the lab: seconds to the iPXE script and to the initramfs marker, BIOS and UEFI.
     #[command(long_about = pxe::LONG_ABOUT)]
     Pxe(pxe::Args),
@@ -50,5 +54,6 @@ pub fn run(args: Args) -> Result<()> {
         Bench::Bmc(args) => bmc::run(&args),
         Bench::Dhcp(args) => dhcp::run(&args),
         Bench::Pxe(args) => pxe::run(&args),
+        Bench::Deploy(args) => deploy::run(&args),
     }
 }
