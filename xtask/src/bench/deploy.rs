@@ -31,7 +31,11 @@ are run interleaved for --rounds rounds; medians and ratios are printed (the age
 phase is its own figure without the read-back, which the peers do not do). Then the agent \
 writes a --big-mib image once: its peak RSS (VmHWM) must equal the small run's within 10 % \
 and stay under 64 MiB. Prints a table, then one line of JSON. Work files go to --dir \
-(default /var/tmp: O_DIRECT needs a real file system); they are removed at the end.";
+(default /var/tmp: O_DIRECT needs a real file system); they are removed at the end.
+
+Last, image serving: `provisioner serve` (release) with a --serve-mib host image in its \
+catalog answers three `curl` downloads of `/images/host/host.raw.zst` at once, next to nginx \
+serving the same file (A B A B, --rounds rounds each); medians and the throughput ratio.";
 
 /// Packages the benchmark needs besides the test dependencies.
 const BENCH_DEPS: &[Dep] = &[
@@ -43,6 +47,11 @@ const BENCH_DEPS: &[Dep] = &[
     Dep {
         package: "zstd",
         why: "compresses the synthetic image; the peer pipeline's decoder",
+        from_backports: false,
+    },
+    Dep {
+        package: "nginx",
+        why: "the peer serving the host image to three downloads at once",
         from_backports: false,
     },
 ];
@@ -64,6 +73,9 @@ pub struct Args {
     /// Use this node-agent binary instead of building one (release).
     #[arg(long, value_name = "PATH")]
     agent: Option<PathBuf>,
+    /// Size of the image served to three downloads at once, in MiB (0: skip that part).
+    #[arg(long, default_value_t = 512)]
+    serve_mib: u64,
 }
 
 fn build_agent() -> Result<PathBuf> {
@@ -494,6 +506,22 @@ pub fn run(args: &Args) -> Result<()> {
         json["agent_big_peak_rss_kib"] = run.peak_rss_kib.into();
         json["agent_big_write_s"] = run.write_s.into();
         json["rss_ratio_big_vs_small"] = r.into();
+    }
+    if args.serve_mib > 0 {
+        let provisioner = super::api::build_provisioner()?;
+        let serving = super::image_serve::run(
+            &provisioner,
+            dir,
+            args.serve_mib,
+            args.rounds as usize,
+        )?;
+        println!();
+        serving.print();
+        json["serve_mib"] = args.serve_mib.into();
+        json["serve_clients"] = super::image_serve::CLIENTS.into();
+        json["serve_ours_s"] = serving.ours.median().as_secs_f64().into();
+        json["serve_peer"] = serving.peer.name.clone().into();
+        json["serve_peer_s"] = serving.peer.median().as_secs_f64().into();
     }
     println!("{json}");
     Ok(())
