@@ -21,6 +21,8 @@ pub mod deploy;
 pub mod host;
 pub mod init;
 pub mod inspect;
+pub mod net;
+pub mod pe;
 pub mod pid1;
 pub mod sysroot;
 pub mod upgrade;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::init::backoff::Backoff;
+use crate::net::backoff::Backoff;
 
 /// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`): start, end
 /// (inclusive) and total. `None` when it is not of that form.

@@ -24,7 +24,7 @@ use std::path::Path;
 
 use model::host::HostBoot;
 
-use crate::upgrade::pe;
+use crate::pe;
 
 /// Added to the command line of the kexec'd boot (a parameter of no module,
 /// so the kernel ignores it and passes it on to no one).

@@ -19,8 +19,8 @@ use model::deploy::{HostCommand, HostReport, NodeConfig};
 use model::host::HostStatus;
 use model::net::Mac;
 
-use crate::init::backoff::Backoff;
-use crate::init::session::Failure;
+use crate::net::Failure;
+use crate::net::backoff::Backoff;
 use crate::pid1::say;
 use crate::sysroot::SysRoot;
 
@@ -219,12 +219,12 @@ pub fn run(config: NodeConfig, status: HostStatus) -> ! {
         Err(e) => say(&format!("host: applying the plan FAILED: {e}")),
     }
     let nic = loop {
-        match crate::init::wait_for_nic(mac) {
+        match crate::net::wait_for_nic(mac) {
             Ok(nic) => break nic,
             Err(e) => say(&format!("host: {e}; still waiting")),
         }
     };
-    let (mut lease, mut bound_at) = crate::init::bring_up(&nic, mac);
+    let (mut lease, mut bound_at) = crate::net::bring_up(&nic, mac);
     let mut reporter = Reporter::new(&config, mac);
     loop {
         let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
@@ -248,7 +248,7 @@ pub fn run(config: NodeConfig, status: HostStatus) -> ! {
         // Sleep in short steps so the lease is renewed in time.
         let until = Instant::now() + pause;
         loop {
-            (lease, bound_at) = crate::init::keep_lease(&nic, mac, lease, bound_at);
+            (lease, bound_at) = crate::net::keep_lease(&nic, mac, lease, bound_at);
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use model::agent::{AgentState, Command};
 use model::deploy::{DeployOrder, EraseMode};
 
-use super::backoff::Backoff;
+use crate::net::backoff::Backoff;
 
 /// The next request to the provisioner.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,16 +36,7 @@ pub enum Action {
     Reboot,
 }
 
-/// Why a request failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// No HTTP answer (connection refused, timeout, no route).
-    Unreachable(String),
-    /// The provisioner answered with an error status.
-    Status { status: u16, error: String },
-    /// The answer was not a command.
-    BadAnswer(String),
-}
+pub use crate::net::Failure;
 
 /// After this many network failures in a row, the address is renewed.
 const RENETWORK_AFTER: u32 = 6;

@@ -29,7 +29,6 @@
 //! - `root.img` is streamed (one 4 MiB buffer), never held in memory.
 
 pub mod esp;
-pub mod pe;
 pub mod source;
 pub mod stream;
 #[cfg(any(test, feature = "testing"))]
@@ -188,7 +187,7 @@ pub enum UpgradeError {
     Pe {
         location: String,
         #[source]
-        source: pe::PeError,
+        source: crate::pe::PeError,
     },
     #[error(
         "{location}: its .cmdline is {found:?}, but the manifest's version and verity \
@@ -361,7 +360,7 @@ fn fetch_uki(
             slot,
         });
     }
-    let found = pe::cmdline(&uki).map_err(|source| UpgradeError::Pe {
+    let found = crate::pe::cmdline(&uki).map_err(|source| UpgradeError::Pe {
         location: location.clone(),
         source,
     })?;

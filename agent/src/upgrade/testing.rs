@@ -10,8 +10,8 @@ use model::host::{
     VerityParams,
 };
 
-use super::pe;
 use super::stream::{hex, sha256};
+use crate::pe;
 
 /// A host image in memory: `root.img` (`data_blocks` of data, then a
 /// one-block "hash tree" whose block hashes with the salt to the root hash,

@@ -509,12 +509,8 @@ pub fn run(args: &Args) -> Result<()> {
     }
     if args.serve_mib > 0 {
         let provisioner = super::api::build_provisioner()?;
-        let serving = super::image_serve::run(
-            &provisioner,
-            dir,
-            args.serve_mib,
-            args.rounds as usize,
-        )?;
+        let serving =
+            super::image_serve::run(&provisioner, dir, args.serve_mib, args.rounds as usize)?;
         println!();
         serving.print();
         json["serve_mib"] = args.serve_mib.into();

@@ -80,8 +80,8 @@ fn describe_progress(progress: &Value) -> String {
         (Some(start), Some(at)) => at.saturating_sub(start),
         _ => 0,
     };
-    if elapsed > 0 {
-        text.push_str(&format!(", {} MiB/s", (done >> 20) / elapsed));
+    if let Some(rate) = (done >> 20).checked_div(elapsed) {
+        text.push_str(&format!(", {rate} MiB/s"));
     }
     text
 }

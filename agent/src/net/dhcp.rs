@@ -3,7 +3,7 @@
 //! uses: requests are built with [`dhcp::encode_request`] and replies read
 //! with [`dhcp::decode_reply`], which walks the options itself and never
 //! panics (proptest there), so PID 1 needs no `catch_unwind`. The edge
-//! ([`super::net`]) owns the socket, the clock and the retransmissions.
+//! ([`super::link`]) owns the socket, the clock and the retransmissions.
 //!
 //! RFC 2131 as a ramdisk needs it: DISCOVER -> OFFER -> REQUEST -> ACK
 //! (the first OFFER wins), NAK starts over, and the broadcast flag is set

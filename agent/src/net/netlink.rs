@@ -1,7 +1,7 @@
 //! rtnetlink requests the agent needs to configure its boot NIC: set the
 //! link up, add an IPv4 address, add a default route; and the kernel's
 //! acknowledgement. Pure byte encoding (native endian, as the kernel
-//! expects) so the layouts are unit-tested; [`super::net`] sends them.
+//! expects) so the layouts are unit-tested; [`super::link`] sends them.
 
 use std::net::Ipv4Addr;
 
