@@ -209,7 +209,15 @@ impl<'a> Download<'a> {
                     response.status().as_u16(),
                     range.as_deref(),
                 ) {
-                    Answer::Go => Ok(Box::new(response.into_body().into_reader())),
+                    Answer::Go => {
+                        if self.pos > 0 {
+                            (self.say)(&format!(
+                                "download resumed at byte {} of {} (Range: bytes={}-, 206 Partial Content)",
+                                self.pos, self.total, self.pos
+                            ));
+                        }
+                        Ok(Box::new(response.into_body().into_reader()))
+                    }
                     Answer::Retry(why) => Err(Answer::Retry(format!("GET {url}: {why}"))),
                     Answer::Fail(why) => Err(Answer::Fail(format!("GET {url}: {why}"))),
                 }
