@@ -45,7 +45,10 @@ pub fn rows(nodes: &Value, last_events: &[(String, Value)], now: chrono_like::No
                 .and_then(chrono_like::parse_rfc3339)
                 .map_or(0, |since| now.0.saturating_sub(since));
             let last_event = last.map(describe_event).unwrap_or_default();
-            let progress = if state == "deploying" || state == "cleaning" {
+            let progress = if state == "deploying" && node["deploy"]["written_at"].is_string() {
+                // The agent's last progress is stale: the node boots its disk now.
+                "written; booting from disk".to_owned()
+            } else if state == "deploying" || state == "cleaning" {
                 describe_progress(&node["deploy"]["progress"])
             } else {
                 String::new()
@@ -328,6 +331,12 @@ mod tests {
         let now = chrono_like::Now(chrono_like::parse_rfc3339("2026-12-02T10:01:00Z").unwrap());
         let rows = rows(&nodes, &[], now);
         assert_eq!(rows[0].progress, "writing 512/1362 MiB, 16 MiB/s");
+        let mut written = nodes.clone();
+        written[0]["deploy"]["written_at"] = json!("2026-12-02T10:00:50Z");
+        assert_eq!(
+            super::rows(&written, &[], now)[0].progress,
+            "written; booting from disk"
+        );
         let active = json!({"name": "n", "state": "active", "deploy": {"host": {
             "version": "1", "slot": "a", "root_hash": "ab12", "apply": "3 items, all done"}}});
         let text = summary(&active);
